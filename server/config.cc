@@ -1,0 +1,231 @@
+#include "config.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <functional>
+#include <limits>
+#include <thread>
+
+#include <fmt/format.h>
+
+extern char** environ;
+
+namespace scan::server {
+namespace {
+
+using Setter = std::function<std::string(const std::string& value, ServerConfig* config)>;
+
+struct Option {
+  const char* flag;
+  const char* env;
+  const char* help;
+  Setter set;
+};
+
+// Accepts plain integers and binary suffixes (64Ki, 256Mi, 1Gi) since byte limits are easier to
+// read that way.
+bool parse_int64(const std::string& text, std::int64_t* value) {
+  if (text.empty()) return false;
+  errno = 0;
+  char* end = nullptr;
+  const long long number = std::strtoll(text.c_str(), &end, 10);
+  if (errno != 0 || end == text.c_str()) return false;
+  const std::string suffix(end);
+  int shift = 0;
+  if (suffix == "Ki") shift = 10;
+  else if (suffix == "Mi") shift = 20;
+  else if (suffix == "Gi") shift = 30;
+  else if (!suffix.empty()) return false;
+  if (number < 0 || number > (std::numeric_limits<std::int64_t>::max() >> shift)) return false;
+  *value = static_cast<std::int64_t>(number) << shift;
+  return true;
+}
+
+Setter int64_setter(std::int64_t ServerConfig::*field, std::int64_t minimum) {
+  return [field, minimum](const std::string& text, ServerConfig* config) -> std::string {
+    std::int64_t value = 0;
+    if (!parse_int64(text, &value) || value < minimum) {
+      return fmt::format("expected an integer >= {} (suffixes Ki, Mi, Gi allowed), got '{}'",
+                         minimum, text);
+    }
+    config->*field = value;
+    return {};
+  };
+}
+
+Setter int_setter(int ServerConfig::*field, int minimum, int maximum) {
+  return [field, minimum, maximum](const std::string& text, ServerConfig* config) -> std::string {
+    std::int64_t value = 0;
+    if (!parse_int64(text, &value) || value < minimum || value > maximum) {
+      return fmt::format("expected an integer in [{}, {}], got '{}'", minimum, maximum, text);
+    }
+    config->*field = static_cast<int>(value);
+    return {};
+  };
+}
+
+Setter choice_setter(std::string ServerConfig::*field, std::vector<std::string> choices) {
+  return [field, choices](const std::string& text, ServerConfig* config) -> std::string {
+    if (std::find(choices.begin(), choices.end(), text) == choices.end()) {
+      return fmt::format("expected one of {}, got '{}'", fmt::join(choices, "|"), text);
+    }
+    config->*field = text;
+    return {};
+  };
+}
+
+Setter string_setter(std::string ServerConfig::*field) {
+  return [field](const std::string& text, ServerConfig* config) -> std::string {
+    config->*field = text;
+    return {};
+  };
+}
+
+const std::vector<Option>& options() {
+  static const std::vector<Option> table = {
+      {"listen", "SCAN_LISTEN", "gRPC listen address HOST:PORT (port 0 picks a free port)",
+       [](const std::string& text, ServerConfig* config) -> std::string {
+         if (text.rfind(':') == std::string::npos) return "expected HOST:PORT, got '" + text + "'";
+         config->listen = text;
+         return {};
+       }},
+      {"max-tensor-bytes", "SCAN_MAX_TENSOR_BYTES",
+       "largest tensor accepted, in bytes; larger ones get RESOURCE_EXHAUSTED",
+       int64_setter(&ServerConfig::max_tensor_bytes, 1)},
+      {"max-message-bytes", "SCAN_MAX_MESSAGE_BYTES",
+       "largest gRPC message received or sent; 0 = max-tensor-bytes + 1Mi",
+       int64_setter(&ServerConfig::max_message_bytes, 0)},
+      {"max-rank", "SCAN_MAX_RANK", "most dimensions a tensor may have",
+       int_setter(&ServerConfig::max_rank, 1, 64)},
+      {"worker-threads", "SCAN_WORKER_THREADS",
+       "scans computed at once on the CPU; 0 = one per core; more requests wait in a queue",
+       int_setter(&ServerConfig::worker_threads, 0, 4096)},
+      {"rpc-threads", "SCAN_RPC_THREADS",
+       "most gRPC handler threads; 0 = 4 x worker-threads + 4",
+       int_setter(&ServerConfig::rpc_threads, 0, 65536)},
+      {"log-level", "SCAN_LOG_LEVEL", "trace|debug|info|warn|error",
+       choice_setter(&ServerConfig::log_level, {"trace", "debug", "info", "warn", "error"})},
+      {"log-format", "SCAN_LOG_FORMAT", "text|json (one JSON object per line)",
+       choice_setter(&ServerConfig::log_format, {"text", "json"})},
+      {"shutdown-grace-seconds", "SCAN_SHUTDOWN_GRACE_SECONDS",
+       "on SIGTERM/SIGINT, how long in-flight requests may take to finish before being cancelled",
+       [](const std::string& text, ServerConfig* config) -> std::string {
+         char* end = nullptr;
+         const double seconds = std::strtod(text.c_str(), &end);
+         if (text.empty() || *end != '\0' || !(seconds >= 0) || seconds > 86400) {
+           return "expected seconds in [0, 86400], got '" + text + "'";
+         }
+         config->shutdown_grace_seconds = seconds;
+         return {};
+       }},
+      {"port-file", "SCAN_PORT_FILE", "write the bound gRPC port to this file once serving",
+       string_setter(&ServerConfig::port_file)},
+  };
+  return table;
+}
+
+std::string help_text() {
+  std::string text =
+      "Usage: scan-server [--flag=value | --flag value]...\n"
+      "Serves scan.v1.ScanService (cumulative products of tensors) over gRPC.\n"
+      "Each flag can also be set through its environment variable; flags win.\n"
+      "Defaults: " +
+      ServerConfig().describe() + "\n\n";
+  for (const Option& option : options()) {
+    text += fmt::format("  --{:<24} env {}\n      {}\n", option.flag, option.env, option.help);
+  }
+  text += "  --help                      this text\n  --version                   print the version\n";
+  return text;
+}
+
+const Option* find_option(const std::string& flag) {
+  for (const Option& option : options()) {
+    if (flag == option.flag) return &option;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+std::int64_t ServerConfig::effective_max_message_bytes() const {
+  if (max_message_bytes > 0) return max_message_bytes;
+  return std::min<std::int64_t>(max_tensor_bytes + (std::int64_t{1} << 20),
+                                std::numeric_limits<int>::max());
+}
+
+int ServerConfig::effective_worker_threads() const {
+  if (worker_threads > 0) return worker_threads;
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+int ServerConfig::effective_rpc_threads() const {
+  if (rpc_threads > 0) return rpc_threads;
+  return 4 * effective_worker_threads() + 4;
+}
+
+std::string ServerConfig::describe() const {
+  return fmt::format(
+      "listen={} max_tensor_bytes={} max_message_bytes={} max_rank={} worker_threads={} "
+      "rpc_threads={} log_level={} log_format={} shutdown_grace_seconds={} port_file={}",
+      listen, max_tensor_bytes, effective_max_message_bytes(), max_rank,
+      effective_worker_threads(), effective_rpc_threads(), log_level, log_format,
+      shutdown_grace_seconds, port_file.empty() ? "-" : port_file);
+}
+
+ParseResult parse_config(const std::vector<std::string>& args,
+                         const std::map<std::string, std::string>& environment,
+                         ServerConfig* config) {
+  auto failure = [](std::string message) {
+    return ParseResult{ParseResult::Action::kExitFailure, std::move(message)};
+  };
+  for (const Option& option : options()) {
+    const auto found = environment.find(option.env);
+    if (found == environment.end()) continue;
+    if (std::string error = option.set(found->second, config); !error.empty()) {
+      return failure(fmt::format("${}: {}", option.env, error));
+    }
+  }
+  for (std::size_t index = 0; index < args.size(); ++index) {
+    const std::string& arg = args[index];
+    if (arg == "--help" || arg == "-h") return {ParseResult::Action::kExitSuccess, help_text()};
+    if (arg == "--version") return {ParseResult::Action::kExitSuccess, SCAN_VERSION "\n"};
+    if (arg.rfind("--", 0) != 0) return failure("unexpected argument '" + arg + "' (see --help)");
+    std::string flag = arg.substr(2);
+    std::string value;
+    if (const auto equals = flag.find('='); equals != std::string::npos) {
+      value = flag.substr(equals + 1);
+      flag.resize(equals);
+    } else if (index + 1 < args.size()) {
+      value = args[++index];
+    } else {
+      return failure("--" + flag + " needs a value");
+    }
+    const Option* option = find_option(flag);
+    if (option == nullptr) return failure("unknown flag --" + flag + " (see --help)");
+    if (std::string error = option->set(value, config); !error.empty()) {
+      return failure(fmt::format("--{}: {}", flag, error));
+    }
+  }
+  if (config->max_message_bytes > 0 && config->max_message_bytes < config->max_tensor_bytes) {
+    return failure("--max-message-bytes must be at least --max-tensor-bytes");
+  }
+  if (config->effective_max_message_bytes() > std::numeric_limits<int>::max()) {
+    return failure("--max-message-bytes: gRPC limits messages to 2Gi - 1 bytes");
+  }
+  return {};
+}
+
+std::map<std::string, std::string> process_environment() {
+  std::map<std::string, std::string> environment;
+  for (char** entry = environ; *entry != nullptr; ++entry) {
+    const std::string text(*entry);
+    const auto equals = text.find('=');
+    if (equals != std::string::npos) environment[text.substr(0, equals)] = text.substr(equals + 1);
+  }
+  return environment;
+}
+
+}  // namespace scan::server

@@ -1,0 +1,45 @@
+// The server's configuration: defaults, overridden by SCAN_* environment variables, overridden by
+// command-line flags.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace scan::server {
+
+struct ServerConfig {
+  std::string listen = "0.0.0.0:50051";
+  std::int64_t max_tensor_bytes = std::int64_t{256} << 20;
+  // 0 means: max_tensor_bytes plus room for the message's other fields.
+  std::int64_t max_message_bytes = 0;
+  int max_rank = 16;
+  int worker_threads = 0;  // 0 means: one per CPU core
+  int rpc_threads = 0;     // 0 means: enough for worker_threads plus queued requests
+  std::string log_level = "info";
+  std::string log_format = "text";
+  double shutdown_grace_seconds = 30.0;
+  std::string port_file;  // where to write the bound port, for scripts that listen on port 0
+
+  std::int64_t effective_max_message_bytes() const;
+  int effective_worker_threads() const;
+  int effective_rpc_threads() const;
+  // One line per setting, for the startup log.
+  std::string describe() const;
+};
+
+struct ParseResult {
+  enum class Action { kRun, kExitSuccess, kExitFailure };
+  Action action = Action::kRun;
+  std::string output;  // help or version text, or the error, for the caller to print
+};
+
+// `environment` maps variable names to values (tests pass their own; main passes the process's).
+ParseResult parse_config(const std::vector<std::string>& args,
+                         const std::map<std::string, std::string>& environment,
+                         ServerConfig* config);
+
+std::map<std::string, std::string> process_environment();
+
+}  // namespace scan::server

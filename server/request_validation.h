@@ -1,0 +1,36 @@
+// Turns an untrusted ScanRequest into a ValidatedScan, or into the precise gRPC status (naming the
+// offending field) that the client gets back. Nothing is computed before this passes.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include <grpcpp/support/status.h>
+
+#include "scan/kernels/types.h"
+#include "scan/v1/scan.pb.h"
+
+namespace scan::server {
+
+struct ValidationLimits {
+  std::int64_t max_tensor_bytes = std::int64_t{256} << 20;
+  int max_rank = 16;
+};
+
+// A request that is safe to compute: every size is consistent and `input` holds exactly `bytes`.
+struct ValidatedScan {
+  kernels::DType dtype = kernels::DType::kFloat32;
+  std::vector<std::int64_t> shape;
+  int dim = 0;  // normalised to [0, rank)
+  kernels::ScanShape view;
+  std::int64_t numel = 0;
+  std::size_t bytes = 0;
+  const void* input = nullptr;  // points into the request; valid while the request lives
+  v1::BackendPreference preference = v1::BACKEND_PREFERENCE_AUTO;
+};
+
+grpc::Status validate_scan_request(const v1::ScanRequest& request, const ValidationLimits& limits,
+                                   ValidatedScan* scan);
+
+}  // namespace scan::server

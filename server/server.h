@@ -1,0 +1,46 @@
+// Assembles the gRPC server: listening port and limits, the ScanService, health and reflection.
+// Kept apart from main() so integration tests run the very same server in-process.
+#pragma once
+
+#include <memory>
+#include <mutex>
+
+#include <grpcpp/server.h>
+
+#include "config.h"
+#include "router.h"
+#include "scan_service.h"
+
+namespace scan::server {
+
+class ScanServer {
+ public:
+  // Takes ownership of the configured router (its backends).
+  ScanServer(ServerConfig config, std::unique_ptr<Router> router);
+  ~ScanServer();
+
+  // Binds and starts serving; returns false (and logs why) if the address cannot be bound.
+  bool start();
+  // The port actually bound (useful with port 0).
+  int port() const { return port_; }
+  // Marks health NOT_SERVING, then waits up to the grace period for in-flight requests before
+  // cancelling what remains. Safe to call from any thread, once.
+  void shutdown();
+  // Blocks until shutdown() has completed.
+  void wait();
+
+ private:
+  void shutdown_now();
+
+  ServerConfig config_;
+  std::unique_ptr<Router> router_;
+  std::unique_ptr<ScanServiceImpl> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  std::once_flag shutdown_once_;
+};
+
+// The backends this build and machine offer (cpu-torch today).
+std::unique_ptr<Router> make_default_router(const ServerConfig& config);
+
+}  // namespace scan::server
