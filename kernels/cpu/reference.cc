@@ -1,5 +1,6 @@
 #include "scan/kernels/reference.h"
 
+#include <cmath>
 #include <cstring>
 
 #include "scan/kernels/half.h"
@@ -74,6 +75,79 @@ void reference_cumprod(const double* in, double* out, ScanShape shape) {
       }
     }
   }
+}
+
+namespace {
+
+struct Precision {
+  double unit_roundoff;     // half the distance from 1 to the next value
+  double subnormal_step;    // the spacing of the smallest values
+};
+
+Precision storage_precision(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat64:
+      return {std::ldexp(1.0, -53), std::ldexp(1.0, -1074)};
+    case DType::kFloat32:
+      return {std::ldexp(1.0, -24), std::ldexp(1.0, -149)};
+    case DType::kFloat16:
+      return {std::ldexp(1.0, -11), std::ldexp(1.0, -24)};
+    case DType::kBFloat16:
+      return {std::ldexp(1.0, -8), std::ldexp(1.0, -133)};
+  }
+  return {1.0, 1.0};
+}
+
+double stored_as(double value, DType dtype) {
+  unsigned char storage[sizeof(double)];
+  narrow_from_f64(&value, 1, dtype, storage);
+  return widen_to_f64(storage, dtype, 1)[0];
+}
+
+DType accumulation_type(DType dtype) {
+  return dtype == DType::kFloat64 ? DType::kFloat64 : DType::kFloat32;
+}
+
+}  // namespace
+
+Tolerance cumprod_tolerance(DType dtype, std::int64_t length) {
+  const Precision stored = storage_precision(dtype);
+  const Precision accumulated = storage_precision(accumulation_type(dtype));
+  const double steps = static_cast<double>(length < 1 ? 1 : length);
+  // The 1.01 absorbs second-order terms of the first-order bound.
+  return {1.01 * (stored.unit_roundoff + steps * accumulated.unit_roundoff),
+          stored.subnormal_step + steps * accumulated.subnormal_step};
+}
+
+Comparison compare_to_reference(const double* expected, const void* actual, DType dtype,
+                                std::int64_t count, Tolerance tolerance) {
+  const std::vector<double> got = widen_to_f64(actual, dtype, count);
+  Comparison result;
+  result.checked = count;
+  for (std::int64_t index = 0; index < count; ++index) {
+    const double want = expected[index];
+    const double have = got[static_cast<std::size_t>(index)];
+    bool match;
+    if (std::isnan(want) || std::isnan(have)) {
+      match = std::isnan(want) && std::isnan(have);
+    } else if (std::isinf(want) || std::isinf(have)) {
+      // A finite float64 product beyond the storage type's range is stored as an infinity.
+      match = want == have || (std::isinf(have) && stored_as(want, dtype) == have);
+    } else {
+      const double error = std::fabs(have - want);
+      result.max_abs_error = std::fmax(result.max_abs_error, error);
+      // Where the absolute term dominates, a relative error says nothing (underflowed values).
+      if (std::fabs(want) * tolerance.rtol > tolerance.atol) {
+        result.max_rel_error = std::fmax(result.max_rel_error, error / std::fabs(want));
+      }
+      match = error <= tolerance.atol + tolerance.rtol * std::fabs(want);
+    }
+    if (!match) {
+      if (result.mismatches == 0) result.first_mismatch = index;
+      ++result.mismatches;
+    }
+  }
+  return result;
 }
 
 }  // namespace scan::kernels

@@ -61,7 +61,12 @@ class CpuTorchBackend final : public ScanBackend {
       }
       const at::Tensor in = at::from_blob(const_cast<void*>(input), sizes, options);
 
-      if (aligned_for(job.output, element_bytes)) {
+      if (job.dtype == kernels::DType::kFloat16) {
+        // LibTorch 1.13 has no CPU cumprod for Half; accumulating in float32 and rounding once
+        // is what torch does for Half on the GPU and for BFloat16 on the CPU.
+        const at::Tensor out = at::cumprod(in.to(at::kFloat), /*dim=*/1).to(at::kHalf);
+        std::memcpy(job.output, out.data_ptr(), bytes);
+      } else if (aligned_for(job.output, element_bytes)) {
         at::Tensor out = at::from_blob(job.output, sizes, options);
         at::cumprod_out(out, in, /*dim=*/1);
       } else {
@@ -69,6 +74,9 @@ class CpuTorchBackend final : public ScanBackend {
         std::memcpy(job.output, out.data_ptr(), bytes);
       }
       return kernels::KernelStatus::Ok();
+    } catch (const c10::Error& error) {
+      return {kernels::KernelStatus::Code::kDeviceError,
+              std::string("torch::cumprod failed: ") + error.what_without_backtrace()};
     } catch (const std::exception& error) {
       return {kernels::KernelStatus::Code::kDeviceError,
               std::string("torch::cumprod failed: ") + error.what()};

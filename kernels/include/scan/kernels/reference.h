@@ -18,4 +18,32 @@ void narrow_from_f64(const double* values, std::int64_t count, DType dtype, void
 // out[o, l, i] = prod_{k <= l} in[o, k, i], computed in float64 in sequence order.
 void reference_cumprod(const double* in, double* out, ScanShape shape);
 
+// |actual - expected| <= atol + rtol * |expected| for every element.
+struct Tolerance {
+  double rtol = 0;
+  double atol = 0;
+};
+
+// The error bound of any correct cumprod of `length` steps stored as `dtype`, against the float64
+// reference of the same (already quantised) input: each of `length` multiplications in the
+// accumulation type (float32 for the 16-bit types, as torch does) adds at most one unit roundoff
+// of relative error, storing adds one unit of the output type, and results in the subnormal range
+// carry absolute rather than relative error (one subnormal step per multiplication).
+Tolerance cumprod_tolerance(DType dtype, std::int64_t length);
+
+struct Comparison {
+  std::int64_t checked = 0;
+  std::int64_t mismatches = 0;
+  std::int64_t first_mismatch = -1;  // element index, -1 if none
+  double max_abs_error = 0;
+  double max_rel_error = 0;  // over elements where the relative term of the tolerance dominates
+
+  bool ok() const { return mismatches == 0; }
+};
+
+// Compares `count` elements stored as `dtype` against float64 expectations. NaN matches NaN and
+// an infinity matches the same infinity; anything else non-finite is a mismatch.
+Comparison compare_to_reference(const double* expected, const void* actual, DType dtype,
+                                std::int64_t count, Tolerance tolerance);
+
 }  // namespace scan::kernels
