@@ -1,0 +1,15 @@
+scan_test(scan_unit_tests
+  SOURCES
+    unit/request_validation_test.cc
+    unit/router_test.cc
+    unit/config_test.cc
+    unit/half_conversion_test.cc
+    unit/npy_test.cc
+  LIBS scan_server_lib scan_client_lib
+  LABELS unit)
+
+# Separate binary: it links LibTorch and its cases take longest.
+scan_test(scan_cpu_torch_backend_tests
+  SOURCES unit/cpu_torch_backend_test.cc
+  LIBS scan_backend_cpu_torch scan_kernels_cpu
+  LABELS unit)
