@@ -104,7 +104,8 @@ const std::vector<Option>& options() {
        "scans computed at once on the CPU; 0 = one per core; more requests wait in a queue",
        int_setter(&ServerConfig::worker_threads, 0, 4096)},
       {"rpc-threads", "SCAN_RPC_THREADS",
-       "most gRPC handler threads; 0 = 4 x worker-threads + 4",
+       "most gRPC handler threads (requests beyond them get RESOURCE_EXHAUSTED at once); "
+       "0 = max(64, 8 x worker-threads)",
        int_setter(&ServerConfig::rpc_threads, 0, 65536)},
       {"log-level", "SCAN_LOG_LEVEL", "trace|debug|info|warn|error",
        choice_setter(&ServerConfig::log_level, {"trace", "debug", "info", "warn", "error"})},
@@ -163,7 +164,7 @@ int ServerConfig::effective_worker_threads() const {
 
 int ServerConfig::effective_rpc_threads() const {
   if (rpc_threads > 0) return rpc_threads;
-  return 4 * effective_worker_threads() + 4;
+  return std::max(64, 8 * effective_worker_threads());
 }
 
 std::string ServerConfig::describe() const {

@@ -16,7 +16,7 @@ struct ServerConfig {
   std::int64_t max_message_bytes = 0;
   int max_rank = 16;
   int worker_threads = 0;  // 0 means: one per CPU core
-  int rpc_threads = 0;     // 0 means: enough for worker_threads plus queued requests
+  int rpc_threads = 0;     // 0 means: max(64, 8 x worker_threads)
   std::string log_level = "info";
   std::string log_format = "text";
   double shutdown_grace_seconds = 30.0;

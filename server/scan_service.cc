@@ -4,6 +4,7 @@
 #include <string>
 
 #include <grpcpp/server_context.h>
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 namespace scan::server {
@@ -66,6 +67,9 @@ grpc::Status ScanServiceImpl::Scan(grpc::ServerContext* context, const v1::ScanR
     }
     SlotLease lease(*chosen->slots);
     compute_started = Clock::now();
+    spdlog::debug("scan started: [{}] {} dim {} on {} for {}", fmt::join(scan.shape, ","),
+                  kernels::dtype_name(scan.dtype), scan.dim, chosen->backend->name(),
+                  context->peer());
     const ScanJob job{scan.dtype, scan.view, scan.input, output->data()};
     const kernels::KernelStatus status = chosen->backend->run(job);
     compute_finished = Clock::now();

@@ -1,0 +1,183 @@
+// A real server on an ephemeral loopback port, driven through the real client library.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <random>
+#include <thread>
+
+#include "scan_client.h"
+#include "server.h"
+
+namespace scan {
+namespace {
+
+using ::testing::HasSubstr;
+using kernels::DType;
+
+class ServiceTest : public ::testing::Test {
+ protected:
+  static constexpr std::int64_t kMaxTensorBytes = std::int64_t{32} << 20;
+
+  void SetUp() override {
+    server::ServerConfig config;
+    config.listen = "127.0.0.1:0";
+    config.max_tensor_bytes = kMaxTensorBytes;
+    config.worker_threads = 2;
+    config.shutdown_grace_seconds = 5;
+    server_ = std::make_unique<server::ScanServer>(config, server::make_default_router(config));
+    ASSERT_TRUE(server_->start());
+    client_ = std::make_unique<client::Client>("127.0.0.1:" + std::to_string(server_->port()));
+  }
+
+  void TearDown() override {
+    client_.reset();
+    server_->shutdown();
+    server_->wait();
+  }
+
+  grpc::Status scan(const client::HostTensor& gamma, int dim, client::ScanResult* result,
+                    v1::BackendPreference backend = v1::BACKEND_PREFERENCE_AUTO) {
+    client::ScanOptions options;
+    options.dim = dim;
+    options.backend = backend;
+    options.timeout = std::chrono::seconds(60);
+    return client_->Scan(gamma, options, result);
+  }
+
+  static std::uint64_t fresh_seed() { return std::random_device{}(); }
+
+  std::unique_ptr<server::ScanServer> server_;
+  std::unique_ptr<client::Client> client_;
+};
+
+TEST_F(ServiceTest, HealthIsServingForServerAndScanService) {
+  bool serving = false;
+  ASSERT_TRUE(client_->CheckHealth("", &serving).ok());
+  EXPECT_TRUE(serving);
+  ASSERT_TRUE(client_->CheckHealth("scan.v1.ScanService", &serving).ok());
+  EXPECT_TRUE(serving);
+}
+
+TEST_F(ServiceTest, ScansEveryDtypeCorrectlyWithTimingAndBackend) {
+  for (const DType dtype : {DType::kFloat32, DType::kFloat64, DType::kFloat16, DType::kBFloat16}) {
+    const auto gamma = client::random_gamma(dtype, {2, 3, 257, 16}, 0.5, 1.0, fresh_seed());
+    client::ScanResult result;
+    const grpc::Status status = scan(gamma, 2, &result);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(result.backend, "cpu-torch");
+    EXPECT_EQ(result.result.dtype, dtype);
+    EXPECT_EQ(result.result.shape, gamma.shape);
+    EXPECT_GE(result.server_timing.compute_us(), 0);
+    EXPECT_GE(result.server_timing.total_us(),
+              result.server_timing.compute_us() + result.server_timing.queue_us());
+    const auto comparison = client::check_cumprod(gamma, result.result, 2);
+    EXPECT_TRUE(comparison.ok()) << kernels::dtype_name(dtype) << ": " << comparison.mismatches;
+  }
+}
+
+TEST_F(ServiceTest, NegativeDimMatchesPositiveDim) {
+  const auto gamma = client::random_gamma(DType::kFloat32, {4, 9, 6}, 0.5, 1.0, fresh_seed());
+  client::ScanResult negative, positive;
+  ASSERT_TRUE(scan(gamma, -1, &negative).ok());
+  ASSERT_TRUE(scan(gamma, 2, &positive).ok());
+  EXPECT_EQ(negative.result.data, positive.result.data);
+  EXPECT_TRUE(client::check_cumprod(gamma, negative.result, 2).ok());
+}
+
+TEST_F(ServiceTest, ZeroElementTensorGivesEmptyResult) {
+  client::HostTensor gamma{DType::kFloat32, {3, 0, 5}, {}};
+  client::ScanResult result;
+  ASSERT_TRUE(scan(gamma, 1, &result).ok());
+  EXPECT_EQ(result.result.shape, gamma.shape);
+  EXPECT_TRUE(result.result.data.empty());
+}
+
+TEST_F(ServiceTest, ErrorCodesReachTheClientNamingTheField) {
+  client::ScanResult result;
+  auto gamma = client::random_gamma(DType::kFloat32, {4, 8}, 0.5, 1.0, fresh_seed());
+
+  grpc::Status status = scan(gamma, 2, &result);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("dim"));
+
+  auto truncated = gamma;
+  truncated.data.resize(truncated.data.size() - 3);
+  status = scan(truncated, 0, &result);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("gamma.data"));
+
+  status = scan(gamma, 0, &result, v1::BACKEND_PREFERENCE_GPU);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(status.error_message(), HasSubstr("GPU"));
+}
+
+TEST_F(ServiceTest, TensorAtTheLimitIsServedAndOneElementMoreIsRefused) {
+  const std::int64_t at_limit = kMaxTensorBytes / 4;
+  const auto gamma =
+      client::random_gamma(DType::kFloat32, {at_limit / 1024, 1024}, 0.5, 1.0, fresh_seed());
+  client::ScanResult result;
+  grpc::Status status = scan(gamma, 1, &result);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_TRUE(client::check_cumprod(gamma, result.result, 1).ok());
+
+  const auto over = client::random_gamma(DType::kFloat32, {at_limit + 1}, 0.5, 1.0, 1);
+  status = scan(over, 0, &result);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(status.error_message(), HasSubstr("gamma"));
+}
+
+TEST_F(ServiceTest, MessageOverTheTransportLimitIsRefusedByGrpc) {
+  // Far beyond max_tensor_bytes + 1 MiB: gRPC itself rejects it before the handler runs.
+  const auto huge = client::random_gamma(DType::kFloat32, {(kMaxTensorBytes / 4) * 2}, 0.5, 1.0, 1);
+  client::ScanResult result;
+  EXPECT_EQ(scan(huge, 0, &result).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  // ... and the server keeps serving.
+  const auto small = client::random_gamma(DType::kFloat32, {8}, 0.5, 1.0, 1);
+  EXPECT_TRUE(scan(small, 0, &result).ok());
+}
+
+TEST_F(ServiceTest, SixteenConcurrentClientsEachGetTheirOwnCorrectAnswer) {
+  constexpr int kClients = 16;
+  constexpr int kRequestsEach = 6;
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  const std::string target = "127.0.0.1:" + std::to_string(server_->port());
+  for (int index = 0; index < kClients; ++index) {
+    threads.emplace_back([&, index] {
+      client::Client own_client(target);  // own channel: separate connections, like real users
+      std::mt19937_64 generator(fresh_seed() + index);
+      const DType dtypes[] = {DType::kFloat32, DType::kBFloat16, DType::kFloat64, DType::kFloat16};
+      for (int request = 0; request < kRequestsEach; ++request) {
+        // Different shapes and dtypes per request, so that crossed answers cannot pass.
+        const std::int64_t length = 17 + static_cast<std::int64_t>(generator() % 300);
+        const DType dtype = dtypes[(index + request) % 4];
+        const auto gamma = client::random_gamma(dtype, {2, length, 24}, 0.5, 1.0, generator());
+        client::ScanOptions options;
+        options.dim = 1;
+        options.timeout = std::chrono::seconds(60);
+        client::ScanResult result;
+        const grpc::Status status = own_client.Scan(gamma, options, &result);
+        if (!status.ok()) {
+          ADD_FAILURE() << "client " << index << ": " << status.error_message();
+          ++failures;
+        } else if (!client::check_cumprod(gamma, result.result, 1).ok()) {
+          ADD_FAILURE() << "client " << index << " got a wrong answer";
+          ++failures;
+        }
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(failures.load(), 0);
+}
+
+TEST_F(ServiceTest, ShutdownMarksHealthNotServingAndRefusesNewCalls) {
+  server_->shutdown();
+  server_->wait();
+  bool serving = true;
+  EXPECT_FALSE(client_->CheckHealth("", &serving, std::chrono::seconds(2)).ok() && serving);
+}
+
+}  // namespace
+}  // namespace scan
