@@ -42,7 +42,8 @@ class ThreadPool {
   template <typename Body>
   void parallel_for(std::int64_t tasks, int max_parallelism, Body&& body) {
     using Decayed = std::remove_reference_t<Body>;
-    run(tasks, max_parallelism,
+    run(
+        tasks, max_parallelism,
         [](void* context, std::int64_t task) { (*static_cast<Decayed*>(context))(task); },
         const_cast<void*>(static_cast<const void*>(&body)));
   }

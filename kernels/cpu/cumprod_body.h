@@ -1,0 +1,329 @@
+// The one body of every leaf kernel, compiled once per instruction set: each cumprod_<isa>.cc
+// defines the macros below and includes this file, and the compiler turns the GCC vector types
+// into SSE2, AVX2 or AVX-512 code according to that file's flags.
+//
+//   SCAN_CPU_ISA           namespace of this build; everything here has internal linkage, so an
+//                          AVX-512 copy of a helper can never be picked by the linker for baseline
+//                          code (the COMDAT folding hazard of per-file ISA flags)
+//   SCAN_CPU_ISA_NAME      its printable name
+//   SCAN_CPU_ISA_GETTER    the function of cumprod_isa.h returning this build's table
+//   SCAN_CPU_VECTOR_BYTES  16, 32 or 64
+//   SCAN_CPU_HAS_F16C      1 when float16 converts with F16C / AVX-512F instructions
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <utility>
+
+#include "cumprod_isa.h"
+
+#if SCAN_CPU_HAS_F16C
+#include <immintrin.h>
+#else
+#include "scan/kernels/half.h"
+#endif
+
+namespace scan::kernels::cpu {
+namespace SCAN_CPU_ISA {
+namespace {
+
+constexpr int kVectorBytes = SCAN_CPU_VECTOR_BYTES;
+
+typedef float VF __attribute__((vector_size(kVectorBytes)));
+typedef double VD __attribute__((vector_size(kVectorBytes)));
+typedef std::int32_t VI32 __attribute__((vector_size(kVectorBytes)));
+typedef std::int64_t VI64 __attribute__((vector_size(kVectorBytes)));
+typedef std::uint32_t VU32 __attribute__((vector_size(kVectorBytes)));
+// As many 16-bit lanes as a float vector has lanes: the storage of one vector of half values.
+typedef std::uint16_t VU16 __attribute__((vector_size(kVectorBytes / 2)));
+
+template <typename A>
+struct AccVec;
+template <>
+struct AccVec<float> {
+  using V = VF;
+  using Index = VI32;  // __builtin_shuffle wants an integer vector of the same lane width
+};
+template <>
+struct AccVec<double> {
+  using V = VD;
+  using Index = VI64;
+};
+
+template <typename T>
+T load_bytes(const void* from) {
+  T value;
+  std::memcpy(&value, from, sizeof value);  // unaligned vector load
+  return value;
+}
+
+template <typename T>
+void store_bytes(void* to, const T& value) {
+  std::memcpy(to, &value, sizeof value);
+}
+
+// Storage formats: how a vector of accumulators is loaded from and stored to memory.
+struct F32 {
+  using Storage = float;
+  using Acc = float;
+  static constexpr Storage kOne = 1.0f;
+  static VF load(const Storage* from) { return load_bytes<VF>(from); }
+  static void store(Storage* to, VF value) { store_bytes(to, value); }
+};
+
+struct F64 {
+  using Storage = double;
+  using Acc = double;
+  static constexpr Storage kOne = 1.0;
+  static VD load(const Storage* from) { return load_bytes<VD>(from); }
+  static void store(Storage* to, VD value) { store_bytes(to, value); }
+};
+
+struct BF16 {
+  using Storage = std::uint16_t;
+  using Acc = float;
+  static constexpr Storage kOne = 0x3f80;
+  static VF load(const Storage* from) {
+    return reinterpret_cast<VF>(__builtin_convertvector(load_bytes<VU16>(from), VU32) << 16);
+  }
+  // Round to nearest even on the bit pattern, exactly like float_to_bfloat16() in half.h; the
+  // AVX512-BF16 instruction is not used because it flushes subnormals.
+  static void store(Storage* to, VF value) {
+    const VU32 bits = reinterpret_cast<VU32>(value);
+    const VU32 rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+    const VU32 quiet_nan = (bits >> 16) | 0x0040u;
+    const VU32 stored = (bits & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded;
+    store_bytes(to, __builtin_convertvector(stored, VU16));
+  }
+};
+
+struct F16 {
+  using Storage = std::uint16_t;
+  using Acc = float;
+  static constexpr Storage kOne = 0x3c00;
+#if SCAN_CPU_HAS_F16C && SCAN_CPU_VECTOR_BYTES == 64
+  // The zero-masked forms with every lane selected: the plain ones start from an "undefined"
+  // register that GCC 12 reports as maybe-uninitialized.
+  static VF load(const Storage* from) {
+    return _mm512_maskz_cvtph_ps(0xffff, load_bytes<__m256i>(from));
+  }
+  static void store(Storage* to, VF value) {
+    store_bytes(
+        to, _mm512_maskz_cvtps_ph(0xffff, value, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
+#elif SCAN_CPU_HAS_F16C && SCAN_CPU_VECTOR_BYTES == 32
+  static VF load(const Storage* from) { return _mm256_cvtph_ps(load_bytes<__m128i>(from)); }
+  static void store(Storage* to, VF value) {
+    store_bytes(to, _mm256_cvtps_ph(value, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
+#else
+  // Baseline x86-64 has no half conversion instruction; this build is the portable fallback.
+  static VF load(const Storage* from) {
+    VF value;
+    for (int lane = 0; lane < kVectorBytes / 4; ++lane) value[lane] = float16_to_float(from[lane]);
+    return value;
+  }
+  static void store(Storage* to, VF value) {
+    for (int lane = 0; lane < kVectorBytes / 4; ++lane) to[lane] = float_to_float16(value[lane]);
+  }
+#endif
+};
+
+template <typename D>
+struct Kernels {
+  using S = typename D::Storage;
+  using A = typename D::Acc;
+  using V = typename AccVec<A>::V;
+  using Index = typename AccVec<A>::Index;
+  static constexpr int kLanes = kVectorBytes / static_cast<int>(sizeof(A));
+  // Register-resident carries up to this many vectors per row; wider tiles carry through memory.
+  static constexpr int kMaxRegisterVectors = 8;
+
+  static V splat(A value) { return V{} + value; }
+
+  // A vector whose lanes beyond `count` are one: a partial vector multiplies like a full one.
+  // Going through a small stack buffer costs a few cycles per row, and only tails pay it.
+  static V load_partial(const S* from, std::int64_t count) {
+    S buffer[kLanes];
+    for (int lane = 0; lane < kLanes; ++lane) buffer[lane] = lane < count ? from[lane] : D::kOne;
+    return D::load(buffer);
+  }
+  static void store_partial(S* to, V value, std::int64_t count) {
+    S buffer[kLanes];
+    D::store(buffer, value);
+    for (std::int64_t lane = 0; lane < count; ++lane) to[lane] = buffer[lane];
+  }
+
+  // Lane i takes lane i - kShift, lanes below kShift take one.
+  template <int kShift, std::size_t... kLane>
+  static V shift_in_ones(V value, std::index_sequence<kLane...>) {
+    const Index from{
+        (static_cast<int>(kLane) >= kShift ? static_cast<int>(kLane) - kShift : kLanes)...};
+    return __builtin_shuffle(value, splat(A(1)), from);
+  }
+
+  // In-register inclusive prefix product (Hillis-Steele): log2(kLanes) shuffle-multiply steps.
+  template <int kShift = 1>
+  static V scan_vector(V value) {
+    if constexpr (kShift < kLanes) {
+      value *= shift_in_ones<kShift>(value, std::make_index_sequence<kLanes>());
+      return scan_vector<kShift * 2>(value);
+    } else {
+      return value;
+    }
+  }
+
+  static V broadcast_last(V value) { return __builtin_shuffle(value, Index{} + (kLanes - 1)); }
+
+  // The strided recurrence on a tile of `width` lanes: kVectors full vectors live in registers
+  // across all rows (kVectors < 0: as many as fit in `width`, carried through `carry` in memory,
+  // which is L1-resident since tiles are a few KiB), the remainder in one partial vector.
+  template <bool kStore, int kVectors>
+  static void sweep(const S* in, S* out, std::int64_t rows, std::int64_t width, std::int64_t stride,
+                    A* carry) {
+    constexpr bool kInMemory = kVectors < 0;
+    const std::int64_t full = kInMemory ? width / kLanes : kVectors;
+    const std::int64_t tail = width - full * kLanes;
+    V registers[kInMemory || kVectors == 0 ? 1 : kVectors];
+    if constexpr (!kInMemory) {
+      for (int vector = 0; vector < kVectors; ++vector) {
+        registers[vector] = load_bytes<V>(carry + vector * kLanes);
+      }
+    }
+    V tail_carry = splat(A(1));
+    for (std::int64_t lane = 0; lane < tail; ++lane) tail_carry[lane] = carry[full * kLanes + lane];
+
+    for (std::int64_t row = 0; row < rows; ++row) {
+      const S* source = in + row * stride;
+      S* target = kStore ? out + row * stride : nullptr;
+      if constexpr (kInMemory) {
+        for (std::int64_t vector = 0; vector < full; ++vector) {
+          const V running = load_bytes<V>(carry + vector * kLanes) * D::load(source);
+          store_bytes(carry + vector * kLanes, running);
+          if constexpr (kStore) D::store(target + vector * kLanes, running);
+          source += kLanes;
+        }
+        if constexpr (kStore) target += full * kLanes;
+      } else {
+        for (int vector = 0; vector < kVectors; ++vector) {
+          registers[vector] *= D::load(source + vector * kLanes);
+          if constexpr (kStore) D::store(target + vector * kLanes, registers[vector]);
+        }
+        source += kVectors * kLanes;
+        if constexpr (kStore) target += kVectors * kLanes;
+      }
+      if (tail != 0) {
+        tail_carry *= load_partial(source, tail);
+        if constexpr (kStore) store_partial(target, tail_carry, tail);
+      }
+    }
+
+    if constexpr (!kInMemory) {
+      for (int vector = 0; vector < kVectors; ++vector) {
+        store_bytes(carry + vector * kLanes, registers[vector]);
+      }
+    }
+    for (std::int64_t lane = 0; lane < tail; ++lane) carry[full * kLanes + lane] = tail_carry[lane];
+  }
+
+  template <bool kStore, int kVectors = 0>
+  static void sweep_dispatch(const S* in, S* out, std::int64_t rows, std::int64_t width,
+                             std::int64_t stride, A* carry) {
+    if constexpr (kVectors > kMaxRegisterVectors) {
+      sweep<kStore, -1>(in, out, rows, width, stride, carry);
+    } else {
+      if (width / kLanes == kVectors)
+        return sweep<kStore, kVectors>(in, out, rows, width, stride, carry);
+      sweep_dispatch<kStore, kVectors + 1>(in, out, rows, width, stride, carry);
+    }
+  }
+
+  static void scan_tile(const void* in, void* out, std::int64_t rows, std::int64_t width,
+                        std::int64_t stride, void* carry) {
+    sweep_dispatch<true>(static_cast<const S*>(in), static_cast<S*>(out), rows, width, stride,
+                         static_cast<A*>(carry));
+  }
+
+  static void reduce_tile(const void* in, std::int64_t rows, std::int64_t width,
+                          std::int64_t stride, void* acc) {
+    sweep_dispatch<false>(static_cast<const S*>(in), nullptr, rows, width, stride,
+                          static_cast<A*>(acc));
+  }
+
+  // The prefix within each vector does not depend on the carry, so consecutive vectors overlap;
+  // the loop-carried chain is one multiply per vector.
+  static void scan_row(const void* in_bytes, void* out_bytes, std::int64_t length, void* carry) {
+    const S* in = static_cast<const S*>(in_bytes);
+    S* out = static_cast<S*>(out_bytes);
+    V running = splat(*static_cast<A*>(carry));
+    std::int64_t at = 0;
+    for (; at + kLanes <= length; at += kLanes) {
+      const V prefix = scan_vector(D::load(in + at));
+      D::store(out + at, prefix * running);
+      running *= broadcast_last(prefix);
+    }
+    if (at < length) {
+      const V prefix = scan_vector(load_partial(in + at, length - at));
+      store_partial(out + at, prefix * running, length - at);
+      running *= broadcast_last(prefix);  // lanes past the end are one, so the last lane is right
+    }
+    *static_cast<A*>(carry) = running[0];
+  }
+
+  static void reduce_row(const void* in_bytes, std::int64_t length, void* acc) {
+    const S* in = static_cast<const S*>(in_bytes);
+    // Four independent products hide the multiply latency.
+    V product[4] = {splat(A(1)), splat(A(1)), splat(A(1)), splat(A(1))};
+    std::int64_t at = 0;
+    for (; at + 4 * kLanes <= length; at += 4 * kLanes) {
+      for (int way = 0; way < 4; ++way) product[way] *= D::load(in + at + way * kLanes);
+    }
+    for (; at + kLanes <= length; at += kLanes) product[0] *= D::load(in + at);
+    if (at < length) product[0] *= load_partial(in + at, length - at);
+    const V all = (product[0] * product[1]) * (product[2] * product[3]);
+    A total = *static_cast<A*>(acc);
+    for (int lane = 0; lane < kLanes; ++lane) total *= all[lane];
+    *static_cast<A*>(acc) = total;
+  }
+
+  // Short contiguous rows waste most lanes of an in-row scan, so kLanes rows at a time are
+  // transposed into a stack tile and scanned down its columns like the strided case.
+  static void scan_short_rows(const void* in_bytes, void* out_bytes, std::int64_t rows,
+                              std::int64_t length) {
+    const S* in = static_cast<const S*>(in_bytes);
+    S* out = static_cast<S*>(out_bytes);
+    S tile[kMaxShortRow * kLanes];
+    for (std::int64_t first = 0; first < rows; first += kLanes) {
+      const std::int64_t count = rows - first < kLanes ? rows - first : kLanes;
+      for (std::int64_t row = 0; row < count; ++row) {
+        for (std::int64_t step = 0; step < length; ++step) {
+          tile[step * kLanes + row] = in[(first + row) * length + step];
+        }
+      }
+      A carry[kLanes];
+      for (A& value : carry) value = A(1);
+      sweep_dispatch<true>(tile, tile, length, count, kLanes, carry);
+      for (std::int64_t row = 0; row < count; ++row) {
+        for (std::int64_t step = 0; step < length; ++step) {
+          out[(first + row) * length + step] = tile[step * kLanes + row];
+        }
+      }
+    }
+  }
+
+  static constexpr DTypeKernels table() {
+    return {&scan_tile, &reduce_tile, &scan_row, &reduce_row, &scan_short_rows};
+  }
+};
+
+constexpr IsaKernels kKernels = {
+    SCAN_CPU_ISA_NAME,     kVectorBytes,          Kernels<F32>::table(),
+    Kernels<F64>::table(), Kernels<F16>::table(), Kernels<BF16>::table(),
+};
+
+}  // namespace
+}  // namespace SCAN_CPU_ISA
+
+const IsaKernels& SCAN_CPU_ISA_GETTER() { return SCAN_CPU_ISA::kKernels; }
+
+}  // namespace scan::kernels::cpu

@@ -1,0 +1,334 @@
+// The native CPU cumprod against the float64 reference on fresh random inputs, for every dtype,
+// shape class, instruction-set build this CPU supports, with and without a pool, in place or not.
+#include "scan/kernels/cpu_cumprod.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include "scan/kernels/half.h"
+#include "scan/kernels/reference.h"
+#include "scan/kernels/thread_pool.h"
+
+namespace scan::kernels {
+namespace {
+
+enum class Values { kDecay, kNegative, kSpecial };
+enum class PoolMode { kNone, kOneWorker, kThreeWorkers };
+
+std::mt19937_64& rng() {
+  // A fresh seed per run, printed on failure, so the suite keeps exploring new inputs.
+  static std::mt19937_64 engine(std::random_device{}());
+  return engine;
+}
+
+// Inputs as stored in `dtype` (so the reference sees exactly what the kernel sees). Values sit
+// close enough to one that even 2^20 factors stay far from float underflow: a product that
+// underflows in float but not in double would be a legitimate difference, not a bug.
+std::vector<unsigned char> make_input(ScanShape shape, DType dtype, Values values,
+                                      std::uint64_t seed) {
+  std::mt19937_64 engine(seed);
+  std::uniform_real_distribution<double> unit(0.0, 1.0);
+  const double spread =
+      std::min(0.5, 4.0 / static_cast<double>(std::max<std::int64_t>(shape.length, 1)));
+  std::vector<double> wide(static_cast<std::size_t>(shape.numel()));
+  for (double& value : wide) {
+    value = 1.0 - spread * unit(engine);
+    if (values == Values::kNegative && unit(engine) < 0.3) value = -value;
+  }
+  if (values == Values::kSpecial && !wide.empty()) {
+    const double specials[] = {0.0, -0.0, NAN, INFINITY, -INFINITY, -1.0};
+    std::uniform_int_distribution<std::size_t> where(0, wide.size() - 1);
+    const std::size_t count = std::max<std::size_t>(6, wide.size() / 500);
+    for (std::size_t index = 0; index < count; ++index) {
+      wide[where(engine)] = specials[index % std::size(specials)];
+    }
+  }
+  std::vector<unsigned char> stored(wide.size() * element_size(dtype));
+  narrow_from_f64(wide.data(), shape.numel(), dtype, stored.data());
+  return stored;
+}
+
+// A sequential product in the kernel's accumulator type with the same final rounding: what the
+// strided recurrence must reproduce bit for bit, since it performs the very same operations.
+std::vector<double> sequential_emulation(const std::vector<double>& in, ScanShape shape,
+                                         DType dtype) {
+  std::vector<double> out(in.size());
+  for (std::int64_t block = 0; block < shape.outer; ++block) {
+    for (std::int64_t lane = 0; lane < shape.inner; ++lane) {
+      float running32 = 1.0f;
+      double running64 = 1.0;
+      for (std::int64_t step = 0; step < shape.length; ++step) {
+        const std::size_t at =
+            static_cast<std::size_t>((block * shape.length + step) * shape.inner + lane);
+        running32 *= static_cast<float>(in[at]);
+        running64 *= in[at];
+        switch (dtype) {
+          case DType::kFloat64:
+            out[at] = running64;
+            break;
+          case DType::kFloat32:
+            out[at] = running32;
+            break;
+          case DType::kFloat16:
+            out[at] = float16_to_float(float_to_float16(running32));
+            break;
+          case DType::kBFloat16:
+            out[at] = bfloat16_to_float(float_to_bfloat16(running32));
+            break;
+        }
+      }
+    }
+  }
+  return out;
+}
+
+bool same_value(double got, double want) {
+  if (std::isnan(want)) return std::isnan(got);
+  return got == want && std::signbit(got) == std::signbit(want);
+}
+
+// Tolerance against the float64 reference. Any product tree over n factors (sequential, the
+// in-register Hillis-Steele scan, chunk products times carries) does at most n - 1 roundings
+// plus a couple for the carries, each a relative 2^-24 in a float accumulator (2^-53 in double),
+// so |err| <= (length + 8) u |ref|; half types then round once more when stored (2^-11 float16,
+// 2^-8 bfloat16, relative). The absolute term covers results that land in the storage type's
+// subnormal range, where relative precision is gone: half a subnormal step, doubled for safety.
+struct Tolerance {
+  double relative;
+  double absolute;
+};
+
+Tolerance tolerance(DType dtype, std::int64_t length) {
+  const double factors = static_cast<double>(length + 8);
+  switch (dtype) {
+    case DType::kFloat64:
+      return {factors * 0x1p-53, 0x1p-1074};
+    case DType::kFloat32:
+      return {factors * 0x1p-24, 0x1p-149};
+    case DType::kFloat16:
+      return {factors * 0x1p-24 + 0x1p-11, 0x1p-24};
+    case DType::kBFloat16:
+      return {factors * 0x1p-24 + 0x1p-8, 0x1p-133};
+  }
+  return {0, 0};
+}
+
+struct ShapeCase {
+  const char* name;
+  ScanShape shape;
+};
+
+const ShapeCase kShapes[] = {
+    // strided: inner > 1, the row recurrence vectorised across inner
+    {"strided_len1_in64", {3, 1, 64}},
+    {"strided_odd_in3", {2, 17, 3}},
+    {"strided_prime_in7", {3, 31, 7}},
+    {"strided_in64", {4, 101, 64}},
+    {"strided_prime_in128", {2, 97, 128}},
+    {"strided_in4096", {2, 13, 4096}},
+    {"strided_wider_than_tile", {2, 9, 4103}},
+    {"strided_one_block_in4096", {1, 64, 4096}},
+    {"strided_mmrec_small", {8, 16, 64}},
+    {"strided_len32768_in7", {1, 32768, 7}},
+    {"strided_len32768_in64", {1, 32768, 64}},
+    {"strided_blocked_in128", {2, 2048, 128}},
+    // contiguous: inner == 1
+    {"rows_len1", {7, 1, 1}},
+    {"rows_many_short", {1000, 8, 1}},
+    {"rows_many_prime", {257, 61, 1}},
+    {"rows_just_above_short", {300, 65, 1}},
+    {"rows_many_odd", {129, 1001, 1}},
+    {"rows_few_prime", {3, 99991, 1}},
+    {"row_len32768", {1, 32768, 1}},
+    {"row_len2pow20", {1, 1 << 20, 1}},
+    {"row_scalar", {1, 1, 1}},
+};
+
+const DType kDTypes[] = {DType::kFloat32, DType::kFloat64, DType::kFloat16, DType::kBFloat16};
+const CpuIsa kIsas[] = {CpuIsa::kGeneric, CpuIsa::kAvx2, CpuIsa::kAvx512};
+
+ThreadPool* pool_for(PoolMode mode) {
+  // Built once: the suite, like the server, must never depend on threads started per call.
+  static ThreadPool one(1);
+  static ThreadPool three(3);
+  switch (mode) {
+    case PoolMode::kNone:
+      return nullptr;
+    case PoolMode::kOneWorker:
+      return &one;
+    case PoolMode::kThreeWorkers:
+      return &three;
+  }
+  return nullptr;
+}
+
+using Param = std::tuple<CpuIsa, DType, int>;
+
+void check(CpuIsa isa, DType dtype, ScanShape shape, Values values, PoolMode pool_mode,
+           bool in_place) {
+  const std::uint64_t seed = rng()();
+  SCOPED_TRACE(::testing::Message()
+               << "values " << static_cast<int>(values) << ", pool mode "
+               << static_cast<int>(pool_mode) << ", in place " << in_place << ", seed " << seed);
+
+  std::vector<unsigned char> input = make_input(shape, dtype, values, seed);
+  const std::vector<double> wide_in = widen_to_f64(input.data(), dtype, shape.numel());
+  std::vector<double> want(wide_in.size());
+  reference_cumprod(wide_in.data(), want.data(), shape);
+
+  CpuScanOptions options;
+  options.isa = isa;
+  options.pool = pool_for(pool_mode);
+  options.max_parallelism = pool_mode == PoolMode::kThreeWorkers ? 4 : 0;
+  std::vector<unsigned char> output(in_place ? 0 : input.size(), 0xAB);
+  void* out = in_place ? input.data() : output.data();
+  const KernelStatus status = cpu_cumprod(input.data(), out, shape, dtype, options);
+  ASSERT_TRUE(status.ok()) << status.message();
+  const std::vector<double> got = widen_to_f64(out, dtype, shape.numel());
+
+  const Tolerance tol = tolerance(dtype, shape.length);
+  std::int64_t failures = 0;
+  for (std::size_t at = 0; at < want.size() && failures < 5; ++at) {
+    bool good;
+    if (std::isnan(want[at]) || std::isinf(want[at]) || want[at] == 0.0) {
+      good = same_value(got[at], want[at]);  // special values must come out exactly
+    } else {
+      good = std::fabs(got[at] - want[at]) <= tol.relative * std::fabs(want[at]) + tol.absolute;
+    }
+    if (!good) {
+      ++failures;
+      ADD_FAILURE() << "element " << at << ": got " << got[at] << ", want " << want[at];
+    }
+  }
+
+  // Single-threaded, the strided recurrence and the short-row transpose run the sequential
+  // product itself, so they must match its emulation exactly, NaN payloads aside.
+  const bool sequential = pool_mode == PoolMode::kNone && (shape.inner > 1 || shape.length <= 64);
+  if (sequential && failures == 0) {
+    const std::vector<double> exact = sequential_emulation(wide_in, shape, dtype);
+    for (std::size_t at = 0; at < exact.size() && failures < 5; ++at) {
+      if (!same_value(got[at], exact[at])) {
+        ++failures;
+        ADD_FAILURE() << "element " << at << ": got " << got[at] << ", sequential " << exact[at];
+      }
+    }
+  }
+}
+
+class CpuCumprodTest : public ::testing::TestWithParam<Param> {};
+
+// One case per (ISA, dtype, shape) keeps ctest's process count low; inside it every value class
+// runs with and without pools. Large shapes rotate through the pool modes instead of running
+// each, to keep the suite fast.
+TEST_P(CpuCumprodTest, MatchesReference) {
+  const auto [isa, dtype, shape_index] = GetParam();
+  if (!cpu_isa_supported(isa)) GTEST_SKIP() << cpu_isa_name(isa) << " not supported here";
+  const ScanShape shape = kShapes[shape_index].shape;
+  const PoolMode pools[] = {PoolMode::kNone, PoolMode::kOneWorker, PoolMode::kThreeWorkers};
+  const bool large = shape.numel() > (std::int64_t{1} << 17);
+  int rotation = 0;
+  for (const Values values : {Values::kDecay, Values::kNegative, Values::kSpecial}) {
+    for (const bool in_place : {false, true}) {
+      if (in_place && values != Values::kSpecial) continue;
+      for (const PoolMode pool : pools) {
+        if (large && pool != pools[rotation % 3]) continue;
+        check(isa, dtype, shape, values, pool, in_place);
+      }
+      ++rotation;
+    }
+  }
+}
+
+std::string param_name(const ::testing::TestParamInfo<Param>& info) {
+  const auto [isa, dtype, shape_index] = info.param;
+  std::ostringstream name;
+  name << cpu_isa_name(isa) << "_" << dtype_name(dtype) << "_" << kShapes[shape_index].name;
+  return name.str();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    All, CpuCumprodTest,
+    ::testing::Combine(::testing::ValuesIn(kIsas), ::testing::ValuesIn(kDTypes),
+                       ::testing::Range(0, static_cast<int>(std::size(kShapes)))),
+    param_name);
+
+TEST(CpuCumprod, EmptyTensorsAreNoOps) {
+  for (const ScanShape shape : {ScanShape{0, 5, 3}, ScanShape{2, 0, 3}, ScanShape{2, 5, 0}}) {
+    for (const DType dtype : kDTypes) {
+      EXPECT_TRUE(cpu_cumprod(nullptr, nullptr, shape, dtype).ok());
+    }
+  }
+}
+
+TEST(CpuCumprod, RejectsBadArguments) {
+  float data[4] = {1, 2, 3, 4};
+  EXPECT_EQ(cpu_cumprod(data, data, {1, -1, 4}, DType::kFloat32).code(),
+            KernelStatus::Code::kInvalidArgument);
+  EXPECT_EQ(cpu_cumprod(nullptr, data, {1, 1, 4}, DType::kFloat32).code(),
+            KernelStatus::Code::kInvalidArgument);
+  EXPECT_EQ(
+      cpu_cumprod(data, data, {std::int64_t{1} << 40, std::int64_t{1} << 40, 4}, DType::kFloat32)
+          .code(),
+      KernelStatus::Code::kInvalidArgument);
+}
+
+TEST(CpuCumprod, ReportsIsas) {
+  EXPECT_TRUE(cpu_isa_supported(CpuIsa::kGeneric));
+  EXPECT_TRUE(cpu_isa_supported(cpu_best_isa()));
+  for (const CpuIsa isa : kIsas) {
+    if (cpu_isa_supported(isa)) continue;
+    float data[1] = {0.5f};
+    CpuScanOptions options;
+    options.isa = isa;
+    EXPECT_EQ(cpu_cumprod(data, data, {1, 1, 1}, DType::kFloat32, options).code(),
+              KernelStatus::Code::kUnsupported);
+  }
+}
+
+// Several requests at once on one pool, each bounded to two threads: results stay right (and
+// under TSan, race-free).
+TEST(CpuCumprod, ConcurrentRequestsShareOnePool) {
+  ThreadPool pool(2);
+  const ScanShape shapes[] = {{2, 4096, 64}, {1, 1 << 18, 1}, {1, 8192, 128}, {512, 40, 1}};
+  std::vector<std::thread> callers;
+  std::vector<int> failures(8, 0);
+  for (int caller = 0; caller < 8; ++caller) {
+    callers.emplace_back([&, caller] {
+      const ScanShape shape = shapes[caller % 4];
+      const DType dtype = caller % 2 ? DType::kBFloat16 : DType::kFloat32;
+      std::vector<unsigned char> data = make_input(shape, dtype, Values::kDecay, 1000 + caller);
+      const std::vector<double> wide = widen_to_f64(data.data(), dtype, shape.numel());
+      std::vector<double> want(wide.size());
+      reference_cumprod(wide.data(), want.data(), shape);
+      CpuScanOptions options;
+      options.pool = &pool;
+      options.max_parallelism = 2;
+      for (int round = 0; round < 3; ++round) {
+        std::vector<unsigned char> out(data.size());
+        if (!cpu_cumprod(data.data(), out.data(), shape, dtype, options).ok()) ++failures[caller];
+        const std::vector<double> got = widen_to_f64(out.data(), dtype, shape.numel());
+        const Tolerance tol = tolerance(dtype, shape.length);
+        for (std::size_t at = 0; at < got.size(); ++at) {
+          if (std::fabs(got[at] - want[at]) > tol.relative * std::fabs(want[at]) + tol.absolute) {
+            ++failures[caller];
+            break;
+          }
+        }
+      }
+    });
+  }
+  for (std::thread& caller : callers) caller.join();
+  for (int caller = 0; caller < 8; ++caller) EXPECT_EQ(failures[caller], 0) << "caller " << caller;
+}
+
+}  // namespace
+}  // namespace scan::kernels

@@ -1,0 +1,92 @@
+#include "scan/kernels/thread_pool.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+namespace scan::kernels {
+namespace {
+
+TEST(ThreadPool, RunsEveryTaskExactlyOnce) {
+  ThreadPool pool(3);
+  for (const std::int64_t tasks : {0, 1, 2, 7, 1000}) {
+    std::vector<std::atomic<int>> hits(static_cast<std::size_t>(tasks));
+    pool.parallel_for(tasks, 4, [&](std::int64_t task) { hits[task].fetch_add(1); });
+    for (std::int64_t task = 0; task < tasks; ++task) EXPECT_EQ(hits[task].load(), 1) << task;
+  }
+}
+
+// The bound is what keeps concurrent requests from oversubscribing the cores.
+TEST(ThreadPool, NeverExceedsMaxParallelism) {
+  ThreadPool pool(4);
+  for (const int limit : {1, 2, 3}) {
+    std::atomic<int> active{0};
+    std::atomic<int> peak{0};
+    pool.parallel_for(64, limit, [&](std::int64_t) {
+      const int now = active.fetch_add(1) + 1;
+      int seen = peak.load();
+      while (now > seen && !peak.compare_exchange_weak(seen, now)) {
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+      active.fetch_sub(1);
+    });
+    EXPECT_LE(peak.load(), limit);
+  }
+}
+
+TEST(ThreadPool, WorkersActuallyHelp) {
+  ThreadPool pool(1);
+  std::atomic<int> other_threads{0};
+  const std::thread::id caller = std::this_thread::get_id();
+  // Tasks long enough that the worker wakes before the caller has claimed them all.
+  pool.parallel_for(50, 2, [&](std::int64_t) {
+    if (std::this_thread::get_id() != caller) other_threads.fetch_add(1);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  });
+  EXPECT_GT(other_threads.load(), 0);
+}
+
+TEST(ThreadPool, ZeroWorkersRunsOnCaller) {
+  ThreadPool pool(0);
+  EXPECT_EQ(pool.max_parallelism(), 1);
+  const std::thread::id caller = std::this_thread::get_id();
+  int count = 0;
+  pool.parallel_for(10, 8, [&](std::int64_t) {
+    EXPECT_EQ(std::this_thread::get_id(), caller);
+    ++count;
+  });
+  EXPECT_EQ(count, 10);
+}
+
+TEST(ThreadPool, ManyConcurrentCallers) {
+  ThreadPool pool(2);
+  std::vector<std::thread> callers;
+  std::vector<std::int64_t> sums(6, 0);
+  for (int caller = 0; caller < 6; ++caller) {
+    callers.emplace_back([&, caller] {
+      for (int round = 0; round < 200; ++round) {
+        std::vector<std::int64_t> values(37, 0);
+        pool.parallel_for(37, 1 + caller % 3, [&](std::int64_t task) { values[task] = task; });
+        for (const std::int64_t value : values) sums[caller] += value;
+      }
+    });
+  }
+  for (std::thread& caller : callers) caller.join();
+  for (const std::int64_t sum : sums) EXPECT_EQ(sum, 200 * (36 * 37 / 2));
+}
+
+TEST(ThreadPool, StartsAndStopsCleanly) {
+  for (int round = 0; round < 20; ++round) {
+    ThreadPool pool(round % 4);
+    if (round % 2) {
+      std::atomic<int> count{0};
+      pool.parallel_for(5, 4, [&](std::int64_t) { count.fetch_add(1); });
+      EXPECT_EQ(count.load(), 5);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace scan::kernels
