@@ -2,12 +2,12 @@
 // service: one channel, typed requests, server timing and round-trip latency in the result.
 #pragma once
 
+#include <grpcpp/channel.h>
+#include <grpcpp/support/status.h>
+
 #include <chrono>
 #include <memory>
 #include <string>
-
-#include <grpcpp/channel.h>
-#include <grpcpp/support/status.h>
 
 #include "host_tensor.h"
 #include "scan/v1/scan.grpc.pb.h"

@@ -1,5 +1,7 @@
 // scan-client: sends one scan (random decays or a .npy file) and reports what happened; --check
 // verifies the answer against a local float64 reference; --health asks the health service.
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -7,8 +9,6 @@
 #include <random>
 #include <string>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "npy.h"
 #include "scan_client.h"
@@ -81,8 +81,8 @@ int main(int argc, char** argv) {
     return found == flags.end() ? fallback : found->second;
   };
   static const std::vector<std::string> known = {
-      "--target", "--shape", "--dtype", "--dim",     "--backend",    "--input", "--output",
-      "--check",  "--seed",  "--help",  "--health",  "--timeout-ms"};
+      "--target", "--shape", "--dtype", "--dim",  "--backend", "--input",
+      "--output", "--check", "--seed",  "--help", "--health",  "--timeout-ms"};
   for (const auto& [name, value] : flags) {
     if (std::find(known.begin(), known.end(), name) == known.end()) {
       return usage_error("unknown flag " + name);
@@ -161,10 +161,11 @@ int main(int argc, char** argv) {
     const int dim = options.dim < 0 ? options.dim + rank : options.dim;
     scan::kernels::Tolerance tolerance;
     const auto comparison = scan::client::check_cumprod(gamma, result.result, dim, &tolerance);
-    fmt::print("check:      {} ({} elements, {} mismatches, max abs error {:.3g}, max rel error "
-               "{:.3g}; tolerance rtol {:.3g} atol {:.3g})\n",
-               comparison.ok() ? "OK" : "FAILED", comparison.checked, comparison.mismatches,
-               comparison.max_abs_error, comparison.max_rel_error, tolerance.rtol, tolerance.atol);
+    fmt::print(
+        "check:      {} ({} elements, {} mismatches, max abs error {:.3g}, max rel error "
+        "{:.3g}; tolerance rtol {:.3g} atol {:.3g})\n",
+        comparison.ok() ? "OK" : "FAILED", comparison.checked, comparison.mismatches,
+        comparison.max_abs_error, comparison.max_rel_error, tolerance.rtol, tolerance.atol);
     if (!comparison.ok()) exit_code = 3;
   }
   if (flags.count("--output")) {

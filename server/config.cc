@@ -1,5 +1,6 @@
 #include "config.h"
 
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -8,8 +9,6 @@
 #include <functional>
 #include <limits>
 #include <thread>
-
-#include <fmt/format.h>
 
 extern char** environ;
 
@@ -35,10 +34,14 @@ bool parse_int64(const std::string& text, std::int64_t* value) {
   if (errno != 0 || end == text.c_str()) return false;
   const std::string suffix(end);
   int shift = 0;
-  if (suffix == "Ki") shift = 10;
-  else if (suffix == "Mi") shift = 20;
-  else if (suffix == "Gi") shift = 30;
-  else if (!suffix.empty()) return false;
+  if (suffix == "Ki")
+    shift = 10;
+  else if (suffix == "Mi")
+    shift = 20;
+  else if (suffix == "Gi")
+    shift = 30;
+  else if (!suffix.empty())
+    return false;
   if (number < 0 || number > (std::numeric_limits<std::int64_t>::max() >> shift)) return false;
   *value = static_cast<std::int64_t>(number) << shift;
   return true;
@@ -138,7 +141,8 @@ std::string help_text() {
   for (const Option& option : options()) {
     text += fmt::format("  --{:<24} env {}\n      {}\n", option.flag, option.env, option.help);
   }
-  text += "  --help                      this text\n  --version                   print the version\n";
+  text +=
+      "  --help                      this text\n  --version                   print the version\n";
   return text;
 }
 
@@ -171,9 +175,9 @@ std::string ServerConfig::describe() const {
   return fmt::format(
       "listen={} max_tensor_bytes={} max_message_bytes={} max_rank={} worker_threads={} "
       "rpc_threads={} log_level={} log_format={} shutdown_grace_seconds={} port_file={}",
-      listen, max_tensor_bytes, effective_max_message_bytes(), max_rank,
-      effective_worker_threads(), effective_rpc_threads(), log_level, log_format,
-      shutdown_grace_seconds, port_file.empty() ? "-" : port_file);
+      listen, max_tensor_bytes, effective_max_message_bytes(), max_rank, effective_worker_threads(),
+      effective_rpc_threads(), log_level, log_format, shutdown_grace_seconds,
+      port_file.empty() ? "-" : port_file);
 }
 
 ParseResult parse_config(const std::vector<std::string>& args,

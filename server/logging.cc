@@ -1,10 +1,10 @@
 #include "logging.h"
 
-#include <memory>
-
 #include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
+
+#include <memory>
 
 namespace scan::server {
 namespace {
@@ -51,8 +51,8 @@ class JsonEscapedMessage final : public spdlog::custom_flag_formatter {
 
 void configure_logging(const std::string& level, const std::string& format) {
   // Logs go to stderr so that stdout stays free for tools that read the server's output.
-  auto logger = std::make_shared<spdlog::logger>(
-      "scan", std::make_shared<spdlog::sinks::stderr_sink_mt>());
+  auto logger =
+      std::make_shared<spdlog::logger>("scan", std::make_shared<spdlog::sinks::stderr_sink_mt>());
   if (format == "json") {
     auto formatter = std::make_unique<spdlog::pattern_formatter>(spdlog::pattern_time_type::utc);
     formatter->add_flag<JsonEscapedMessage>('*').set_pattern(

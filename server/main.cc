@@ -1,14 +1,13 @@
 // scan-server: configuration, logging, signal handling; everything else lives in ScanServer.
 #include <pthread.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 
 #include <cstdio>
 #include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <spdlog/spdlog.h>
 
 #include "config.h"
 #include "logging.h"

@@ -1,9 +1,9 @@
 #include "request_validation.h"
 
+#include <fmt/format.h>
+
 #include <limits>
 #include <string>
-
-#include <fmt/format.h>
 
 #include "scan/v1/dtype.h"
 
@@ -26,8 +26,8 @@ grpc::Status validate_scan_request(const v1::ScanRequest& request, const Validat
     return invalid(fmt::format("op: unsupported scan op {}", static_cast<int>(request.op())));
   }
   if (!v1::BackendPreference_IsValid(request.backend())) {
-    return invalid(fmt::format("backend: unknown backend preference {}",
-                               static_cast<int>(request.backend())));
+    return invalid(
+        fmt::format("backend: unknown backend preference {}", static_cast<int>(request.backend())));
   }
   if (!request.has_gamma()) return invalid("gamma: required tensor is missing");
   const v1::Tensor& gamma = request.gamma();
@@ -44,8 +44,8 @@ grpc::Status validate_scan_request(const v1::ScanRequest& request, const Validat
   const int rank = gamma.shape_size();
   if (rank == 0) return invalid("gamma.shape: empty; a scan needs at least one dimension");
   if (rank > limits.max_rank) {
-    return invalid(
-        fmt::format("gamma.shape: rank {} exceeds the server's maximum of {}", rank, limits.max_rank));
+    return invalid(fmt::format("gamma.shape: rank {} exceeds the server's maximum of {}", rank,
+                               limits.max_rank));
   }
   std::int64_t numel = 1;
   // Zero sizes are legal, but the other sizes must still multiply without overflow: kernels
@@ -67,10 +67,10 @@ grpc::Status validate_scan_request(const v1::ScanRequest& request, const Validat
     return invalid("gamma.shape: the tensor's byte size overflows a 64-bit integer");
   }
   if (static_cast<std::uint64_t>(expected_bytes) != gamma.data().size()) {
-    return invalid(fmt::format("gamma.data: holds {} bytes but shape and dtype need {} ({} x {} "
-                               "bytes of {})",
-                               gamma.data().size(), expected_bytes, numel, element_bytes,
-                               kernels::dtype_name(*dtype)));
+    return invalid(fmt::format(
+        "gamma.data: holds {} bytes but shape and dtype need {} ({} x {} "
+        "bytes of {})",
+        gamma.data().size(), expected_bytes, numel, element_bytes, kernels::dtype_name(*dtype)));
   }
   if (expected_bytes > limits.max_tensor_bytes) {
     return {grpc::StatusCode::RESOURCE_EXHAUSTED,

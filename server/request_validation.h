@@ -2,11 +2,11 @@
 // offending field) that the client gets back. Nothing is computed before this passes.
 #pragma once
 
+#include <grpcpp/support/status.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <vector>
-
-#include <grpcpp/support/status.h>
 
 #include "scan/kernels/types.h"
 #include "scan/v1/scan.pb.h"

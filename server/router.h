@@ -2,10 +2,10 @@
 // backends: no gRPC server, no compute, so it is unit-testable with fake backends.
 #pragma once
 
+#include <grpcpp/support/status.h>
+
 #include <memory>
 #include <vector>
-
-#include <grpcpp/support/status.h>
 
 #include "backends/backend.h"
 #include "compute_slots.h"

@@ -1,11 +1,11 @@
 #include "scan_service.h"
 
+#include <fmt/ranges.h>
+#include <grpcpp/server_context.h>
+#include <spdlog/spdlog.h>
+
 #include <chrono>
 #include <string>
-
-#include <grpcpp/server_context.h>
-#include <fmt/ranges.h>
-#include <spdlog/spdlog.h>
 
 namespace scan::server {
 namespace {
@@ -58,9 +58,9 @@ grpc::Status ScanServiceImpl::Scan(grpc::ServerContext* context, const v1::ScanR
     const auto outcome = chosen->slots->acquire(steady_deadline_of(*context),
                                                 [context] { return context->IsCancelled(); });
     if (outcome == ComputeSlots::Outcome::kDeadlineExceeded) {
-      return reject(*context, {grpc::StatusCode::DEADLINE_EXCEEDED,
-                               "deadline passed while waiting for backend " +
-                                   chosen->backend->name()});
+      return reject(*context,
+                    {grpc::StatusCode::DEADLINE_EXCEEDED,
+                     "deadline passed while waiting for backend " + chosen->backend->name()});
     }
     if (outcome == ComputeSlots::Outcome::kCancelled) {
       return reject(*context, {grpc::StatusCode::CANCELLED, "request cancelled while queued"});

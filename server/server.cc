@@ -1,12 +1,12 @@
 #include "server.h"
 
-#include <chrono>
-
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/resource_quota.h>
 #include <grpcpp/server_builder.h>
 #include <spdlog/spdlog.h>
+
+#include <chrono>
 
 #include "backends/cpu_torch_backend.h"
 

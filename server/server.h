@@ -2,10 +2,10 @@
 // Kept apart from main() so integration tests run the very same server in-process.
 #pragma once
 
+#include <grpcpp/server.h>
+
 #include <memory>
 #include <mutex>
-
-#include <grpcpp/server.h>
 
 #include "config.h"
 #include "router.h"

@@ -80,8 +80,8 @@ void reference_cumprod(const double* in, double* out, ScanShape shape) {
 namespace {
 
 struct Precision {
-  double unit_roundoff;     // half the distance from 1 to the next value
-  double subnormal_step;    // the spacing of the smallest values
+  double unit_roundoff;   // half the distance from 1 to the next value
+  double subnormal_step;  // the spacing of the smallest values
 };
 
 Precision storage_precision(DType dtype) {

@@ -89,6 +89,8 @@ class CpuTorchBackend final : public ScanBackend {
 
 }  // namespace
 
-std::unique_ptr<ScanBackend> make_cpu_torch_backend() { return std::make_unique<CpuTorchBackend>(); }
+std::unique_ptr<ScanBackend> make_cpu_torch_backend() {
+  return std::make_unique<CpuTorchBackend>();
+}
 
 }  // namespace scan::server

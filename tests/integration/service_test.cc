@@ -12,8 +12,8 @@
 namespace scan {
 namespace {
 
-using ::testing::HasSubstr;
 using kernels::DType;
+using ::testing::HasSubstr;
 
 class ServiceTest : public ::testing::Test {
  protected:

@@ -25,9 +25,9 @@ TEST(Config, DefaultsAreSane) {
 
 TEST(Config, EnvironmentOverridesDefaultsAndFlagsOverrideEnvironment) {
   ServerConfig config;
-  const auto result = parse({"--listen", "127.0.0.1:7000", "--log-format=json"},
-                            {{"SCAN_LISTEN", "127.0.0.1:6000"}, {"SCAN_WORKER_THREADS", "3"}},
-                            &config);
+  const auto result =
+      parse({"--listen", "127.0.0.1:7000", "--log-format=json"},
+            {{"SCAN_LISTEN", "127.0.0.1:6000"}, {"SCAN_WORKER_THREADS", "3"}}, &config);
   ASSERT_EQ(result.action, ParseResult::Action::kRun) << result.output;
   EXPECT_EQ(config.listen, "127.0.0.1:7000");
   EXPECT_EQ(config.worker_threads, 3);

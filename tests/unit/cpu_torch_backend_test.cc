@@ -46,8 +46,8 @@ void expect_matches_reference(ScanBackend& backend, DType dtype, const std::vect
   const auto comparison = kernels::compare_to_reference(
       expected.data(), output.data(), dtype, count, kernels::cumprod_tolerance(dtype, view.length));
   EXPECT_TRUE(comparison.ok()) << kernels::dtype_name(dtype) << " dim " << dim << ": "
-                               << comparison.mismatches << " of " << count
-                               << " mismatch, first at " << comparison.first_mismatch;
+                               << comparison.mismatches << " of " << count << " mismatch, first at "
+                               << comparison.first_mismatch;
 }
 
 std::vector<double> random_decays(std::mt19937_64& generator, std::int64_t count) {
@@ -102,12 +102,12 @@ TEST(CpuTorchBackend, ZerosNaNInfinitiesAndSignsPropagate) {
   const double nan = std::numeric_limits<double>::quiet_NaN();
   // Each column hides one special value in a different place along the scanned dim.
   const std::vector<double> column_values[] = {
-      {0.5, 0.0, 0.9, 0.7, 0.8, 0.6},   // zero: the rest stays zero
+      {0.5, 0.0, 0.9, 0.7, 0.8, 0.6},    // zero: the rest stays zero
       {0.5, -0.9, 0.9, -0.7, 0.8, 0.6},  // signs alternate
-      {0.5, 0.9, nan, 0.7, 0.8, 0.6},   // NaN from its step on
-      {0.5, 0.9, inf, 0.7, 0.8, 0.6},   // Inf stays Inf
-      {0.5, 0.9, inf, 0.0, 0.8, 0.6},   // Inf * 0 = NaN
-      {-0.0, 0.9, 0.5, 0.7, 0.8, 0.6},  // negative zero keeps its sign
+      {0.5, 0.9, nan, 0.7, 0.8, 0.6},    // NaN from its step on
+      {0.5, 0.9, inf, 0.7, 0.8, 0.6},    // Inf stays Inf
+      {0.5, 0.9, inf, 0.0, 0.8, 0.6},    // Inf * 0 = NaN
+      {-0.0, 0.9, 0.5, 0.7, 0.8, 0.6},   // negative zero keeps its sign
   };
   const std::int64_t length = 6;
   const std::int64_t columns = std::size(column_values);

@@ -1,12 +1,12 @@
 // The 16-bit conversions against independent references: the compiler's own _Float16 for IEEE
 // half, and a float64 nearest-even rounding written out for bfloat16.
-#include "scan/kernels/half.h"
-
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <limits>
 #include <random>
+
+#include "scan/kernels/half.h"
 
 namespace scan::kernels {
 namespace {
@@ -39,8 +39,8 @@ TEST(HalfConversion, FloatToFloat16RoundsLikeTheCompiler) {
     ASSERT_EQ(float_to_float16(value), reference_bits) << "value " << value;
   }
   // Halfway cases around the overflow threshold and the subnormal range.
-  for (float value : {65504.0f, 65519.99f, 65520.0f, 5.9604645e-08f, 2.9802322e-08f,
-                      2.9802326e-08f, 6.1035156e-05f, -0.0f, 1e-10f}) {
+  for (float value : {65504.0f, 65519.99f, 65520.0f, 5.9604645e-08f, 2.9802322e-08f, 2.9802326e-08f,
+                      6.1035156e-05f, -0.0f, 1e-10f}) {
     const auto reference = static_cast<_Float16>(value);
     std::uint16_t reference_bits;
     std::memcpy(&reference_bits, &reference, sizeof reference_bits);

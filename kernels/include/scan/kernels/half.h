@@ -52,9 +52,9 @@ inline std::uint16_t float_to_float16(float value) {
   const std::uint32_t bits = float_bits(value);
   const std::uint16_t sign = static_cast<std::uint16_t>((bits >> 16) & 0x8000u);
   const std::uint32_t abs_bits = bits & 0x7fffffffu;
-  if (abs_bits > 0x7f800000u) return sign | 0x7e00u;                 // NaN
-  if (abs_bits >= 0x477ff000u) return sign | 0x7c00u;                // rounds to >= 65520: Inf
-  if (abs_bits < 0x38800000u) {                                      // below 2^-14: subnormal
+  if (abs_bits > 0x7f800000u) return sign | 0x7e00u;   // NaN
+  if (abs_bits >= 0x477ff000u) return sign | 0x7c00u;  // rounds to >= 65520: Inf
+  if (abs_bits < 0x38800000u) {                        // below 2^-14: subnormal
     // Adding 0.5 makes the FPU align the mantissa to 2^-24 units with round-to-nearest-even.
     const float shifted = float_from_bits(abs_bits) + 0.5f;
     return sign | static_cast<std::uint16_t>(float_bits(shifted) - float_bits(0.5f));

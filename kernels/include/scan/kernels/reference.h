@@ -12,7 +12,8 @@ namespace scan::kernels {
 // Widens `count` elements stored as `dtype` to float64.
 std::vector<double> widen_to_f64(const void* data, DType dtype, std::int64_t count);
 
-// Narrows float64 values into `dtype` storage (round to nearest even), `out` holding count elements.
+// Narrows float64 values into `dtype` storage (round to nearest even), `out` holding count
+// elements.
 void narrow_from_f64(const double* values, std::int64_t count, DType dtype, void* out);
 
 // out[o, l, i] = prod_{k <= l} in[o, k, i], computed in float64 in sequence order.
