@@ -1,0 +1,134 @@
+// Dispatch: picks the kernel family, the access width and the tile shape for one call, and launches
+// it. Included only by the per-dtype translation units, which instantiate dispatch_cumprod once
+// each so that the four element types compile in parallel.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+
+#include "agent_contig.cuh"
+#include "agent_strided.cuh"
+#include "policy.cuh"
+#include "tile_state.cuh"
+#include "workspace.cuh"
+
+namespace scan::kernels::cuda_detail {
+
+inline long long ceil_div(long long a, long long b) { return (a + b - 1) / b; }
+
+inline bool aligned_to(const void* pointer, std::uintptr_t bytes) {
+  return reinterpret_cast<std::uintptr_t>(pointer) % bytes == 0;
+}
+
+// Launches `launch(state)` with look-back state for `tiles` tiles of `width` accumulators.
+template <typename Acc, typename Launch>
+KernelStatus with_lookback_state(long long tiles, int width, cudaStream_t stream, Launch launch) {
+  Workspace workspace;
+  KernelStatus status = acquire_workspace(TileState<Acc>::bytes(tiles, width),
+                                          tiles * sizeof(unsigned long long), stream, &workspace);
+  if (!status.ok()) return status;
+  status = launch(TileState<Acc>::carve(workspace.data, tiles, width, workspace.tag));
+  // Freed even after a failed launch: the free is stream-ordered behind whatever did run.
+  const KernelStatus released = release_workspace(workspace, stream);
+  return status.ok() ? released : status;
+}
+
+template <typename Traits, int kVec>
+KernelStatus launch_strided(const typename Traits::Storage* in, typename Traits::Storage* out,
+                            ScanShape shape, cudaStream_t stream) {
+  using Policy = ScanPolicy<Traits>;
+  using Acc = typename Traits::Acc;
+
+  StridedParams params;
+  params.length = shape.length;
+  params.inner = shape.inner;
+  params.inner_packets = shape.inner / kVec;
+  // Up to 32 packets (512 bytes of a row) side by side: a warp's row load is then whole 128-byte
+  // lines, and the rest of the block goes to more rows, i.e. more loads in flight per column.
+  params.log2_columns = 0;
+  while ((1LL << params.log2_columns) < params.inner_packets && params.log2_columns < 5) {
+    ++params.log2_columns;
+  }
+  const int columns = 1 << params.log2_columns;
+  params.column_groups = ceil_div(params.inner_packets, columns);
+  params.chains = shape.outer * params.column_groups;
+  params.rows_per_tile =
+      static_cast<long long>(Policy::kBlockThreads / columns) * Policy::kRowsPerThread;
+  const long long chunks = ceil_div(shape.length, params.rows_per_tile);
+  const long long tiles = chunks * params.chains;
+  if (tiles > INT_MAX) {
+    return {KernelStatus::Code::kUnsupported, "cuda_cumprod: tensor needs more than 2^31 tiles"};
+  }
+
+  const dim3 grid(static_cast<unsigned>(tiles));
+  const dim3 block(Policy::kBlockThreads);
+  if (chunks == 1) {
+    strided_cumprod_kernel<Traits, kVec, false><<<grid, block, 0, stream>>>(in, out, params, {});
+    return check_launch("strided cumprod kernel");
+  }
+  return with_lookback_state<Acc>(tiles, columns * kVec, stream, [&](TileState<Acc> state) {
+    strided_cumprod_kernel<Traits, kVec, true><<<grid, block, 0, stream>>>(in, out, params, state);
+    return check_launch("strided cumprod kernel (look-back)");
+  });
+}
+
+template <typename Traits, int kVec>
+KernelStatus launch_contig(const typename Traits::Storage* in, typename Traits::Storage* out,
+                           ScanShape shape, cudaStream_t stream) {
+  using Policy = ScanPolicy<Traits>;
+  using Acc = typename Traits::Acc;
+
+  constexpr long long kPerThread = static_cast<long long>(Policy::kPacketsPerThread) * kVec;
+  // Rows shorter than a full tile get a block just wide enough (whole warps) to cover them, so
+  // short-row batches keep every launched thread busy instead of idling most of each block.
+  const long long threads = std::min<long long>(
+      Policy::kBlockThreads, ceil_div(ceil_div(shape.length, kPerThread), 32) * 32);
+  ContigParams params;
+  params.length = shape.length;
+  params.rows = shape.outer;
+  params.tile_elems = threads * kPerThread;
+  const long long chunks = ceil_div(shape.length, params.tile_elems);
+  const long long tiles = chunks * shape.outer;
+  if (tiles > INT_MAX) {
+    return {KernelStatus::Code::kUnsupported, "cuda_cumprod: tensor needs more than 2^31 tiles"};
+  }
+
+  const dim3 grid(static_cast<unsigned>(tiles));
+  const dim3 block(static_cast<unsigned>(threads));
+  if (chunks == 1) {
+    contig_cumprod_kernel<Traits, kVec, false><<<grid, block, 0, stream>>>(in, out, params, {});
+    return check_launch("contiguous cumprod kernel");
+  }
+  return with_lookback_state<Acc>(tiles, 1, stream, [&](TileState<Acc> state) {
+    contig_cumprod_kernel<Traits, kVec, true><<<grid, block, 0, stream>>>(in, out, params, state);
+    return check_launch("contiguous cumprod kernel (look-back)");
+  });
+}
+
+// Arguments are validated by the caller: numel > 0, device pointers, no partial overlap.
+template <typename Traits>
+KernelStatus dispatch_cumprod(const void* in_bytes, void* out_bytes, ScanShape shape,
+                              cudaStream_t stream) {
+  using Storage = typename Traits::Storage;
+  constexpr int kVec = ScanPolicy<Traits>::kVec;
+  const auto* in = static_cast<const Storage*>(in_bytes);
+  auto* out = static_cast<Storage*>(out_bytes);
+  const bool aligned = aligned_to(in, 16) && aligned_to(out, 16);
+
+  if (shape.inner == 1) {
+    // Packets stay aligned if every row starts on a packet boundary; a single row may end ragged.
+    if (aligned && (shape.outer == 1 || shape.length % kVec == 0)) {
+      return launch_contig<Traits, kVec>(in, out, shape, stream);
+    }
+    return launch_contig<Traits, 1>(in, out, shape, stream);
+  }
+  if (aligned && shape.inner % kVec == 0) {
+    return launch_strided<Traits, kVec>(in, out, shape, stream);
+  }
+  return launch_strided<Traits, 1>(in, out, shape, stream);
+}
+
+}  // namespace scan::kernels::cuda_detail

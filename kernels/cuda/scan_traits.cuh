@@ -1,0 +1,137 @@
+// Element types as the kernels see them: the storage word in device memory, the accumulator the
+// product runs in, and the conversions between them. Half types are kept as their 16-bit patterns
+// so that packets of them are plain trivially-copyable arrays.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "scan/kernels/types.h"
+
+namespace scan::kernels::cuda_detail {
+
+template <typename StorageT, typename AccT>
+struct SameTypeTraits {
+  using Storage = StorageT;
+  using Acc = AccT;
+  static constexpr Storage kOne = Storage(1);
+  __device__ static Acc widen(Storage value) { return value; }
+  __device__ static Storage narrow(Acc value) { return value; }
+};
+
+struct Float32Traits : SameTypeTraits<float, float> {
+  static constexpr DType kDType = DType::kFloat32;
+};
+
+struct Float64Traits : SameTypeTraits<double, double> {
+  static constexpr DType kDType = DType::kFloat64;
+};
+
+struct Float16Traits {
+  static constexpr DType kDType = DType::kFloat16;
+  using Storage = std::uint16_t;
+  using Acc = float;
+  static constexpr Storage kOne = 0x3c00;
+  __device__ static Acc widen(Storage value) { return __half2float(__ushort_as_half(value)); }
+  __device__ static Storage narrow(Acc value) { return __half_as_ushort(__float2half_rn(value)); }
+};
+
+struct BFloat16Traits {
+  static constexpr DType kDType = DType::kBFloat16;
+  using Storage = std::uint16_t;
+  using Acc = float;
+  static constexpr Storage kOne = 0x3f80;
+  __device__ static Acc widen(Storage value) {
+    return __bfloat162float(__ushort_as_bfloat16(value));
+  }
+  __device__ static Storage narrow(Acc value) {
+    return __bfloat16_as_ushort(__float2bfloat16_rn(value));
+  }
+};
+
+// The machine word one packet is moved as, so that a packet of eight bf16 is one 16-byte load.
+template <int kBytes>
+struct RawWord;
+template <>
+struct RawWord<16> {
+  using Type = uint4;
+};
+template <>
+struct RawWord<8> {
+  using Type = uint2;
+};
+template <>
+struct RawWord<4> {
+  using Type = unsigned int;
+};
+template <>
+struct RawWord<2> {
+  using Type = unsigned short;
+};
+
+// kVec consecutive elements moved with one access. Callers guarantee the alignment.
+template <typename Storage, int kVec>
+struct Packet {
+  using Word = typename RawWord<sizeof(Storage) * kVec>::Type;
+  Storage v[kVec];
+
+  __device__ Storage get(int j) const { return v[j]; }
+  __device__ void set(int j, Storage value) { v[j] = value; }
+  __device__ void fill(Storage value) {
+#pragma unroll
+    for (int j = 0; j < kVec; ++j) v[j] = value;
+  }
+  __device__ void load(const Storage* src) {
+    const Word word = *reinterpret_cast<const Word*>(src);
+    memcpy(v, &word, sizeof word);
+  }
+  __device__ void store(Storage* dst) const {
+    Word word;
+    memcpy(&word, v, sizeof word);
+    *reinterpret_cast<Word*>(dst) = word;
+  }
+};
+
+// 16-bit elements kept two to a 32-bit register: as separate 16-bit values a 16-row tile of bf16
+// packets needs 128 registers and spills.
+template <int kVec>
+struct Packet<std::uint16_t, kVec> {
+  static_assert(kVec == 1 || kVec % 2 == 0, "16-bit packets hold one element or pairs");
+  static constexpr int kWords = kVec == 1 ? 1 : kVec / 2;
+  unsigned int w[kWords];
+
+  __device__ std::uint16_t get(int j) const {
+    return static_cast<std::uint16_t>(w[j >> 1] >> ((j & 1) * 16));
+  }
+  __device__ void set(int j, std::uint16_t value) {
+    const int shift = (j & 1) * 16;
+    w[j >> 1] = (w[j >> 1] & ~(0xffffu << shift)) | (static_cast<unsigned int>(value) << shift);
+  }
+  __device__ void fill(std::uint16_t value) {
+#pragma unroll
+    for (int i = 0; i < kWords; ++i) w[i] = value | (static_cast<unsigned int>(value) << 16);
+  }
+  __device__ void load(const std::uint16_t* src) {
+    if constexpr (kVec == 1) {
+      w[0] = *src;
+    } else {
+      using Word = typename RawWord<2 * kVec>::Type;
+      const Word word = *reinterpret_cast<const Word*>(src);
+      memcpy(w, &word, sizeof word);
+    }
+  }
+  __device__ void store(std::uint16_t* dst) const {
+    if constexpr (kVec == 1) {
+      *dst = static_cast<std::uint16_t>(w[0]);
+    } else {
+      using Word = typename RawWord<2 * kVec>::Type;
+      Word word;
+      memcpy(&word, w, sizeof word);
+      *reinterpret_cast<Word*>(dst) = word;
+    }
+  }
+};
+
+}  // namespace scan::kernels::cuda_detail

@@ -1,0 +1,132 @@
+// Decoupled look-back (Merrill & Garland 2016, "Single-pass Parallel Prefix Scan with Decoupled
+// Look-back") for products of column vectors.
+//
+// A scan is cut into chains (one per independent scan: an outer index times a group of columns) and
+// each chain into chunks, one tile each. A tile publishes its aggregate as soon as it has one, then
+// folds the aggregates of its predecessors, nearest first, until it meets one that already
+// published its inclusive prefix; then it publishes its own prefix. No tile waits for another to
+// finish, only to have read its data, so the scan reads and writes every element once.
+//
+// Unlike CUB's packed (status, value) words, a tile's value here is up to 32 x 8 accumulators, so
+// values live in their own arrays and a 64-bit flag per tile says which of them is valid. The
+// flag's upper 62 bits hold a tag unique to the launch: state memory that an earlier launch left
+// behind reads as "not yet published", so the workspace needs no clearing pass before each launch.
+#pragma once
+
+#include <cstdint>
+
+namespace scan::kernels::cuda_detail {
+
+enum TileStatus : unsigned { kTileInvalid = 0, kTileAggregate = 1, kTilePrefix = 2 };
+
+__device__ __forceinline__ unsigned long long load_acquire(const unsigned long long* address) {
+  unsigned long long value;
+  asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(value) : "l"(address) : "memory");
+  return value;
+}
+
+__device__ __forceinline__ void store_release(unsigned long long* address,
+                                              unsigned long long value) {
+  asm volatile("st.release.gpu.global.u64 [%0], %1;" ::"l"(address), "l"(value) : "memory");
+}
+
+template <typename Acc>
+struct TileState {
+  unsigned long long* flags;  // [tiles]
+  Acc* aggregates;            // [tiles][width]
+  Acc* prefixes;              // [tiles][width]
+  int width;                  // accumulators per tile: columns x values per column
+  unsigned long long tag;     // this launch's tag, below 2^62
+
+  // Bytes the state of `tiles` tiles of `width` accumulators needs.
+  static std::size_t bytes(long long tiles, int width) {
+    return static_cast<std::size_t>(tiles) *
+           (sizeof(unsigned long long) + 2 * sizeof(Acc) * static_cast<std::size_t>(width));
+  }
+
+  static TileState carve(void* workspace, long long tiles, int width, unsigned long long tag) {
+    TileState state;
+    state.flags = static_cast<unsigned long long*>(workspace);
+    state.aggregates = reinterpret_cast<Acc*>(state.flags + tiles);
+    state.prefixes = state.aggregates + tiles * width;
+    state.width = width;
+    state.tag = tag;
+    return state;
+  }
+
+  // Warp 0 of tile `tile` (chunk `chunk` of its chain; the chain's tiles are `stride` apart) calls
+  // this with the whole warp. Lanes below `columns` own kN accumulators each of the tile's
+  // aggregate; on return they hold the product of everything before the tile in its chain.
+  template <int kN>
+  __device__ void lookback(long long tile, long long chunk, long long stride, int columns,
+                           const Acc (&aggregate)[kN], Acc (&exclusive)[kN]) const {
+    const int lane = static_cast<int>(threadIdx.x & 31);
+    const bool owns_column = lane < columns;
+#pragma unroll
+    for (int j = 0; j < kN; ++j) exclusive[j] = Acc(1);
+
+    if (chunk == 0) {
+      publish<kN>(tile, kTilePrefix, prefixes, owns_column, aggregate);
+      return;
+    }
+    publish<kN>(tile, kTileAggregate, aggregates, owns_column, aggregate);
+
+    // Each round lane i inspects the predecessor i + 1 chunks before `window_end`, 32 at a time, so
+    // one round trip to L2 covers as many predecessors as are typically still in flight.
+    long long window_end = chunk;
+    for (;;) {
+      const long long inspected = window_end - 1 - lane;
+      unsigned status;
+      do {
+        status = kTilePrefix;  // before the chain's start: the empty product, never selected
+        if (inspected >= 0) {
+          const unsigned long long flag = load_acquire(flags + tile + (inspected - chunk) * stride);
+          status = (flag >> 2) == tag ? static_cast<unsigned>(flag & 3u) : kTileInvalid;
+        }
+      } while (__any_sync(0xffffffffu, status == kTileInvalid));
+      // The acquire above was made by the lane that inspected each predecessor; every lane reads
+      // values of all of them, so order those reads after the flags for the whole warp.
+      __syncwarp();
+      __threadfence();
+
+      const unsigned prefix_lanes = __ballot_sync(0xffffffffu, status == kTilePrefix);
+      const int first_prefix = __ffs(prefix_lanes) - 1;  // -1: none in this window
+      const int folded = first_prefix < 0 ? 32 : first_prefix + 1;
+      if (owns_column) {
+        for (int i = 0; i < folded; ++i) {
+          const long long predecessor = window_end - 1 - i;
+          if (predecessor < 0) break;
+          const Acc* source = (i == first_prefix ? prefixes : aggregates) +
+                              (tile + (predecessor - chunk) * stride) * width + lane * kN;
+#pragma unroll
+          for (int j = 0; j < kN; ++j) exclusive[j] *= __ldcg(source + j);
+        }
+      }
+      if (first_prefix >= 0) break;
+      window_end -= 32;
+    }
+
+    Acc inclusive[kN];
+#pragma unroll
+    for (int j = 0; j < kN; ++j) inclusive[j] = exclusive[j] * aggregate[j];
+    publish<kN>(tile, kTilePrefix, prefixes, owns_column, inclusive);
+  }
+
+ private:
+  template <int kN>
+  __device__ void publish(long long tile, unsigned status, Acc* values, bool owns_column,
+                          const Acc (&value)[kN]) const {
+    if (owns_column) {
+      Acc* destination = values + tile * width + (threadIdx.x & 31) * kN;
+#pragma unroll
+      for (int j = 0; j < kN; ++j) __stcg(destination + j, value[j]);
+    }
+    // Values from every column lane must be visible device-wide before the flag that vouches for
+    // them: each lane fences its own stores, the warp barrier orders them before lane 0's release.
+    __threadfence();
+    __syncwarp();
+    if ((threadIdx.x & 31) == 0) store_release(flags + tile, (tag << 2) | status);
+  }
+};
+
+}  // namespace scan::kernels::cuda_detail

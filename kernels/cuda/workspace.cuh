@@ -1,0 +1,32 @@
+// Host-side plumbing shared by every dtype's dispatcher: CUDA errors as KernelStatus, and the
+// stream-ordered workspace that holds look-back tile state.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+
+#include "scan/kernels/types.h"
+
+namespace scan::kernels::cuda_detail {
+
+KernelStatus cuda_error(const char* what, cudaError_t error);
+
+// The error of the last launch, if any, as a status naming `what`.
+KernelStatus check_launch(const char* what);
+
+// Look-back state for one launch. Each launch gets its own allocation, stream-ordered on the
+// caller's stream from a pool of ours, so concurrent launches on different streams never share
+// tile flags, and a tag no earlier launch used.
+struct Workspace {
+  void* data = nullptr;
+  unsigned long long tag = 0;
+};
+
+// `flag_bytes` leading bytes are zeroed only when `stream` is being captured into a graph: a graph
+// replays one tag, so there stale flags of the previous replay would read as current.
+KernelStatus acquire_workspace(std::size_t bytes, std::size_t flag_bytes, cudaStream_t stream,
+                               Workspace* workspace);
+KernelStatus release_workspace(const Workspace& workspace, cudaStream_t stream);
+
+}  // namespace scan::kernels::cuda_detail
