@@ -14,7 +14,7 @@ packages=(
   libcivetweb1 libcivetweb-dev civetweb
   libspdlog-dev libspdlog1.10 libfmt-dev libfmt9
   libprotobuf-dev libprotobuf32 libprotobuf-lite32 libprotoc32 protobuf-compiler
-  libgtest-dev googletest libbenchmark-dev libbenchmark1debian
+  libgtest-dev libgmock-dev googletest libbenchmark-dev libbenchmark1debian
   libssl-dev zlib1g-dev libcurl4-openssl-dev
 )
 
