@@ -80,6 +80,18 @@ Setter choice_setter(std::string ServerConfig::*field, std::vector<std::string> 
   };
 }
 
+Setter seconds_setter(double ServerConfig::*field) {
+  return [field](const std::string& text, ServerConfig* config) -> std::string {
+    char* end = nullptr;
+    const double seconds = std::strtod(text.c_str(), &end);
+    if (text.empty() || *end != '\0' || !(seconds >= 0) || seconds > 86400) {
+      return "expected seconds in [0, 86400], got '" + text + "'";
+    }
+    config->*field = seconds;
+    return {};
+  };
+}
+
 Setter string_setter(std::string ServerConfig::*field) {
   return [field](const std::string& text, ServerConfig* config) -> std::string {
     config->*field = text;
@@ -116,17 +128,25 @@ const std::vector<Option>& options() {
        choice_setter(&ServerConfig::log_format, {"text", "json"})},
       {"shutdown-grace-seconds", "SCAN_SHUTDOWN_GRACE_SECONDS",
        "on SIGTERM/SIGINT, how long in-flight requests may take to finish before being cancelled",
-       [](const std::string& text, ServerConfig* config) -> std::string {
-         char* end = nullptr;
-         const double seconds = std::strtod(text.c_str(), &end);
-         if (text.empty() || *end != '\0' || !(seconds >= 0) || seconds > 86400) {
-           return "expected seconds in [0, 86400], got '" + text + "'";
-         }
-         config->shutdown_grace_seconds = seconds;
-         return {};
-       }},
+       seconds_setter(&ServerConfig::shutdown_grace_seconds)},
+      {"drain-delay-seconds", "SCAN_DRAIN_DELAY_SECONDS",
+       "on SIGTERM/SIGINT, keep serving this long while health says NOT_SERVING, so that load "
+       "balancers stop sending before the server stops accepting",
+       seconds_setter(&ServerConfig::drain_delay_seconds)},
       {"port-file", "SCAN_PORT_FILE", "write the bound gRPC port to this file once serving",
        string_setter(&ServerConfig::port_file)},
+      {"metrics-listen", "SCAN_METRICS_LISTEN",
+       "Prometheus /metrics address HOST:PORT (IPv4 or hostname; port 0 picks one; empty: off)",
+       [](const std::string& text, ServerConfig* config) -> std::string {
+         if (!text.empty() && text.rfind(':') == std::string::npos) {
+           return "expected HOST:PORT or empty, got '" + text + "'";
+         }
+         config->metrics_listen = text;
+         return {};
+       }},
+      {"metrics-port-file", "SCAN_METRICS_PORT_FILE",
+       "write the bound metrics port to this file once serving",
+       string_setter(&ServerConfig::metrics_port_file)},
   };
   return table;
 }

@@ -21,6 +21,9 @@ struct ServerConfig {
   std::string log_format = "text";
   double shutdown_grace_seconds = 30.0;
   std::string port_file;  // where to write the bound port, for scripts that listen on port 0
+  std::string metrics_listen = "0.0.0.0:9464";  // empty: no metrics endpoint
+  std::string metrics_port_file;
+  double drain_delay_seconds = 0.0;  // NOT_SERVING but still serving, so load balancers notice
 
   std::int64_t effective_max_message_bytes() const;
   int effective_worker_threads() const;

@@ -43,8 +43,9 @@ int main(int argc, char** argv) {
   scan::server::ScanServer server(config, scan::server::make_default_router(config));
   if (!server.start()) return 1;
   spdlog::info("serving scan.v1.ScanService on {} (port {})", config.listen, server.port());
-  if (!config.port_file.empty()) {
-    std::ofstream(config.port_file) << server.port() << "\n";
+  if (!config.port_file.empty()) std::ofstream(config.port_file) << server.port() << "\n";
+  if (!config.metrics_port_file.empty()) {
+    std::ofstream(config.metrics_port_file) << server.metrics_port() << "\n";
   }
 
   std::thread signal_waiter([&server, &stop_signals] {

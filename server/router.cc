@@ -3,7 +3,14 @@
 namespace scan::server {
 
 void Router::add_backend(std::unique_ptr<ScanBackend> backend, int concurrency) {
-  backends_.push_back({std::move(backend), std::make_unique<ComputeSlots>(concurrency)});
+  backends_.push_back(
+      {std::move(backend), std::make_unique<ComputeSlots>(concurrency), backends_.size()});
+}
+
+std::vector<std::string> Router::backend_names() const {
+  std::vector<std::string> names;
+  for (const auto& registered : backends_) names.push_back(registered.backend->name());
+  return names;
 }
 
 bool Router::has(DeviceKind kind) const {

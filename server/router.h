@@ -17,6 +17,7 @@ namespace scan::server {
 struct RegisteredBackend {
   std::unique_ptr<ScanBackend> backend;
   std::unique_ptr<ComputeSlots> slots;
+  std::size_t index = 0;  // position in registration order, e.g. for per-backend metrics
 };
 
 class Router {
@@ -27,6 +28,7 @@ class Router {
   grpc::Status route(const ValidatedScan& scan, RegisteredBackend** chosen);
 
   bool has(DeviceKind kind) const;
+  std::vector<std::string> backend_names() const;
   const std::vector<RegisteredBackend>& backends() const { return backends_; }
 
  private:

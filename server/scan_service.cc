@@ -16,6 +16,10 @@ std::int64_t micros_between(Clock::time_point from, Clock::time_point to) {
   return std::chrono::duration_cast<std::chrono::microseconds>(to - from).count();
 }
 
+double seconds_between(Clock::time_point from, Clock::time_point to) {
+  return std::chrono::duration<double>(to - from).count();
+}
+
 Clock::time_point steady_deadline_of(const grpc::ServerContext& context) {
   const auto remaining = context.deadline() - std::chrono::system_clock::now();
   // An absent deadline shows up as a time point centuries away; clamp before converting clocks.
@@ -23,10 +27,15 @@ Clock::time_point steady_deadline_of(const grpc::ServerContext& context) {
   return Clock::now() + std::chrono::duration_cast<Clock::duration>(remaining);
 }
 
-grpc::Status reject(const grpc::ServerContext& context, grpc::Status status) {
-  spdlog::debug("scan rejected from {}: {} ({})", context.peer(), status.error_message(),
-                static_cast<int>(status.error_code()));
-  return status;
+RouteReason reason_for(v1::BackendPreference preference) {
+  switch (preference) {
+    case v1::BACKEND_PREFERENCE_CPU:
+      return RouteReason::kPreferenceCpu;
+    case v1::BACKEND_PREFERENCE_GPU:
+      return RouteReason::kPreferenceGpu;
+    default:
+      return RouteReason::kAuto;
+  }
 }
 
 }  // namespace
@@ -34,54 +43,73 @@ grpc::Status reject(const grpc::ServerContext& context, grpc::Status status) {
 grpc::Status ScanServiceImpl::Scan(grpc::ServerContext* context, const v1::ScanRequest* request,
                                    v1::ScanResponse* response) {
   const auto received = Clock::now();
+  metrics_.inflight().Increment();
+  RequestRecord record;
+  record.request_bytes = request->gamma().data().size();
+  grpc::Status status = serve(*context, *request, *response, record);
+  if (status.ok()) {
+    record.response_bytes = response->result().data().size();
+  } else {
+    spdlog::debug("scan from {} answered {}: {}", context->peer(),
+                  status_code_label(status.error_code()), status.error_message());
+  }
+  record.code = status.error_code();
+  record.seconds = seconds_between(received, Clock::now());
+  metrics_.record(record);
+  metrics_.inflight().Decrement();
+  return status;
+}
 
+grpc::Status ScanServiceImpl::serve(grpc::ServerContext& context, const v1::ScanRequest& request,
+                                    v1::ScanResponse& response, RequestRecord& record) {
+  const auto received = Clock::now();
   ValidatedScan scan;
-  if (auto status = validate_scan_request(*request, limits_, &scan); !status.ok()) {
-    return reject(*context, std::move(status));
-  }
+  if (auto status = validate_scan_request(request, limits_, &scan); !status.ok()) return status;
   RegisteredBackend* chosen = nullptr;
-  if (auto status = router_.route(scan, &chosen); !status.ok()) {
-    return reject(*context, std::move(status));
-  }
+  if (auto status = router_.route(scan, &chosen); !status.ok()) return status;
+  const ScanBackend& backend = *chosen->backend;
+  record.backend = &metrics_.backend(chosen->index);
+  record.dtype = scan.dtype;
+  metrics_.record_route(*record.backend, reason_for(scan.preference));
 
-  v1::Tensor* result = response->mutable_result();
-  result->set_dtype(request->gamma().dtype());
-  *result->mutable_shape() = request->gamma().shape();
+  v1::Tensor* result = response.mutable_result();
+  result->set_dtype(request.gamma().dtype());
+  *result->mutable_shape() = request.gamma().shape();
   std::string* output = result->mutable_data();
   output->resize(scan.bytes);
-  response->set_backend(chosen->backend->name());
+  response.set_backend(backend.name());
 
   const auto queued = Clock::now();
   auto compute_started = queued;
   auto compute_finished = queued;
   if (scan.numel > 0) {
-    const auto outcome = chosen->slots->acquire(steady_deadline_of(*context),
-                                                [context] { return context->IsCancelled(); });
+    const auto outcome = chosen->slots->acquire(steady_deadline_of(context),
+                                                [&context] { return context.IsCancelled(); });
     if (outcome == ComputeSlots::Outcome::kDeadlineExceeded) {
-      return reject(*context,
-                    {grpc::StatusCode::DEADLINE_EXCEEDED,
-                     "deadline passed while waiting for backend " + chosen->backend->name()});
+      return {grpc::StatusCode::DEADLINE_EXCEEDED,
+              "deadline passed while waiting for backend " + backend.name()};
     }
     if (outcome == ComputeSlots::Outcome::kCancelled) {
-      return reject(*context, {grpc::StatusCode::CANCELLED, "request cancelled while queued"});
+      return {grpc::StatusCode::CANCELLED, "request cancelled while queued"};
     }
     SlotLease lease(*chosen->slots);
     compute_started = Clock::now();
+    record.queue_seconds = seconds_between(queued, compute_started);
     spdlog::debug("scan started: [{}] {} dim {} on {} for {}", fmt::join(scan.shape, ","),
-                  kernels::dtype_name(scan.dtype), scan.dim, chosen->backend->name(),
-                  context->peer());
-    const ScanJob job{scan.dtype, scan.view, scan.input, output->data()};
-    const kernels::KernelStatus status = chosen->backend->run(job);
+                  kernels::dtype_name(scan.dtype), scan.dim, backend.name(), context.peer());
+    const kernels::KernelStatus status =
+        chosen->backend->run({scan.dtype, scan.view, scan.input, output->data()});
     compute_finished = Clock::now();
+    record.compute_seconds = seconds_between(compute_started, compute_finished);
     if (!status.ok()) {
-      spdlog::error("backend {} failed: {}", chosen->backend->name(), status.message());
-      response->Clear();
+      spdlog::error("backend {} failed: {}", backend.name(), status.message());
+      response.Clear();
       return {grpc::StatusCode::INTERNAL,
-              "backend " + chosen->backend->name() + " failed: " + status.message()};
+              "backend " + backend.name() + " failed: " + status.message()};
     }
   }
 
-  v1::Timing* timing = response->mutable_timing();
+  v1::Timing* timing = response.mutable_timing();
   timing->set_queue_us(micros_between(queued, compute_started));
   timing->set_compute_us(micros_between(compute_started, compute_finished));
   timing->set_total_us(micros_between(received, Clock::now()));

@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <thread>
 
 #include "backends/cpu_torch_backend.h"
 
@@ -17,7 +18,9 @@ constexpr const char* kScanServiceName = "scan.v1.ScanService";
 }
 
 ScanServer::ScanServer(ServerConfig config, std::unique_ptr<Router> router)
-    : config_(std::move(config)), router_(std::move(router)) {}
+    : config_(std::move(config)),
+      router_(std::move(router)),
+      metrics_(std::make_unique<ServiceMetrics>(router_->backend_names(), SCAN_VERSION)) {}
 
 ScanServer::~ScanServer() {
   if (server_) {
@@ -30,8 +33,17 @@ bool ScanServer::start() {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
 
+  if (!config_.metrics_listen.empty()) {
+    std::string error;
+    if (!metrics_->expose(config_.metrics_listen, &error)) {
+      spdlog::error("{}", error);
+      return false;
+    }
+    spdlog::info("serving Prometheus metrics on http://{}/metrics (port {})",
+                 config_.metrics_listen, metrics_->port());
+  }
   service_ = std::make_unique<ScanServiceImpl>(
-      *router_, ValidationLimits{config_.max_tensor_bytes, config_.max_rank});
+      *router_, ValidationLimits{config_.max_tensor_bytes, config_.max_rank}, *metrics_);
 
   grpc::ServerBuilder builder;
   builder.AddListeningPort(config_.listen, grpc::InsecureServerCredentials(), &port_);
@@ -64,6 +76,11 @@ void ScanServer::shutdown_now() {
   auto* health = server_->GetHealthCheckService();
   health->SetServingStatus(kScanServiceName, false);
   health->SetServingStatus(false);
+  if (config_.drain_delay_seconds > 0) {
+    spdlog::info("NOT_SERVING; still accepting calls for {} s while clients move away",
+                 config_.drain_delay_seconds);
+    std::this_thread::sleep_for(std::chrono::duration<double>(config_.drain_delay_seconds));
+  }
   const auto grace = std::chrono::duration_cast<std::chrono::milliseconds>(
       std::chrono::duration<double>(config_.shutdown_grace_seconds));
   server_->Shutdown(std::chrono::system_clock::now() + grace);

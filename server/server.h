@@ -8,6 +8,7 @@
 #include <mutex>
 
 #include "config.h"
+#include "metrics.h"
 #include "router.h"
 #include "scan_service.h"
 
@@ -23,8 +24,12 @@ class ScanServer {
   bool start();
   // The port actually bound (useful with port 0).
   int port() const { return port_; }
-  // Marks health NOT_SERVING, then waits up to the grace period for in-flight requests before
-  // cancelling what remains. Safe to call from any thread, once.
+  // The metrics port actually bound; 0 when metrics are off.
+  int metrics_port() const { return metrics_->port(); }
+  const ServiceMetrics& metrics() const { return *metrics_; }
+  // Marks health NOT_SERVING, keeps serving for the drain delay, then stops accepting and waits up
+  // to the grace period for in-flight requests before cancelling what remains. Safe to call from
+  // any thread, more than once.
   void shutdown();
   // Blocks until shutdown() has completed.
   void wait();
@@ -34,6 +39,7 @@ class ScanServer {
 
   ServerConfig config_;
   std::unique_ptr<Router> router_;
+  std::unique_ptr<ServiceMetrics> metrics_;
   std::unique_ptr<ScanServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;

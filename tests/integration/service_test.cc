@@ -22,6 +22,7 @@ class ServiceTest : public ::testing::Test {
   void SetUp() override {
     server::ServerConfig config;
     config.listen = "127.0.0.1:0";
+    config.metrics_listen = "";  // metrics_test.cc covers them; civetweb takes ~2 s to stop
     config.max_tensor_bytes = kMaxTensorBytes;
     config.worker_threads = 2;
     config.shutdown_grace_seconds = 5;

@@ -1,0 +1,154 @@
+#include "metrics.h"
+
+#include <grpcpp/grpcpp.h>
+
+namespace scan::server {
+namespace {
+
+constexpr kernels::DType kDtypes[kDtypeCount] = {kernels::DType::kFloat32, kernels::DType::kFloat64,
+                                                 kernels::DType::kFloat16,
+                                                 kernels::DType::kBFloat16};
+constexpr const char* kRouteReasons[kRouteReasonCount] = {"preference_cpu", "preference_gpu",
+                                                          "auto"};
+
+}  // namespace
+
+const char* status_code_label(grpc::StatusCode code) {
+  static constexpr const char* kNames[kStatusCodeCount] = {"OK",
+                                                           "CANCELLED",
+                                                           "UNKNOWN",
+                                                           "INVALID_ARGUMENT",
+                                                           "DEADLINE_EXCEEDED",
+                                                           "NOT_FOUND",
+                                                           "ALREADY_EXISTS",
+                                                           "PERMISSION_DENIED",
+                                                           "RESOURCE_EXHAUSTED",
+                                                           "FAILED_PRECONDITION",
+                                                           "ABORTED",
+                                                           "OUT_OF_RANGE",
+                                                           "UNIMPLEMENTED",
+                                                           "INTERNAL",
+                                                           "UNAVAILABLE",
+                                                           "DATA_LOSS",
+                                                           "UNAUTHENTICATED"};
+  const auto index = static_cast<int>(code);
+  return index >= 0 && index < kStatusCodeCount ? kNames[index] : "UNKNOWN";
+}
+
+const prometheus::Histogram::BucketBoundaries& ServiceMetrics::latency_buckets() {
+  // 10 us to 30 s in 1-2.5-5 steps: fine enough for histogram_quantile at every scale a scan
+  // spans, from a tiny tensor on a warm CPU to a 256 MiB tensor on a slow one.
+  static const prometheus::Histogram::BucketBoundaries buckets = {
+      10e-6, 25e-6, 50e-6,  100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3,
+      25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1.0,    2.5,  5.0,    10.0, 30.0};
+  return buckets;
+}
+
+ServiceMetrics::ServiceMetrics(const std::vector<std::string>& backend_names,
+                               const std::string& version)
+    : registry_(std::make_shared<prometheus::Registry>()) {
+  auto& duration = prometheus::BuildHistogram()
+                       .Name("scan_request_duration_seconds")
+                       .Help(
+                           "Time from receiving a decoded request to its response being ready, "
+                           "by backend and dtype (requests that reached a backend)")
+                       .Register(*registry_);
+  auto& queue = prometheus::BuildHistogram()
+                    .Name("scan_queue_wait_seconds")
+                    .Help("Time a request waited for a free compute slot of its backend")
+                    .Register(*registry_);
+  auto& compute = prometheus::BuildHistogram()
+                      .Name("scan_compute_seconds")
+                      .Help("Time a backend spent computing a scan")
+                      .Register(*registry_);
+  auto& requests = prometheus::BuildCounter()
+                       .Name("scan_requests_total")
+                       .Help(
+                           "Finished Scan calls by backend (\"none\": refused before routing) "
+                           "and gRPC status code")
+                       .Register(*registry_);
+  auto& routed = prometheus::BuildCounter()
+                     .Name("scan_routing_decisions_total")
+                     .Help("Requests the router sent to each backend, by reason")
+                     .Register(*registry_);
+  auto& request_bytes = prometheus::BuildCounter()
+                            .Name("scan_request_bytes_total")
+                            .Help("Tensor bytes received in Scan requests")
+                            .Register(*registry_);
+  auto& response_bytes = prometheus::BuildCounter()
+                             .Name("scan_response_bytes_total")
+                             .Help("Tensor bytes sent in Scan responses")
+                             .Register(*registry_);
+  auto& up = prometheus::BuildGauge()
+                 .Name("scan_backend_up")
+                 .Help("1 when the backend is available to serve, 0 otherwise")
+                 .Register(*registry_);
+  inflight_ = &prometheus::BuildGauge()
+                   .Name("scan_inflight_requests")
+                   .Help("Scan calls being handled right now")
+                   .Register(*registry_)
+                   .Add({});
+  prometheus::BuildGauge()
+      .Name("scan_build_info")
+      .Help("Build of the running server (value is always 1)")
+      .Register(*registry_)
+      .Add({{"version", version}, {"grpc_version", grpc::Version()}})
+      .Set(1);
+
+  auto make_series = [&](const std::string& name, bool routable) {
+    BackendSeries series;
+    if (routable) {
+      for (int index = 0; index < kDtypeCount; ++index) {
+        series.duration[index] = &duration.Add(
+            {{"backend", name}, {"dtype", kernels::dtype_name(kDtypes[index])}}, latency_buckets());
+      }
+      series.queue = &queue.Add({{"backend", name}}, latency_buckets());
+      series.compute = &compute.Add({{"backend", name}}, latency_buckets());
+      for (int index = 0; index < kRouteReasonCount; ++index) {
+        series.routed[index] = &routed.Add({{"backend", name}, {"reason", kRouteReasons[index]}});
+      }
+      series.up = &up.Add({{"backend", name}});
+      series.up->Set(1);
+    }
+    for (int code = 0; code < kStatusCodeCount; ++code) {
+      series.requests[code] = &requests.Add(
+          {{"backend", name}, {"code", status_code_label(static_cast<grpc::StatusCode>(code))}});
+    }
+    series.request_bytes = &request_bytes.Add({{"backend", name}});
+    series.response_bytes = &response_bytes.Add({{"backend", name}});
+    return series;
+  };
+  for (const auto& name : backend_names) backends_.push_back(make_series(name, true));
+  rejected_ = make_series("none", false);
+}
+
+bool ServiceMetrics::expose(const std::string& listen, std::string* error) {
+  try {
+    exposer_ = std::make_unique<prometheus::Exposer>(listen, 1);
+  } catch (const std::exception& failure) {
+    *error = "cannot serve metrics on " + listen + ": " + failure.what();
+    return false;
+  }
+  exposer_->RegisterCollectable(registry_);
+  return true;
+}
+
+int ServiceMetrics::port() const {
+  if (!exposer_) return 0;
+  const auto ports = exposer_->GetListeningPorts();
+  return ports.empty() ? 0 : ports.front();
+}
+
+void ServiceMetrics::record(const RequestRecord& record) const {
+  const BackendSeries& series = record.backend != nullptr ? *record.backend : rejected_;
+  const auto code = static_cast<int>(record.code);
+  series.requests[code >= 0 && code < kStatusCodeCount ? code : 2]->Increment();
+  series.request_bytes->Increment(static_cast<double>(record.request_bytes));
+  series.response_bytes->Increment(static_cast<double>(record.response_bytes));
+  if (record.backend == nullptr) return;
+  series.duration[static_cast<int>(record.dtype)]->Observe(record.seconds);
+  if (record.queue_seconds >= 0) series.queue->Observe(record.queue_seconds);
+  if (record.compute_seconds >= 0) series.compute->Observe(record.compute_seconds);
+}
+
+}  // namespace scan::server

@@ -1,0 +1,85 @@
+// Prometheus metrics of the service. Every time series a request can touch is created up front
+// (per backend, dtype and status code), so the request path only bumps pre-resolved counters and
+// histograms: no label lookups, no allocation, no lock held across compute.
+#pragma once
+
+#include <grpcpp/support/status.h>
+#include <prometheus/counter.h>
+#include <prometheus/exposer.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "scan/kernels/types.h"
+
+namespace scan::server {
+
+constexpr int kDtypeCount = 4;
+constexpr int kStatusCodeCount = 17;  // grpc::StatusCode OK .. UNAUTHENTICATED
+
+// Why the router picked a backend; a label of scan_routing_decisions_total.
+enum class RouteReason { kPreferenceCpu, kPreferenceGpu, kAuto };
+constexpr int kRouteReasonCount = 3;
+
+// The series of one backend, resolved once at startup.
+struct BackendSeries {
+  std::array<prometheus::Histogram*, kDtypeCount> duration{};  // by kernels::DType
+  prometheus::Histogram* queue = nullptr;
+  prometheus::Histogram* compute = nullptr;
+  std::array<prometheus::Counter*, kStatusCodeCount> requests{};
+  std::array<prometheus::Counter*, kRouteReasonCount> routed{};
+  prometheus::Counter* request_bytes = nullptr;
+  prometheus::Counter* response_bytes = nullptr;
+  prometheus::Gauge* up = nullptr;
+};
+
+// What one finished request reports.
+struct RequestRecord {
+  const BackendSeries* backend = nullptr;  // null: rejected before a backend was chosen
+  kernels::DType dtype = kernels::DType::kFloat32;
+  double seconds = 0;
+  double queue_seconds = -1;    // < 0: never queued
+  double compute_seconds = -1;  // < 0: never computed
+  std::size_t request_bytes = 0;
+  std::size_t response_bytes = 0;
+  grpc::StatusCode code = grpc::StatusCode::OK;
+};
+
+class ServiceMetrics {
+ public:
+  // `backend_names` are the router's backends, in its order.
+  ServiceMetrics(const std::vector<std::string>& backend_names, const std::string& version);
+
+  // Serves /metrics on `listen` (HOST:PORT, port 0 picks one). Returns false with *error set.
+  bool expose(const std::string& listen, std::string* error);
+  int port() const;  // 0 when not exposed
+
+  const BackendSeries& backend(std::size_t index) const { return backends_.at(index); }
+  prometheus::Gauge& inflight() const { return *inflight_; }
+  void record(const RequestRecord& record) const;
+  void record_route(const BackendSeries& backend, RouteReason reason) const {
+    backend.routed[static_cast<int>(reason)]->Increment();
+  }
+
+  const std::shared_ptr<prometheus::Registry>& registry() const { return registry_; }
+
+  // The histogram bucket bounds (seconds) shared by every latency histogram.
+  static const prometheus::Histogram::BucketBoundaries& latency_buckets();
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::vector<BackendSeries> backends_;
+  BackendSeries rejected_;  // requests refused before routing: backend="none"
+  prometheus::Gauge* inflight_ = nullptr;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+};
+
+const char* status_code_label(grpc::StatusCode code);
+
+}  // namespace scan::server

@@ -1,0 +1,149 @@
+// Known requests in, exact series out: scrape /metrics over HTTP like Prometheus does.
+#include <arpa/inet.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <random>
+#include <regex>
+
+#include "scan_client.h"
+#include "server.h"
+
+namespace scan {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string http_get(int port, const std::string& path) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<std::uint16_t>(port));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string reply;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0) {
+    const std::string request = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    if (write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
+      char buffer[65536];
+      for (ssize_t got; (got = read(fd, buffer, sizeof buffer)) > 0;) reply.append(buffer, got);
+    }
+  }
+  close(fd);
+  return reply;
+}
+
+// The value of the one sample whose name and labels are exactly `series`, or -1.
+double sample(const std::string& text, const std::string& series) {
+  const std::regex line(
+      "(^|\n)" + std::regex_replace(series, std::regex(R"([{}()+.\[\]])"), R"(\$&)") + " ([^\n]+)");
+  std::smatch match;
+  return std::regex_search(text, match, line) ? std::stod(match[2]) : -1;
+}
+
+class MetricsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    server::ServerConfig config;
+    config.listen = "127.0.0.1:0";
+    config.metrics_listen = "127.0.0.1:0";
+    config.worker_threads = 2;
+    server_ = std::make_unique<server::ScanServer>(config, server::make_default_router(config));
+    ASSERT_TRUE(server_->start());
+    ASSERT_GT(server_->metrics_port(), 0);
+    client_ = std::make_unique<client::Client>("127.0.0.1:" + std::to_string(server_->port()));
+  }
+
+  std::string scrape() {
+    const std::string reply = http_get(server_->metrics_port(), "/metrics");
+    EXPECT_THAT(reply, HasSubstr("200 OK"));
+    return reply;
+  }
+
+  grpc::Status scan(const client::HostTensor& gamma, int dim,
+                    v1::BackendPreference backend = v1::BACKEND_PREFERENCE_AUTO) {
+    client::ScanOptions options;
+    options.dim = dim;
+    options.backend = backend;
+    client::ScanResult result;
+    return client_->Scan(gamma, options, &result);
+  }
+
+  std::unique_ptr<server::ScanServer> server_;
+  std::unique_ptr<client::Client> client_;
+};
+
+TEST_F(MetricsTest, CountsEveryOutcomeWithExactLabelsAndBytes) {
+  std::mt19937_64 seeds(std::random_device{}());
+  const auto f32 = client::random_gamma(kernels::DType::kFloat32, {3, 100, 8}, 0.5, 1, seeds());
+  const auto bf16 = client::random_gamma(kernels::DType::kBFloat16, {2, 64}, 0.5, 1, seeds());
+  ASSERT_TRUE(scan(f32, 1).ok());
+  ASSERT_TRUE(scan(f32, 1, v1::BACKEND_PREFERENCE_CPU).ok());
+  ASSERT_TRUE(scan(bf16, -1).ok());
+  EXPECT_EQ(scan(f32, 7).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(scan(f32, 0, v1::BACKEND_PREFERENCE_GPU).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+
+  const std::string text = scrape();
+  EXPECT_EQ(sample(text, R"(scan_requests_total{backend="cpu-torch",code="OK"})"), 3);
+  EXPECT_EQ(sample(text, R"(scan_requests_total{backend="none",code="INVALID_ARGUMENT"})"), 1);
+  EXPECT_EQ(sample(text, R"(scan_requests_total{backend="none",code="FAILED_PRECONDITION"})"), 1);
+  EXPECT_EQ(sample(text, R"(scan_requests_total{backend="cpu-torch",code="INTERNAL"})"), 0);
+  EXPECT_EQ(sample(text, R"(scan_routing_decisions_total{backend="cpu-torch",reason="auto"})"), 2);
+  EXPECT_EQ(
+      sample(text, R"(scan_routing_decisions_total{backend="cpu-torch",reason="preference_cpu"})"),
+      1);
+  EXPECT_EQ(
+      sample(text, R"(scan_request_duration_seconds_count{backend="cpu-torch",dtype="float32"})"),
+      2);
+  EXPECT_EQ(
+      sample(text, R"(scan_request_duration_seconds_count{backend="cpu-torch",dtype="bfloat16"})"),
+      1);
+  EXPECT_EQ(
+      sample(text, R"(scan_request_duration_seconds_count{backend="cpu-torch",dtype="float16"})"),
+      0);
+  EXPECT_EQ(sample(text, R"(scan_compute_seconds_count{backend="cpu-torch"})"), 3);
+  EXPECT_EQ(sample(text, R"(scan_queue_wait_seconds_count{backend="cpu-torch"})"), 3);
+  const double served_bytes = 2 * f32.data.size() + bf16.data.size();
+  EXPECT_EQ(sample(text, R"(scan_request_bytes_total{backend="cpu-torch"})"), served_bytes);
+  EXPECT_EQ(sample(text, R"(scan_response_bytes_total{backend="cpu-torch"})"), served_bytes);
+  EXPECT_EQ(sample(text, R"(scan_request_bytes_total{backend="none"})"), 2.0 * f32.data.size());
+  EXPECT_EQ(sample(text, R"(scan_response_bytes_total{backend="none"})"), 0);
+  EXPECT_EQ(sample(text, "scan_inflight_requests"), 0);
+  EXPECT_EQ(sample(text, R"(scan_backend_up{backend="cpu-torch"})"), 1);
+  EXPECT_THAT(text, HasSubstr("scan_build_info{"));
+}
+
+TEST_F(MetricsTest, LatencyLandsInTheRightCumulativeBuckets) {
+  const auto tiny = client::random_gamma(kernels::DType::kFloat32, {4}, 0.5, 1, 1);
+  ASSERT_TRUE(scan(tiny, 0).ok());
+  const std::string text = scrape();
+  const std::string labels = R"(backend="cpu-torch",dtype="float32")";
+  // One observation: its value is the _sum, so every bucket below it holds 0 and every bucket at
+  // or above it holds 1.
+  const double observed = sample(text, "scan_request_duration_seconds_sum{" + labels + "}");
+  ASSERT_GT(observed, 0);
+  const std::regex bucket_line(
+      R"re(scan_request_duration_seconds_bucket\{backend="cpu-torch",dtype="float32",le="([^"]+)"\} (\S+))re");
+  std::vector<double> bounds;
+  for (auto it = std::sregex_iterator(text.begin(), text.end(), bucket_line);
+       it != std::sregex_iterator(); ++it) {
+    const std::string le = (*it)[1];
+    const double count = std::stod((*it)[2]);
+    if (le == "+Inf") {
+      EXPECT_EQ(count, 1);
+      continue;
+    }
+    const double bound = std::stod(le);
+    bounds.push_back(bound);
+    EXPECT_EQ(count, observed <= bound ? 1 : 0) << "le=" << le << " observed " << observed;
+  }
+  EXPECT_EQ(bounds, server::ServiceMetrics::latency_buckets());
+  EXPECT_EQ(bounds.front(), 10e-6);
+  EXPECT_EQ(bounds.back(), 30.0);
+}
+
+}  // namespace
+}  // namespace scan
