@@ -8,7 +8,7 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libspdlog-dev prometheus-cpp-dev libtorch-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  clang-format prometheus
+  clang-format prometheus curl python3
 )
 
 missing=()

@@ -6,22 +6,10 @@
 set -euo pipefail
 server_bin=$1
 client_bin=$2
-work=$(mktemp -d)
-server_pid=
-cleanup() {
-  if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then kill -KILL "$server_pid"; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source "$(dirname "$0")/lib.sh"
+work=$e2e_work
 
-fail() { echo "FAIL: $*" >&2; echo "--- server log" >&2; cat "$work/server.log" >&2; exit 1; }
-
-"$server_bin" --listen 127.0.0.1:0 --port-file "$work/port" --log-format json --log-level debug \
-  --shutdown-grace-seconds 20 2>"$work/server.log" &
-server_pid=$!
-for _ in $(seq 100); do [ -s "$work/port" ] && break; sleep 0.1; done
-[ -s "$work/port" ] || fail "server did not report its port"
-target=127.0.0.1:$(cat "$work/port")
+start_server "$server_bin" --log-format json --log-level debug --shutdown-grace-seconds 20
 client() { timeout 120 "$client_bin" --target "$target" "$@"; }
 
 [ "$(client --health)" = SERVING ] || fail "health of the server"
@@ -63,7 +51,6 @@ grep -q '^check: *OK' "$work/inflight.out" || fail "in-flight result wrong"
 set +e
 wait "$server_pid"; code=$?
 set -e
-server_pid=
 [ "$code" = 0 ] || fail "server exited $code after SIGTERM"
 grep -q '"message":"scan-server stopped"' "$work/server.log" || fail "no clean stop in the log"
 echo "e2e: all checks passed"

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Metrics end to end against a real Prometheus: the shipped configuration and rules pass promtool,
+# the scraped text passes `promtool check metrics`, and after real traffic every PromQL expression
+# of the Grafana dashboard and of the alert rules runs against Prometheus' HTTP API and returns
+# data for each backend that served.
+# Usage: metrics_prometheus.sh <scan-server> <scan-client> <repo root>
+set -euo pipefail
+server_bin=$1
+client_bin=$2
+repo=$3
+source "$(dirname "$0")/lib.sh"
+
+command -v prometheus >/dev/null && command -v promtool >/dev/null ||
+  fail "prometheus and promtool are needed (Debian package prometheus; scripts/install-deps.sh)"
+
+promtool check config --syntax-only "$repo/deploy/prometheus/prometheus.yml" >/dev/null ||
+  fail "promtool check config"
+promtool check rules "$repo/deploy/prometheus/scan-alerts.yml" >/dev/null || fail "promtool check rules"
+promtool test rules "$repo/deploy/prometheus/tests/scan-alerts.test.yml" >/dev/null ||
+  fail "promtool test rules"
+
+start_server "$server_bin"
+curl -sf "http://127.0.0.1:$metrics_port/metrics" >"$e2e_work/scrape.txt" || fail "scrape /metrics"
+lint=$(promtool check metrics <"$e2e_work/scrape.txt" 2>&1) || fail "promtool check metrics: $lint"
+
+prometheus_port=$(free_port)
+cat >"$e2e_work/prometheus.yml" <<YAML
+global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+rule_files:
+  - $repo/deploy/prometheus/scan-alerts.yml
+scrape_configs:
+  - job_name: scan-service
+    static_configs:
+      - targets: ["127.0.0.1:$metrics_port"]
+YAML
+prometheus --config.file="$e2e_work/prometheus.yml" --storage.tsdb.path="$e2e_work/tsdb" \
+  --web.listen-address="127.0.0.1:$prometheus_port" --log.level=warn 2>"$e2e_work/prometheus.log" &
+e2e_pids+=($!)
+for _ in $(seq 100); do
+  curl -sf "http://127.0.0.1:$prometheus_port/-/ready" >/dev/null && break
+  sleep 0.2
+done
+curl -sf "http://127.0.0.1:$prometheus_port/-/ready" >/dev/null ||
+  fail "prometheus did not start: $(cat "$e2e_work/prometheus.log")"
+
+# About 20 s of mixed traffic (every dtype, both preferences, some bad input) so that every rate
+# window of the queries holds several samples.
+end=$((SECONDS + 20))
+while [ $SECONDS -lt $end ]; do
+  for dtype in f32 bf16 f16 f64; do
+    "$client_bin" --target "$target" --shape 2,4,256,64 --dtype "$dtype" --dim 2 >/dev/null ||
+      fail "scan $dtype"
+  done
+  "$client_bin" --target "$target" --shape 2,4,256,64 --backend cpu --dim -2 >/dev/null ||
+    fail "scan cpu"
+  "$client_bin" --target "$target" --shape 2,4 --dim 5 >/dev/null 2>&1 && fail "bad dim accepted"
+  sleep 0.2
+done
+sleep 3  # let the last scrapes and rule evaluations land
+
+python3 "$(dirname "$0")/check_promql.py" "http://127.0.0.1:$prometheus_port" \
+  "$repo/deploy/grafana/dashboards/scan-service.json" "$repo/deploy/prometheus/scan-alerts.yml" ||
+  fail "PromQL checks"
+kill -TERM "$server_pid"
+echo "e2e metrics: all checks passed"
