@@ -18,8 +18,8 @@ namespace {
 // becomes a visible share of its cost.
 constexpr std::int64_t kMinTaskElements = std::int64_t{1} << 15;
 // Each extra thread should get at least this many elements: waking a sleeping worker costs
-// microseconds, as much as scanning ~64K cache-resident elements.
-constexpr std::int64_t kMinThreadElements = std::int64_t{1} << 16;
+// around ten microseconds, about what one core needs for 256K cache-resident elements.
+constexpr std::int64_t kMinThreadElements = std::int64_t{1} << 18;
 // Tasks per thread when the shape allows, so dynamic claiming evens out cores that are shared
 // with other requests.
 constexpr std::int64_t kTasksPerThread = 4;
@@ -98,7 +98,7 @@ class Plan {
       tile_ = std::min(shape.inner, kMaxTileLanes);
       const std::int64_t wanted_groups = threads_ * kTasksPerThread;
       const std::int64_t min_tile = std::max<std::int64_t>(1, kMinTileBytes / element_bytes);
-      if (shape.outer * ceil_div(shape.inner, tile_) < wanted_groups) {
+      if (threads_ > 1 && shape.outer * ceil_div(shape.inner, tile_) < wanted_groups) {
         const std::int64_t tiles = ceil_div(wanted_groups, shape.outer);
         tile_ = std::max(min_tile, ceil_div(shape.inner, tiles));
         // Whole cache lines per piece, so neighbouring tiles never share a line being written.
@@ -113,13 +113,13 @@ class Plan {
 
   void run() {
     const std::int64_t group_elements = shape_.length * tile_;
-    std::int64_t chunks = 1;
     if (groups_ < threads_) {
-      // Too few sequences to occupy every thread: cut each along its length.
-      chunks = std::min(ceil_div(threads_ * kTasksPerThread, groups_),
-                        group_elements / kMinTaskElements);
+      // Too few sequences to occupy every thread: cut each along its length, one chunk per thread
+      // after a shorter first one.
+      const std::int64_t later_chunks =
+          std::min(ceil_div(threads_, groups_), group_elements / kMinTaskElements);
+      if (later_chunks >= 2) return run_blocked(later_chunks);
     }
-    if (chunks >= 2) return run_blocked(chunks);
 
     const std::int64_t per_task = std::max(ceil_div(kMinTaskElements, group_elements),
                                            ceil_div(groups_, threads_ * kTasksPerThread));
@@ -141,29 +141,37 @@ class Plan {
   }
 
  private:
-  // Chunk products, carry, rescan: phase one scans chunk 0 of every group (its carry is one) and
-  // multiplies up chunks 1 .. n-2, a short serial pass turns the products into carries, phase two
-  // rescans chunks 1 .. n-1 from their carries. Only the chunk products are reassociated, so
-  // zeros, NaN, infinities and signs still propagate like the sequential product.
-  void run_blocked(std::int64_t chunks) {
-    const std::int64_t chunk_rows = ceil_div(shape_.length, chunks);
-    chunks = ceil_div(shape_.length, chunk_rows);
+  // Chunk products, carry, rescan. Phase one scans chunk 0 of every group (its carry is one) while
+  // the other threads multiply up chunks 1 .. n-1; a short serial pass turns the products into
+  // carries; phase two rescans chunks 1 .. n from their carries. Chunk 0 is 1/(2n+1) of the length
+  // so that its scan (read + write) takes as long as one reduction (read) of the equal later
+  // chunks: the extra read pass covers only n-1 of the 2n+1 parts, which matters when memory
+  // bandwidth barely grows with threads. Only chunk products are reassociated, so zeros, NaN,
+  // infinities and signs still propagate like the sequential product.
+  void run_blocked(std::int64_t later_chunks) {
+    const std::int64_t first_rows =
+        std::max<std::int64_t>(1, shape_.length / (2 * later_chunks + 1));
+    const std::int64_t later_rows = ceil_div(shape_.length - first_rows, later_chunks);
+    const std::int64_t chunks = 1 + later_chunks;
     std::vector<A> carries(static_cast<std::size_t>(groups_ * chunks * tile_), A(1));
     auto slot = [&](std::int64_t group, std::int64_t chunk) {
       return carries.data() + (group * chunks + chunk) * tile_;
     };
+    auto begin_of = [&](std::int64_t chunk) {
+      return std::min(shape_.length, chunk == 0 ? 0 : first_rows + (chunk - 1) * later_rows);
+    };
     auto rows_of = [&](std::int64_t chunk) {
-      return std::min(chunk_rows, shape_.length - chunk * chunk_rows);
+      return (chunk + 1 == chunks ? shape_.length : begin_of(chunk + 1)) - begin_of(chunk);
     };
 
-    // Task order puts the chunk-0 scans (the heaviest) first, so they start earliest.
+    // Task order puts the chunk-0 scans first, so they start earliest.
     parallel(groups_ * (chunks - 1), [&](std::int64_t task) {
       const std::int64_t chunk = task / groups_;
       const std::int64_t group = task % groups_;
       if (chunk == 0) {
         scan(group, 0, rows_of(0), slot(group, 0));
       } else {
-        reduce(group, chunk * chunk_rows, rows_of(chunk), slot(group, chunk));
+        reduce(group, begin_of(chunk), rows_of(chunk), slot(group, chunk));
       }
     });
     for (std::int64_t group = 0; group < groups_; ++group) {
@@ -178,7 +186,7 @@ class Plan {
     parallel(groups_ * (chunks - 1), [&](std::int64_t task) {
       const std::int64_t chunk = 1 + task / groups_;
       const std::int64_t group = task % groups_;
-      scan(group, chunk * chunk_rows, rows_of(chunk), slot(group, chunk - 1));
+      scan(group, begin_of(chunk), rows_of(chunk), slot(group, chunk - 1));
     });
   }
 

@@ -8,6 +8,7 @@
 // pool at `cores - 1` (default_workers()) so that one request alone uses every core.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -61,6 +62,8 @@ class ThreadPool {
   // One entry per helper a caller asked for; a caller removes its unclaimed entries when it is
   // done, so an entry never outlives the Job (which lives on the caller's stack).
   std::deque<Job*> queue_;
+  // queue_.size(), readable without the mutex by workers polling before they sleep.
+  std::atomic<std::int64_t> queued_{0};
   bool stopping_ = false;
   std::vector<std::thread> threads_;
 };
