@@ -30,7 +30,7 @@ __global__ void __launch_bounds__(ScanPolicy<Traits>::kBlockThreads,
   using Policy = ScanPolicy<Traits>;
   using Storage = typename Traits::Storage;
   using Acc = typename Traits::Acc;
-  using Scan = ColumnScan<Acc, kVec, Policy::kMaxWarps>;
+  using Scan = ColumnScan<Acc, kVec, Policy::kMaxWarps, 32>;
   constexpr int kRows = Policy::kRowsPerThread;
 
   __shared__ typename Scan::Storage shared;

@@ -3,19 +3,20 @@
 // kN accumulators of its column, the product of its own rows. A thread learns the product of the
 // same column over all lower row groups, and warp 0 learns each column's product over the tile.
 //
-// The contiguous scan is the special case of one column and one value per thread.
+// The contiguous scan is the special case of one column, with one value per segment of its tile.
 #pragma once
 
 namespace scan::kernels::cuda_detail {
 
-template <typename Acc, int kN, int kMaxWarps>
+template <typename Acc, int kN, int kMaxWarps, int kMaxColumns>
 struct ColumnScan {
   struct Storage {
-    Acc warp_totals[kMaxWarps][32][kN];
-    Acc tile_prefix[32][kN];  // the tile's exclusive prefix per column, from the look-back
+    Acc warp_totals[kMaxWarps][kMaxColumns][kN];
+    Acc tile_prefix[kMaxColumns][kN];  // the tile's exclusive prefix per column, from look-back
   };
 
-  // `log2_columns` <= 5. Every thread of the block must call this (it synchronises the block).
+  // 2^log2_columns <= kMaxColumns <= 32. Every thread of the block must call this (it synchronises
+  // the block).
   __device__ static void exclusive(Storage& storage, int log2_columns, const Acc (&value)[kN],
                                    Acc (&exclusive_out)[kN], Acc (&tile_total)[kN]) {
     const int lane = static_cast<int>(threadIdx.x & 31);

@@ -97,22 +97,25 @@ unsigned long long next_tag() {
 
 KernelStatus acquire_workspace(std::size_t bytes, std::size_t flag_bytes, cudaStream_t stream,
                                Workspace* workspace) {
-  cudaMemPool_t pool = nullptr;
-  KernelStatus status = pool_for_current_device(&pool);
-  if (!status.ok()) return status;
-
+  workspace->tag = next_tag();
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   SCAN_CUDA_TRY("cudaStreamIsCapturing", cudaStreamIsCapturing(stream, &capture));
-  SCAN_CUDA_TRY("cudaMallocFromPoolAsync",
-                cudaMallocFromPoolAsync(&workspace->data, bytes, pool, stream));
-  workspace->tag = next_tag();
   if (capture != cudaStreamCaptureStatusNone) {
+    // Under capture: creating a pool is not allowed, and a graph replays one tag, so stale flags
+    // of the previous replay would read as current. A graph allocation node plus a memset node.
+    SCAN_CUDA_TRY("cudaMallocAsync (capturing)", cudaMallocAsync(&workspace->data, bytes, stream));
     const cudaError_t error = cudaMemsetAsync(workspace->data, 0, flag_bytes, stream);
     if (error != cudaSuccess) {
       cudaFreeAsync(workspace->data, stream);
       return cuda_error("cudaMemsetAsync(tile flags)", error);
     }
+    return KernelStatus::Ok();
   }
+  cudaMemPool_t pool = nullptr;
+  KernelStatus status = pool_for_current_device(&pool);
+  if (!status.ok()) return status;
+  SCAN_CUDA_TRY("cudaMallocFromPoolAsync",
+                cudaMallocFromPoolAsync(&workspace->data, bytes, pool, stream));
   return KernelStatus::Ok();
 }
 

@@ -1,6 +1,6 @@
 // Tuning policy: the compile-time shape of a tile for each element type. Every value here was
 // chosen for memory-level parallelism on sm_80/sm_90: a block keeps kBlockThreads x 16 rows
-// (strided) or x 8 packets (contiguous) of 16-byte loads in flight before it first needs any of
+// (strided) or x 6-8 packets (contiguous) of 16-byte loads in flight before it first needs any of
 // them, and two blocks fit on a multiprocessor, which is what it takes to cover HBM latency at full
 // bandwidth.
 #pragma once
@@ -19,10 +19,14 @@ struct ScanPolicy {
   static constexpr int kMaxWarps = kBlockThreads / 32;
   // Elements per 16-byte access, the widest a thread can issue.
   static constexpr int kVec = 16 / static_cast<int>(sizeof(Storage));
+  // Double accumulators take twice the registers (and the compiler keeps the widened rows for the
+  // second pass): these keep every instantiation within the 128 registers that two blocks per
+  // multiprocessor allow, spilling at most 16 bytes (ptxas -v).
+  static constexpr bool kWideAcc = sizeof(Acc) == 8;
   // Strided scans: consecutive rows one thread multiplies in sequence.
-  static constexpr int kRowsPerThread = 16;
-  // Contiguous scans: 16-byte packets of consecutive elements one thread owns.
-  static constexpr int kPacketsPerThread = 8;
+  static constexpr int kRowsPerThread = kWideAcc && sizeof(Storage) == 4 ? 10 : 16;
+  // Contiguous scans: segments per tile, i.e. 16-byte packets a thread owns.
+  static constexpr int kPacketsPerThread = kWideAcc ? 6 : 8;
 };
 
 }  // namespace scan::kernels::cuda_detail

@@ -16,11 +16,12 @@ using CudaStream = CUstream_st*;
 
 // out[o, l, i] = prod_{k <= l} in[o, k, i] over the (outer, length, inner) view of a contiguous
 // tensor, for every DType. float16 and bfloat16 accumulate in float32 and are stored rounded to
-// nearest even in their own type, as torch.cumprod does; float32 accumulates in float32 and float64
-// in float64. `in` and `out` are device pointers on the current device and may be equal (in-place);
-// partial overlap is not supported. The work is queued on `stream` and nothing synchronises: the
-// returned status reports argument and launch errors; errors of the kernel's execution surface at
-// the caller's next synchronisation. A zero-element shape is a no-op that returns Ok.
+// nearest even in their own type, as torch.cumprod does; float32 and float64 accumulate in float64
+// (for float32 that removes a rounding bias of blocked products near 1, see scan_traits.cuh). `in`
+// and `out` are device pointers on the current device and may be equal (in-place); partial overlap
+// is not supported. The work is queued on `stream` and nothing synchronises: the returned status
+// reports argument and launch errors; errors of the kernel's execution surface at the caller's next
+// synchronisation. A zero-element shape is a no-op that returns Ok.
 KernelStatus cuda_cumprod(const void* in, void* out, ScanShape shape, DType dtype,
                           CudaStream stream);
 
