@@ -44,7 +44,7 @@ const prometheus::Histogram::BucketBoundaries& ServiceMetrics::latency_buckets()
   return buckets;
 }
 
-ServiceMetrics::ServiceMetrics(const std::vector<std::string>& backend_names,
+ServiceMetrics::ServiceMetrics(const std::vector<BackendDescription>& backends,
                                const std::string& version)
     : registry_(std::make_shared<prometheus::Registry>()) {
   auto& duration = prometheus::BuildHistogram()
@@ -88,6 +88,30 @@ ServiceMetrics::ServiceMetrics(const std::vector<std::string>& backend_names,
                    .Help("Scan calls being handled right now")
                    .Register(*registry_)
                    .Add({});
+  auto& transfer = prometheus::BuildHistogram()
+                       .Name("scan_transfer_duration_seconds")
+                       .Help("Host<->device copy time of GPU backends, by direction")
+                       .Register(*registry_);
+  auto& device_memory = prometheus::BuildGauge()
+                            .Name("scan_gpu_memory_used_bytes")
+                            .Help("Device memory held by a GPU backend (buffers and pools)")
+                            .Register(*registry_);
+  auto& fallbacks = prometheus::BuildCounter()
+                        .Name("scan_backend_fallbacks_total")
+                        .Help("Requests that failed on one backend and were retried on another")
+                        .Register(*registry_);
+  std::string first_cpu = "none";
+  int gpu_count = 0;
+  for (const auto& backend : backends) {
+    if (backend.kind == DeviceKind::kGpu) ++gpu_count;
+    if (backend.kind == DeviceKind::kCpu && first_cpu == "none") first_cpu = backend.name;
+  }
+  prometheus::BuildGauge()
+      .Name("scan_gpu_devices")
+      .Help("GPU backends this server serves with")
+      .Register(*registry_)
+      .Add({})
+      .Set(gpu_count);
   prometheus::BuildGauge()
       .Name("scan_build_info")
       .Help("Build of the running server (value is always 1)")
@@ -95,7 +119,7 @@ ServiceMetrics::ServiceMetrics(const std::vector<std::string>& backend_names,
       .Add({{"version", version}, {"grpc_version", grpc::Version()}})
       .Set(1);
 
-  auto make_series = [&](const std::string& name, bool routable) {
+  auto make_series = [&](const std::string& name, bool routable, DeviceKind kind) {
     BackendSeries series;
     if (routable) {
       for (int index = 0; index < kDtypeCount; ++index) {
@@ -110,6 +134,14 @@ ServiceMetrics::ServiceMetrics(const std::vector<std::string>& backend_names,
       series.up = &up.Add({{"backend", name}});
       series.up->Set(1);
     }
+    if (kind == DeviceKind::kGpu) {
+      series.host_to_device =
+          &transfer.Add({{"backend", name}, {"direction", "host_to_device"}}, latency_buckets());
+      series.device_to_host =
+          &transfer.Add({{"backend", name}, {"direction", "device_to_host"}}, latency_buckets());
+      series.device_memory_used = &device_memory.Add({{"backend", name}});
+      series.fallback_to_cpu = &fallbacks.Add({{"from", name}, {"to", first_cpu}});
+    }
     for (int code = 0; code < kStatusCodeCount; ++code) {
       series.requests[code] = &requests.Add(
           {{"backend", name}, {"code", status_code_label(static_cast<grpc::StatusCode>(code))}});
@@ -118,8 +150,10 @@ ServiceMetrics::ServiceMetrics(const std::vector<std::string>& backend_names,
     series.response_bytes = &response_bytes.Add({{"backend", name}});
     return series;
   };
-  for (const auto& name : backend_names) backends_.push_back(make_series(name, true));
-  rejected_ = make_series("none", false);
+  for (const auto& backend : backends) {
+    backends_.push_back(make_series(backend.name, true, backend.kind));
+  }
+  rejected_ = make_series("none", false, DeviceKind::kCpu);
 }
 
 bool ServiceMetrics::expose(const std::string& listen, std::string* error) {

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "backends/backend.h"
 #include "scan/kernels/types.h"
 
 namespace scan::server {
@@ -37,6 +38,16 @@ struct BackendSeries {
   prometheus::Counter* request_bytes = nullptr;
   prometheus::Counter* response_bytes = nullptr;
   prometheus::Gauge* up = nullptr;
+  // GPU backends only (null on CPU backends):
+  prometheus::Histogram* host_to_device = nullptr;
+  prometheus::Histogram* device_to_host = nullptr;
+  prometheus::Gauge* device_memory_used = nullptr;
+  prometheus::Counter* fallback_to_cpu = nullptr;  // requests retried on the first CPU backend
+};
+
+struct BackendDescription {
+  std::string name;
+  DeviceKind kind = DeviceKind::kCpu;
 };
 
 // What one finished request reports.
@@ -53,8 +64,8 @@ struct RequestRecord {
 
 class ServiceMetrics {
  public:
-  // `backend_names` are the router's backends, in its order.
-  ServiceMetrics(const std::vector<std::string>& backend_names, const std::string& version);
+  // `backends` are the router's backends, in its order.
+  ServiceMetrics(const std::vector<BackendDescription>& backends, const std::string& version);
 
   // Serves /metrics on `listen` (HOST:PORT, port 0 picks one). Returns false with *error set.
   bool expose(const std::string& listen, std::string* error);

@@ -7,10 +7,12 @@ void Router::add_backend(std::unique_ptr<ScanBackend> backend, int concurrency) 
       {std::move(backend), std::make_unique<ComputeSlots>(concurrency), backends_.size()});
 }
 
-std::vector<std::string> Router::backend_names() const {
-  std::vector<std::string> names;
-  for (const auto& registered : backends_) names.push_back(registered.backend->name());
-  return names;
+std::vector<BackendDescription> Router::describe_backends() const {
+  std::vector<BackendDescription> descriptions;
+  for (const auto& registered : backends_) {
+    descriptions.push_back({registered.backend->name(), registered.backend->device_kind()});
+  }
+  return descriptions;
 }
 
 bool Router::has(DeviceKind kind) const {

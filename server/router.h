@@ -9,6 +9,7 @@
 
 #include "backends/backend.h"
 #include "compute_slots.h"
+#include "metrics.h"
 #include "request_validation.h"
 
 namespace scan::server {
@@ -28,7 +29,7 @@ class Router {
   grpc::Status route(const ValidatedScan& scan, RegisteredBackend** chosen);
 
   bool has(DeviceKind kind) const;
-  std::vector<std::string> backend_names() const;
+  std::vector<BackendDescription> describe_backends() const;
   const std::vector<RegisteredBackend>& backends() const { return backends_; }
 
  private:

@@ -20,7 +20,7 @@ constexpr const char* kScanServiceName = "scan.v1.ScanService";
 ScanServer::ScanServer(ServerConfig config, std::unique_ptr<Router> router)
     : config_(std::move(config)),
       router_(std::move(router)),
-      metrics_(std::make_unique<ServiceMetrics>(router_->backend_names(), SCAN_VERSION)) {}
+      metrics_(std::make_unique<ServiceMetrics>(router_->describe_backends(), SCAN_VERSION)) {}
 
 ScanServer::~ScanServer() {
   if (server_) {

@@ -5,6 +5,7 @@ scan_test(scan_unit_tests
     unit/config_test.cc
     unit/half_conversion_test.cc
     unit/npy_test.cc
+    unit/metrics_test.cc
   LIBS scan_server_lib scan_client_lib
   LABELS unit)
 
