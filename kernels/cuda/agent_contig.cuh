@@ -15,6 +15,7 @@ struct ContigParams {
   long long length;      // elements per row
   long long rows;        // independent scans (outer)
   long long tile_elems;  // blockDim * kSegments * vec
+  long long chunks;      // tiles per row
 };
 
 template <typename Traits, int kVec, bool kLookback>
@@ -76,7 +77,8 @@ __global__ void __launch_bounds__(ScanPolicy<Traits>::kBlockThreads,
     }
     Acc tile_exclusive[1] = {Acc(1)};
     if constexpr (kLookback) {
-      state.template lookback<1>(tile, chunk, params.rows, 1, tile_product, tile_exclusive);
+      state.template lookback<1>(tile, chunk, params.rows, params.chunks, 1, tile_product,
+                                 tile_exclusive);
     }
     if (threadIdx.x == 0) {
 #pragma unroll
@@ -90,11 +92,11 @@ __global__ void __launch_bounds__(ScanPolicy<Traits>::kBlockThreads,
 #pragma unroll
   for (int k = 0; k < kSegments; ++k) {
     const long long index = first + k * segment_elems;
-    Acc running = shared.tile_prefix[0][k] * exclusive[k];
+    auto running = static_cast<typename Traits::Run>(shared.tile_prefix[0][k] * exclusive[k]);
     Packet<Storage, kVec> result;
 #pragma unroll
     for (int j = 0; j < kVec; ++j) {
-      running *= Traits::widen(packets[k].get(j));
+      running *= Traits::to_run(packets[k].get(j));
       result.set(j, Traits::narrow(running));
     }
     if (index + kVec <= params.length) {

@@ -19,6 +19,7 @@ struct StridedParams {
   long long column_groups;  // chains per outer index
   long long chains;         // outer * column_groups
   long long rows_per_tile;  // (blockDim / columns) * kRows
+  long long chunks;         // tiles per chain
   int log2_columns;         // packets of a row in one tile, a power of two up to 32
 };
 
@@ -76,8 +77,8 @@ __global__ void __launch_bounds__(ScanPolicy<Traits>::kBlockThreads,
   if constexpr (kLookback) {
     if (threadIdx.x < 32) {
       Acc tile_exclusive[kVec];
-      state.template lookback<kVec>(tile, chunk, params.chains, 1 << params.log2_columns,
-                                    tile_total, tile_exclusive);
+      state.template lookback<kVec>(tile, chunk, params.chains, params.chunks,
+                                    1 << params.log2_columns, tile_total, tile_exclusive);
       if (static_cast<int>(threadIdx.x) < (1 << params.log2_columns)) {
 #pragma unroll
         for (int j = 0; j < kVec; ++j) shared.tile_prefix[threadIdx.x][j] = tile_exclusive[j];
@@ -89,15 +90,17 @@ __global__ void __launch_bounds__(ScanPolicy<Traits>::kBlockThreads,
   }
 
   if (!column_in_range) return;
-    // Each row is the running product times that row, in sequence order, as a sequential scan
-    // would.
+  // Each row is the running product times that row, in sequence order, as a sequential scan would.
+  typename Traits::Run run[kVec];
+#pragma unroll
+  for (int j = 0; j < kVec; ++j) run[j] = static_cast<typename Traits::Run>(running[j]);
 #pragma unroll
   for (int k = 0; k < kRows; ++k) {
     Packet<Storage, kVec> result;
 #pragma unroll
     for (int j = 0; j < kVec; ++j) {
-      running[j] *= Traits::widen(rows[k].get(j));
-      result.set(j, Traits::narrow(running[j]));
+      run[j] *= Traits::to_run(rows[k].get(j));
+      result.set(j, Traits::narrow(run[j]));
     }
     if (first_row + k < params.length) result.store(out + offset + k * params.inner);
   }

@@ -58,6 +58,7 @@ KernelStatus launch_strided(const typename Traits::Storage* in, typename Traits:
   params.rows_per_tile =
       static_cast<long long>(Policy::kBlockThreads / columns) * Policy::kRowsPerThread;
   const long long chunks = ceil_div(shape.length, params.rows_per_tile);
+  params.chunks = chunks;
   const long long tiles = chunks * params.chains;
   if (tiles > INT_MAX) {
     return {KernelStatus::Code::kUnsupported, "cuda_cumprod: tensor needs more than 2^31 tiles"};
@@ -91,6 +92,7 @@ KernelStatus launch_contig(const typename Traits::Storage* in, typename Traits::
   params.rows = shape.outer;
   params.tile_elems = threads * kPerThread;
   const long long chunks = ceil_div(shape.length, params.tile_elems);
+  params.chunks = chunks;
   const long long tiles = chunks * shape.outer;
   if (tiles > INT_MAX) {
     return {KernelStatus::Code::kUnsupported, "cuda_cumprod: tensor needs more than 2^31 tiles"};

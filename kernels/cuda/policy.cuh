@@ -19,12 +19,11 @@ struct ScanPolicy {
   static constexpr int kMaxWarps = kBlockThreads / 32;
   // Elements per 16-byte access, the widest a thread can issue.
   static constexpr int kVec = 16 / static_cast<int>(sizeof(Storage));
-  // Double accumulators take twice the registers (and the compiler keeps the widened rows for the
-  // second pass): these keep every instantiation within the 128 registers that two blocks per
-  // multiprocessor allow, spilling at most 16 bytes (ptxas -v).
+  // Double accumulators take twice the registers: these keep every instantiation within the 128
+  // registers that two blocks per multiprocessor allow, spilling at most 8 bytes (ptxas -v).
   static constexpr bool kWideAcc = sizeof(Acc) == 8;
   // Strided scans: consecutive rows one thread multiplies in sequence.
-  static constexpr int kRowsPerThread = kWideAcc && sizeof(Storage) == 4 ? 10 : 16;
+  static constexpr int kRowsPerThread = 16;
   // Contiguous scans: segments per tile, i.e. 16-byte packets a thread owns.
   static constexpr int kPacketsPerThread = kWideAcc ? 6 : 8;
 };

@@ -12,13 +12,17 @@
 
 namespace scan::kernels::cuda_detail {
 
+// Acc: the type of per-thread aggregates, block scans and look-back. Run: the type of the final
+// pass, in which each thread multiplies its few elements onto its (exact-ish) prefix.
 template <typename StorageT, typename AccT>
 struct WideningTraits {
   using Storage = StorageT;
   using Acc = AccT;
+  using Run = StorageT;
   static constexpr Storage kOne = Storage(1);
   __device__ static Acc widen(Storage value) { return static_cast<Acc>(value); }
-  __device__ static Storage narrow(Acc value) { return static_cast<Storage>(value); }
+  __device__ static Run to_run(Storage value) { return value; }
+  __device__ static Storage narrow(Run value) { return value; }
 };
 
 // float32 accumulates in float64. A blocked scan multiplies many partial products that are close
@@ -26,7 +30,9 @@ struct WideningTraits {
 // small k: the product of two such values is exact but for a tiny positive k1*k2*2^-48 term that
 // rounding to float32 always drops. In float32 that bias compounds to ~1e-4 relative at L = 32768,
 // ten times a sequential loop's error; in float64 the partial products are exact or nearly so, and
-// each output is rounded to float32 once. DMUL costs nothing here: the scan is memory-bound.
+// each prefix reaches the final pass rounded once. That pass (at most 16 products per thread,
+// restarted from an accurate prefix by every thread) stays in float32, so that the rows a thread
+// holds are not kept twice, widened, in registers.
 struct Float32Traits : WideningTraits<float, double> {
   static constexpr DType kDType = DType::kFloat32;
 };
@@ -39,20 +45,24 @@ struct Float16Traits {
   static constexpr DType kDType = DType::kFloat16;
   using Storage = std::uint16_t;
   using Acc = float;
+  using Run = float;
   static constexpr Storage kOne = 0x3c00;
   __device__ static Acc widen(Storage value) { return __half2float(__ushort_as_half(value)); }
-  __device__ static Storage narrow(Acc value) { return __half_as_ushort(__float2half_rn(value)); }
+  __device__ static Run to_run(Storage value) { return widen(value); }
+  __device__ static Storage narrow(Run value) { return __half_as_ushort(__float2half_rn(value)); }
 };
 
 struct BFloat16Traits {
   static constexpr DType kDType = DType::kBFloat16;
   using Storage = std::uint16_t;
   using Acc = float;
+  using Run = float;
   static constexpr Storage kOne = 0x3f80;
   __device__ static Acc widen(Storage value) {
     return __bfloat162float(__ushort_as_bfloat16(value));
   }
-  __device__ static Storage narrow(Acc value) {
+  __device__ static Run to_run(Storage value) { return widen(value); }
+  __device__ static Storage narrow(Run value) {
     return __bfloat16_as_ushort(__float2bfloat16_rn(value));
   }
 };

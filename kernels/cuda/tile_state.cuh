@@ -19,9 +19,11 @@ namespace scan::kernels::cuda_detail {
 
 enum TileStatus : unsigned { kTileInvalid = 0, kTileAggregate = 1, kTilePrefix = 2 };
 
-__device__ __forceinline__ unsigned long long load_acquire(const unsigned long long* address) {
+// Polling uses relaxed loads and one fence after the poll: an acquire load on every spin would
+// invalidate the multiprocessor's L1 each time, under the feet of the other blocks' loads.
+__device__ __forceinline__ unsigned long long load_relaxed(const unsigned long long* address) {
   unsigned long long value;
-  asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(value) : "l"(address) : "memory");
+  asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(value) : "l"(address) : "memory");
   return value;
 }
 
@@ -54,12 +56,12 @@ struct TileState {
     return state;
   }
 
-  // Warp 0 of tile `tile` (chunk `chunk` of its chain; the chain's tiles are `stride` apart) calls
-  // this with the whole warp. Lanes below `columns` own kN accumulators each of the tile's
-  // aggregate; on return they hold the product of everything before the tile in its chain.
+  // Warp 0 of tile `tile` (chunk `chunk` of `chunks` in its chain; the chain's tiles are `stride`
+  // apart) calls this with the whole warp. Lanes below `columns` own kN accumulators each of the
+  // tile's aggregate; on return they hold the product of everything before the tile in its chain.
   template <int kN>
-  __device__ void lookback(long long tile, long long chunk, long long stride, int columns,
-                           const Acc (&aggregate)[kN], Acc (&exclusive)[kN]) const {
+  __device__ void lookback(long long tile, long long chunk, long long stride, long long chunks,
+                           int columns, const Acc (&aggregate)[kN], Acc (&exclusive)[kN]) const {
     const int lane = static_cast<int>(threadIdx.x & 31);
     const bool owns_column = lane < columns;
 #pragma unroll
@@ -69,7 +71,10 @@ struct TileState {
       publish<kN>(tile, kTilePrefix, prefixes, owns_column, aggregate);
       return;
     }
-    publish<kN>(tile, kTileAggregate, aggregates, owns_column, aggregate);
+    // The chain's last tile has no successor to tell: it only reads. (Each publication costs a
+    // fence that waits for the warp's stores to reach L2.)
+    const bool last = chunk == chunks - 1;
+    if (!last) publish<kN>(tile, kTileAggregate, aggregates, owns_column, aggregate);
 
     // Each round lane i inspects the predecessor i + 1 chunks before `window_end`, 32 at a time, so
     // one round trip to L2 covers as many predecessors as are typically still in flight.
@@ -77,15 +82,17 @@ struct TileState {
     for (;;) {
       const long long inspected = window_end - 1 - lane;
       unsigned status;
-      do {
+      for (int spin = 0;; ++spin) {
         status = kTilePrefix;  // before the chain's start: the empty product, never selected
         if (inspected >= 0) {
-          const unsigned long long flag = load_acquire(flags + tile + (inspected - chunk) * stride);
+          const unsigned long long flag = load_relaxed(flags + tile + (inspected - chunk) * stride);
           status = (flag >> 2) == tag ? static_cast<unsigned>(flag & 3u) : kTileInvalid;
         }
-      } while (__any_sync(0xffffffffu, status == kTileInvalid));
-      // The acquire above was made by the lane that inspected each predecessor; every lane reads
-      // values of all of them, so order those reads after the flags for the whole warp.
+        if (!__any_sync(0xffffffffu, status == kTileInvalid)) break;
+        __nanosleep(spin < 8 ? 32 : 256);  // leave L2 bandwidth to the tiles being waited for
+      }
+      // Acquire: the fence orders every lane's value reads below after the flags the warp saw
+      // (each flag was seen by one lane; the warp barrier makes that visible to all).
       __syncwarp();
       __threadfence();
 
@@ -106,6 +113,7 @@ struct TileState {
       window_end -= 32;
     }
 
+    if (last) return;
     Acc inclusive[kN];
 #pragma unroll
     for (int j = 0; j < kN; ++j) inclusive[j] = exclusive[j] * aggregate[j];
