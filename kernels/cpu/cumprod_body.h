@@ -260,16 +260,103 @@ struct Kernels {
     }
   }
 
+  // bfloat16 tiles a whole number of 2 * kLanes wide use the even/odd split of
+  // scan_bfloat16_pairs: lanes are independent here, so the split costs nothing but reordering
+  // the carry into [even lanes, odd lanes] per block on entry and back on exit.
+  static constexpr int kPairLanes = 2 * kLanes;
+
+  static void reorder_carry(A* carry, std::int64_t width, bool split) {
+    for (std::int64_t block = 0; block < width; block += kPairLanes) {
+      A copy[kPairLanes];
+      std::memcpy(copy, carry + block, sizeof copy);
+      for (int lane = 0; lane < kLanes; ++lane) {
+        if (split) {
+          carry[block + lane] = copy[2 * lane];
+          carry[block + kLanes + lane] = copy[2 * lane + 1];
+        } else {
+          carry[block + 2 * lane] = copy[lane];
+          carry[block + 2 * lane + 1] = copy[kLanes + lane];
+        }
+      }
+    }
+  }
+
+  template <bool kStore, int kPairs>
+  static void sweep_pairs(const S* in, S* out, std::int64_t rows, std::int64_t width,
+                          std::int64_t stride, A* carry) {
+    constexpr bool kInMemory = kPairs < 0;
+    const std::int64_t pairs = kInMemory ? width / kPairLanes : kPairs;
+    reorder_carry(carry, width, true);
+    V even[kInMemory ? 1 : kPairs];
+    V odd[kInMemory ? 1 : kPairs];
+    if constexpr (!kInMemory) {
+      for (int pair = 0; pair < kPairs; ++pair) {
+        even[pair] = load_bytes<V>(carry + pair * kPairLanes);
+        odd[pair] = load_bytes<V>(carry + pair * kPairLanes + kLanes);
+      }
+    }
+    for (std::int64_t row = 0; row < rows; ++row) {
+      const S* source = in + row * stride;
+      for (std::int64_t pair = 0; pair < pairs; ++pair) {
+        const VU32 words = load_bytes<VU32>(source + pair * kPairLanes);
+        V running_even = reinterpret_cast<V>(words << 16);
+        V running_odd = reinterpret_cast<V>(words & 0xffff0000u);
+        if constexpr (kInMemory) {
+          A* at = carry + pair * kPairLanes;
+          running_even *= load_bytes<V>(at);
+          running_odd *= load_bytes<V>(at + kLanes);
+          store_bytes(at, running_even);
+          store_bytes(at + kLanes, running_odd);
+        } else {
+          running_even = even[pair] *= running_even;
+          running_odd = odd[pair] *= running_odd;
+        }
+        if constexpr (kStore) {
+          store_bytes(out + row * stride + pair * kPairLanes,
+                      BF16::round(running_even) | (BF16::round(running_odd) << 16));
+        }
+      }
+    }
+    if constexpr (!kInMemory) {
+      for (int pair = 0; pair < kPairs; ++pair) {
+        store_bytes(carry + pair * kPairLanes, even[pair]);
+        store_bytes(carry + pair * kPairLanes + kLanes, odd[pair]);
+      }
+    }
+    reorder_carry(carry, width, false);
+  }
+
+  template <bool kStore>
+  static void sweep_any(const S* in, S* out, std::int64_t rows, std::int64_t width,
+                        std::int64_t stride, A* carry) {
+    if constexpr (std::is_same_v<D, BF16>) {
+      if (width % kPairLanes == 0) {
+        switch (width / kPairLanes) {
+          case 1:
+            return sweep_pairs<kStore, 1>(in, out, rows, width, stride, carry);
+          case 2:
+            return sweep_pairs<kStore, 2>(in, out, rows, width, stride, carry);
+          case 3:
+            return sweep_pairs<kStore, 3>(in, out, rows, width, stride, carry);
+          case 4:
+            return sweep_pairs<kStore, 4>(in, out, rows, width, stride, carry);
+          default:
+            return sweep_pairs<kStore, -1>(in, out, rows, width, stride, carry);
+        }
+      }
+    }
+    sweep_dispatch<kStore>(in, out, rows, width, stride, carry);
+  }
+
   static void scan_tile(const void* in, void* out, std::int64_t rows, std::int64_t width,
                         std::int64_t stride, void* carry) {
-    sweep_dispatch<true>(static_cast<const S*>(in), static_cast<S*>(out), rows, width, stride,
-                         static_cast<A*>(carry));
+    sweep_any<true>(static_cast<const S*>(in), static_cast<S*>(out), rows, width, stride,
+                    static_cast<A*>(carry));
   }
 
   static void reduce_tile(const void* in, std::int64_t rows, std::int64_t width,
                           std::int64_t stride, void* acc) {
-    sweep_dispatch<false>(static_cast<const S*>(in), nullptr, rows, width, stride,
-                          static_cast<A*>(acc));
+    sweep_any<false>(static_cast<const S*>(in), nullptr, rows, width, stride, static_cast<A*>(acc));
   }
 
   // The prefix within each vector does not depend on the carry, so consecutive vectors overlap;
