@@ -99,14 +99,43 @@ struct TileState {
       const unsigned prefix_lanes = __ballot_sync(0xffffffffu, status == kTilePrefix);
       const int first_prefix = __ffs(prefix_lanes) - 1;  // -1: none in this window
       const int folded = first_prefix < 0 ? 32 : first_prefix + 1;
-      if (owns_column) {
-        for (int i = 0; i < folded; ++i) {
-          const long long predecessor = window_end - 1 - i;
-          if (predecessor < 0) break;
-          const Acc* source = (i == first_prefix ? prefixes : aggregates) +
-                              (tile + (predecessor - chunk) * stride) * width + lane * kN;
+      // Fold predecessors nearest first. Their values are independent L2 reads: issue them
+      // together (one lane each for a scalar chain, groups per column lane otherwise), never one
+      // round trip per predecessor.
+      if (kN == 1 && columns == 1) {
+        Acc value = Acc(1);
+        const long long predecessor = window_end - 1 - lane;
+        if (lane < folded && predecessor >= 0) {
+          value = __ldcg((lane == first_prefix ? prefixes : aggregates) +
+                         (tile + (predecessor - chunk) * stride) * width);
+        }
 #pragma unroll
-          for (int j = 0; j < kN; ++j) exclusive[j] *= __ldcg(source + j);
+        for (int distance = 16; distance >= 1; distance >>= 1) {
+          value *= __shfl_xor_sync(0xffffffffu, value, distance);
+        }
+        exclusive[0] *= value;
+      } else if (owns_column) {
+        // Bounded registers (the tile's rows are still live): up to 64 bytes of values per group,
+        // one predecessor at a time for wide columns, which spill otherwise.
+        constexpr int kGroupBytes = static_cast<int>(kN * sizeof(Acc));
+        constexpr int kGroup = kGroupBytes >= 32 ? 1 : 64 / kGroupBytes;
+        for (int base = 0; base < folded; base += kGroup) {
+          Acc values[kGroup][kN];
+#pragma unroll
+          for (int u = 0; u < kGroup; ++u) {
+            const int i = base + u;
+            const long long predecessor = window_end - 1 - i;
+            const bool used = i < folded && predecessor >= 0;
+            const Acc* source = (i == first_prefix ? prefixes : aggregates) +
+                                (tile + (predecessor - chunk) * stride) * width + lane * kN;
+#pragma unroll
+            for (int j = 0; j < kN; ++j) values[u][j] = used ? __ldcg(source + j) : Acc(1);
+          }
+#pragma unroll
+          for (int u = 0; u < kGroup; ++u) {
+#pragma unroll
+            for (int j = 0; j < kN; ++j) exclusive[j] *= values[u][j];
+          }
         }
       }
       if (first_prefix >= 0) break;
