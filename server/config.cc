@@ -122,6 +122,10 @@ const std::vector<Option>& options() {
        "most gRPC handler threads (requests beyond them get RESOURCE_EXHAUSTED at once); "
        "0 = max(64, 8 x worker-threads)",
        int_setter(&ServerConfig::rpc_threads, 0, 65536)},
+      {"cpu-backend", "SCAN_CPU_BACKEND",
+       "auto (calibrate cpu-native and cpu-torch at startup, route by predicted time), "
+       "cpu-native or cpu-torch",
+       choice_setter(&ServerConfig::cpu_backend, {"auto", "cpu-native", "cpu-torch"})},
       {"log-level", "SCAN_LOG_LEVEL", "trace|debug|info|warn|error",
        choice_setter(&ServerConfig::log_level, {"trace", "debug", "info", "warn", "error"})},
       {"log-format", "SCAN_LOG_FORMAT", "text|json (one JSON object per line)",
@@ -192,12 +196,14 @@ int ServerConfig::effective_rpc_threads() const {
 }
 
 std::string ServerConfig::describe() const {
+  auto or_dash = [](const std::string& text) { return text.empty() ? std::string("-") : text; };
   return fmt::format(
-      "listen={} max_tensor_bytes={} max_message_bytes={} max_rank={} worker_threads={} "
-      "rpc_threads={} log_level={} log_format={} shutdown_grace_seconds={} port_file={}",
-      listen, max_tensor_bytes, effective_max_message_bytes(), max_rank, effective_worker_threads(),
-      effective_rpc_threads(), log_level, log_format, shutdown_grace_seconds,
-      port_file.empty() ? "-" : port_file);
+      "listen={} metrics_listen={} max_tensor_bytes={} max_message_bytes={} max_rank={} "
+      "worker_threads={} rpc_threads={} cpu_backend={} log_level={} log_format={} "
+      "shutdown_grace_seconds={} drain_delay_seconds={} port_file={} metrics_port_file={}",
+      listen, or_dash(metrics_listen), max_tensor_bytes, effective_max_message_bytes(), max_rank,
+      effective_worker_threads(), effective_rpc_threads(), cpu_backend, log_level, log_format,
+      shutdown_grace_seconds, drain_delay_seconds, or_dash(port_file), or_dash(metrics_port_file));
 }
 
 ParseResult parse_config(const std::vector<std::string>& args,

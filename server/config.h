@@ -23,7 +23,10 @@ struct ServerConfig {
   std::string port_file;  // where to write the bound port, for scripts that listen on port 0
   std::string metrics_listen = "0.0.0.0:9464";  // empty: no metrics endpoint
   std::string metrics_port_file;
-  double drain_delay_seconds = 0.0;  // NOT_SERVING but still serving, so load balancers notice
+  double drain_delay_seconds = 0.0;
+  // "auto": register cpu-native and cpu-torch, calibrate both at startup, and let the router pick
+  // by predicted time; a backend name: serve the CPU path with that backend only.
+  std::string cpu_backend = "auto";  // NOT_SERVING but still serving, so load balancers notice
 
   std::int64_t effective_max_message_bytes() const;
   int effective_worker_threads() const;

@@ -88,6 +88,15 @@ ServiceMetrics::ServiceMetrics(const std::vector<BackendDescription>& backends,
                    .Help("Scan calls being handled right now")
                    .Register(*registry_)
                    .Add({});
+  auto& cost_fixed = prometheus::BuildGauge()
+                         .Name("scan_router_cost_fixed_seconds")
+                         .Help("Router's model of a backend: fixed cost per request (0 = unknown)")
+                         .Register(*registry_);
+  auto& cost_throughput =
+      prometheus::BuildGauge()
+          .Name("scan_router_cost_bytes_per_second")
+          .Help("Router's model of a backend: tensor bytes per second (0 = unknown)")
+          .Register(*registry_);
   auto& transfer = prometheus::BuildHistogram()
                        .Name("scan_transfer_duration_seconds")
                        .Help("Host<->device copy time of GPU backends, by direction")
@@ -133,6 +142,8 @@ ServiceMetrics::ServiceMetrics(const std::vector<BackendDescription>& backends,
       }
       series.up = &up.Add({{"backend", name}});
       series.up->Set(1);
+      series.cost_fixed_seconds = &cost_fixed.Add({{"backend", name}});
+      series.cost_bytes_per_second = &cost_throughput.Add({{"backend", name}});
     }
     if (kind == DeviceKind::kGpu) {
       series.host_to_device =

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "backends/backend.h"
+#include "cost_model.h"
 #include "scan/kernels/types.h"
 
 namespace scan::server {
@@ -38,6 +39,8 @@ struct BackendSeries {
   prometheus::Counter* request_bytes = nullptr;
   prometheus::Counter* response_bytes = nullptr;
   prometheus::Gauge* up = nullptr;
+  prometheus::Gauge* cost_fixed_seconds = nullptr;
+  prometheus::Gauge* cost_bytes_per_second = nullptr;
   // GPU backends only (null on CPU backends):
   prometheus::Histogram* host_to_device = nullptr;
   prometheus::Histogram* device_to_host = nullptr;
@@ -74,6 +77,11 @@ class ServiceMetrics {
   const BackendSeries& backend(std::size_t index) const { return backends_.at(index); }
   prometheus::Gauge& inflight() const { return *inflight_; }
   void record(const RequestRecord& record) const;
+  // Shows the router's current model of a backend (0 = unknown).
+  void publish_cost_model(std::size_t index, const CostModel& cost) const {
+    backends_.at(index).cost_fixed_seconds->Set(cost.fixed_seconds);
+    backends_.at(index).cost_bytes_per_second->Set(cost.bytes_per_second);
+  }
   void record_route(const BackendSeries& backend, RouteReason reason) const {
     backend.routed[static_cast<int>(reason)]->Increment();
   }

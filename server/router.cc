@@ -4,7 +4,7 @@ namespace scan::server {
 
 void Router::add_backend(std::unique_ptr<ScanBackend> backend, int concurrency) {
   backends_.push_back(
-      {std::move(backend), std::make_unique<ComputeSlots>(concurrency), backends_.size()});
+      {std::move(backend), std::make_unique<ComputeSlots>(concurrency), backends_.size(), {}});
 }
 
 std::vector<BackendDescription> Router::describe_backends() const {
@@ -22,29 +22,38 @@ bool Router::has(DeviceKind kind) const {
   return false;
 }
 
-RegisteredBackend* Router::first_of(DeviceKind kind) {
+RegisteredBackend* Router::cheapest_of(DeviceKind kind, double bytes) {
+  RegisteredBackend* best = nullptr;
   for (auto& registered : backends_) {
-    if (registered.backend->device_kind() == kind) return &registered;
+    if (registered.backend->device_kind() != kind) continue;
+    if (best == nullptr) {
+      best = &registered;
+    } else if (registered.cost.known() &&
+               (!best->cost.known() ||
+                registered.cost.predict_seconds(bytes) < best->cost.predict_seconds(bytes))) {
+      best = &registered;
+    }
   }
-  return nullptr;
+  return best;
 }
 
 grpc::Status Router::route(const ValidatedScan& scan, RegisteredBackend** chosen) {
+  const auto bytes = static_cast<double>(scan.bytes);
   switch (scan.preference) {
     case v1::BACKEND_PREFERENCE_GPU:
-      *chosen = first_of(DeviceKind::kGpu);
+      *chosen = cheapest_of(DeviceKind::kGpu, bytes);
       if (*chosen == nullptr) {
         return {grpc::StatusCode::FAILED_PRECONDITION,
                 "backend: GPU requested but this server has no usable GPU backend"};
       }
       return grpc::Status::OK;
     case v1::BACKEND_PREFERENCE_CPU:
-      *chosen = first_of(DeviceKind::kCpu);
+      *chosen = cheapest_of(DeviceKind::kCpu, bytes);
       break;
     default:
       // Until the cost-model router lands, AUTO prefers a GPU when one is registered.
-      *chosen = first_of(DeviceKind::kGpu);
-      if (*chosen == nullptr) *chosen = first_of(DeviceKind::kCpu);
+      *chosen = cheapest_of(DeviceKind::kGpu, bytes);
+      if (*chosen == nullptr) *chosen = cheapest_of(DeviceKind::kCpu, bytes);
       break;
   }
   if (*chosen == nullptr) {

@@ -9,7 +9,10 @@
 #include <chrono>
 #include <thread>
 
+#include "backends/cpu_native_backend.h"
 #include "backends/cpu_torch_backend.h"
+#include "calibration.h"
+#include "scan/kernels/cpu_cumprod.h"
 
 namespace scan::server {
 
@@ -20,7 +23,11 @@ constexpr const char* kScanServiceName = "scan.v1.ScanService";
 ScanServer::ScanServer(ServerConfig config, std::unique_ptr<Router> router)
     : config_(std::move(config)),
       router_(std::move(router)),
-      metrics_(std::make_unique<ServiceMetrics>(router_->describe_backends(), SCAN_VERSION)) {}
+      metrics_(std::make_unique<ServiceMetrics>(router_->describe_backends(), SCAN_VERSION)) {
+  for (const auto& registered : router_->backends()) {
+    metrics_->publish_cost_model(registered.index, registered.cost);
+  }
+}
 
 ScanServer::~ScanServer() {
   if (server_) {
@@ -92,7 +99,32 @@ void ScanServer::wait() {
 
 std::unique_ptr<Router> make_default_router(const ServerConfig& config) {
   auto router = std::make_unique<Router>();
-  router->add_backend(make_cpu_torch_backend(), config.effective_worker_threads());
+  const int slots = config.effective_worker_threads();
+  if (config.cpu_backend != "cpu-torch") {
+    auto pool = std::make_shared<kernels::ThreadPool>();
+    router->add_backend(make_cpu_native_backend(*pool, pool->max_parallelism()), slots);
+    router->keep_alive(std::move(pool));
+    spdlog::info("cpu-native: {} kernels, up to {} threads per request",
+                 kernels::cpu_isa_name(kernels::cpu_best_isa()),
+                 kernels::ThreadPool::default_workers() + 1);
+  }
+  if (config.cpu_backend != "cpu-native") {
+    router->add_backend(make_cpu_torch_backend(), slots);
+  }
+  if (router->backends().size() > 1) {
+    for (std::size_t index = 0; index < router->backends().size(); ++index) {
+      ScanBackend& backend = *router->backends()[index].backend;
+      const CalibrationResult calibration = calibrate(backend);
+      router->set_cost_model(index, calibration.model);
+      std::string samples;
+      for (const auto& sample : calibration.samples) {
+        samples += fmt::format(" {:.0f}B:{:.1f}us", sample.bytes, sample.seconds * 1e6);
+      }
+      spdlog::info("calibrated {}: fixed {:.1f} us + {:.2f} GB/s (medians{})", backend.name(),
+                   calibration.model.fixed_seconds * 1e6, calibration.model.bytes_per_second / 1e9,
+                   samples);
+    }
+  }
   return router;
 }
 

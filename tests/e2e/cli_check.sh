@@ -18,7 +18,7 @@ client() { timeout 120 "$client_bin" --target "$target" "$@"; }
 for dtype in f32 bf16 f16 f64; do
   out=$(client --shape 2,8,1024,128 --dtype "$dtype" --dim 2 --check) || fail "check $dtype: $out"
   grep -q '^check: *OK' <<<"$out" || fail "check $dtype did not report OK: $out"
-  grep -q '^backend: *cpu-torch' <<<"$out" || fail "backend not reported: $out"
+  grep -qE '^backend: *cpu-(native|torch)' <<<"$out" || fail "backend not reported: $out"
 done
 client --shape 5,7 --dim -1 --check >/dev/null || fail "negative dim"
 

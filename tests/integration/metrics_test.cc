@@ -50,6 +50,7 @@ class MetricsTest : public ::testing::Test {
     config.listen = "127.0.0.1:0";
     config.metrics_listen = "127.0.0.1:0";
     config.worker_threads = 2;
+    config.cpu_backend = cpu_backend_;
     server_ = std::make_unique<server::ScanServer>(config, server::make_default_router(config));
     ASSERT_TRUE(server_->start());
     ASSERT_GT(server_->metrics_port(), 0);
@@ -71,9 +72,29 @@ class MetricsTest : public ::testing::Test {
     return client_->Scan(gamma, options, &result);
   }
 
+  // Pinned so that exact per-backend counts are predictable; the calibrated case has its own test.
+  std::string cpu_backend_ = "cpu-torch";
   std::unique_ptr<server::ScanServer> server_;
   std::unique_ptr<client::Client> client_;
 };
+
+class CalibratedMetricsTest : public MetricsTest {
+ protected:
+  void SetUp() override {
+    cpu_backend_ = "auto";
+    MetricsTest::SetUp();
+  }
+};
+
+TEST_F(CalibratedMetricsTest, PublishesTheCostModelOfEveryCpuBackend) {
+  const std::string text = scrape();
+  for (const char* backend : {"cpu-native", "cpu-torch"}) {
+    const std::string labels = std::string(R"({backend=")") + backend + R"("})";
+    EXPECT_GT(sample(text, "scan_router_cost_bytes_per_second" + labels), 0) << backend;
+    EXPECT_GE(sample(text, "scan_router_cost_fixed_seconds" + labels), 0) << backend;
+    EXPECT_EQ(sample(text, "scan_backend_up" + labels), 1) << backend;
+  }
+}
 
 TEST_F(MetricsTest, CountsEveryOutcomeWithExactLabelsAndBytes) {
   std::mt19937_64 seeds(std::random_device{}());

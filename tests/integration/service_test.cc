@@ -2,6 +2,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <random>
 #include <thread>
@@ -15,7 +16,9 @@ namespace {
 using kernels::DType;
 using ::testing::HasSubstr;
 
-class ServiceTest : public ::testing::Test {
+// Parameter: the server's --cpu-backend, so every case runs against each CPU backend and the
+// calibrated choice between them.
+class ServiceTest : public ::testing::TestWithParam<const char*> {
  protected:
   static constexpr std::int64_t kMaxTensorBytes = std::int64_t{32} << 20;
 
@@ -26,6 +29,7 @@ class ServiceTest : public ::testing::Test {
     config.max_tensor_bytes = kMaxTensorBytes;
     config.worker_threads = 2;
     config.shutdown_grace_seconds = 5;
+    config.cpu_backend = GetParam();
     server_ = std::make_unique<server::ScanServer>(config, server::make_default_router(config));
     ASSERT_TRUE(server_->start());
     client_ = std::make_unique<client::Client>("127.0.0.1:" + std::to_string(server_->port()));
@@ -52,7 +56,7 @@ class ServiceTest : public ::testing::Test {
   std::unique_ptr<client::Client> client_;
 };
 
-TEST_F(ServiceTest, HealthIsServingForServerAndScanService) {
+TEST_P(ServiceTest, HealthIsServingForServerAndScanService) {
   bool serving = false;
   ASSERT_TRUE(client_->CheckHealth("", &serving).ok());
   EXPECT_TRUE(serving);
@@ -60,13 +64,17 @@ TEST_F(ServiceTest, HealthIsServingForServerAndScanService) {
   EXPECT_TRUE(serving);
 }
 
-TEST_F(ServiceTest, ScansEveryDtypeCorrectlyWithTimingAndBackend) {
+TEST_P(ServiceTest, ScansEveryDtypeCorrectlyWithTimingAndBackend) {
   for (const DType dtype : {DType::kFloat32, DType::kFloat64, DType::kFloat16, DType::kBFloat16}) {
     const auto gamma = client::random_gamma(dtype, {2, 3, 257, 16}, 0.5, 1.0, fresh_seed());
     client::ScanResult result;
     const grpc::Status status = scan(gamma, 2, &result);
     ASSERT_TRUE(status.ok()) << status.error_message();
-    EXPECT_EQ(result.backend, "cpu-torch");
+    if (std::string(GetParam()) == "auto") {
+      EXPECT_THAT(result.backend, ::testing::AnyOf("cpu-native", "cpu-torch"));
+    } else {
+      EXPECT_EQ(result.backend, GetParam());
+    }
     EXPECT_EQ(result.result.dtype, dtype);
     EXPECT_EQ(result.result.shape, gamma.shape);
     EXPECT_GE(result.server_timing.compute_us(), 0);
@@ -77,7 +85,7 @@ TEST_F(ServiceTest, ScansEveryDtypeCorrectlyWithTimingAndBackend) {
   }
 }
 
-TEST_F(ServiceTest, NegativeDimMatchesPositiveDim) {
+TEST_P(ServiceTest, NegativeDimMatchesPositiveDim) {
   const auto gamma = client::random_gamma(DType::kFloat32, {4, 9, 6}, 0.5, 1.0, fresh_seed());
   client::ScanResult negative, positive;
   ASSERT_TRUE(scan(gamma, -1, &negative).ok());
@@ -86,7 +94,7 @@ TEST_F(ServiceTest, NegativeDimMatchesPositiveDim) {
   EXPECT_TRUE(client::check_cumprod(gamma, negative.result, 2).ok());
 }
 
-TEST_F(ServiceTest, ZeroElementTensorGivesEmptyResult) {
+TEST_P(ServiceTest, ZeroElementTensorGivesEmptyResult) {
   client::HostTensor gamma{DType::kFloat32, {3, 0, 5}, {}};
   client::ScanResult result;
   ASSERT_TRUE(scan(gamma, 1, &result).ok());
@@ -94,7 +102,7 @@ TEST_F(ServiceTest, ZeroElementTensorGivesEmptyResult) {
   EXPECT_TRUE(result.result.data.empty());
 }
 
-TEST_F(ServiceTest, ErrorCodesReachTheClientNamingTheField) {
+TEST_P(ServiceTest, ErrorCodesReachTheClientNamingTheField) {
   client::ScanResult result;
   auto gamma = client::random_gamma(DType::kFloat32, {4, 8}, 0.5, 1.0, fresh_seed());
 
@@ -113,7 +121,7 @@ TEST_F(ServiceTest, ErrorCodesReachTheClientNamingTheField) {
   EXPECT_THAT(status.error_message(), HasSubstr("GPU"));
 }
 
-TEST_F(ServiceTest, TensorAtTheLimitIsServedAndOneElementMoreIsRefused) {
+TEST_P(ServiceTest, TensorAtTheLimitIsServedAndOneElementMoreIsRefused) {
   const std::int64_t at_limit = kMaxTensorBytes / 4;
   const auto gamma =
       client::random_gamma(DType::kFloat32, {at_limit / 1024, 1024}, 0.5, 1.0, fresh_seed());
@@ -128,7 +136,7 @@ TEST_F(ServiceTest, TensorAtTheLimitIsServedAndOneElementMoreIsRefused) {
   EXPECT_THAT(status.error_message(), HasSubstr("gamma"));
 }
 
-TEST_F(ServiceTest, MessageOverTheTransportLimitIsRefusedByGrpc) {
+TEST_P(ServiceTest, MessageOverTheTransportLimitIsRefusedByGrpc) {
   // Far beyond max_tensor_bytes + 1 MiB: gRPC itself rejects it before the handler runs.
   const auto huge = client::random_gamma(DType::kFloat32, {(kMaxTensorBytes / 4) * 2}, 0.5, 1.0, 1);
   client::ScanResult result;
@@ -138,7 +146,7 @@ TEST_F(ServiceTest, MessageOverTheTransportLimitIsRefusedByGrpc) {
   EXPECT_TRUE(scan(small, 0, &result).ok());
 }
 
-TEST_F(ServiceTest, SixteenConcurrentClientsEachGetTheirOwnCorrectAnswer) {
+TEST_P(ServiceTest, SixteenConcurrentClientsEachGetTheirOwnCorrectAnswer) {
   constexpr int kClients = 16;
   constexpr int kRequestsEach = 6;
   std::atomic<int> failures{0};
@@ -173,12 +181,20 @@ TEST_F(ServiceTest, SixteenConcurrentClientsEachGetTheirOwnCorrectAnswer) {
   EXPECT_EQ(failures.load(), 0);
 }
 
-TEST_F(ServiceTest, ShutdownMarksHealthNotServingAndRefusesNewCalls) {
+TEST_P(ServiceTest, ShutdownMarksHealthNotServingAndRefusesNewCalls) {
   server_->shutdown();
   server_->wait();
   bool serving = true;
   EXPECT_FALSE(client_->CheckHealth("", &serving, std::chrono::seconds(2)).ok() && serving);
 }
+
+INSTANTIATE_TEST_SUITE_P(CpuBackends, ServiceTest,
+                         ::testing::Values("auto", "cpu-native", "cpu-torch"),
+                         [](const auto& param_info) {
+                           std::string name = param_info.param;
+                           name.erase(std::remove(name.begin(), name.end(), '-'), name.end());
+                           return name;
+                         });
 
 }  // namespace
 }  // namespace scan
