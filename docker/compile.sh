@@ -12,15 +12,22 @@ prefix=/opt/scan-service
 # Tests and benchmarks are CI's business, not the image's: leaving them out halves the build.
 cmake --preset "$preset" -DSCAN_BUILD_TESTS=OFF -DSCAN_BUILD_BENCH=OFF
 build_dir=build/$preset
-if [ "$expect_cuda" = expect-cuda ] &&
-   ! grep -Eq '^CMAKE_CUDA_COMPILER:[A-Z]+=/.+nvcc$' "$build_dir/CMakeCache.txt"; then
-  # Without this a missing toolkit would silently give a CPU-only "cuda" image.
-  echo "compile.sh: nvcc was not found, the cuda image needs the toolkit in /usr/local/cuda" >&2
+if [ "$expect_cuda" = expect-cuda ] && ! compgen -G "$build_dir/CMakeFiles/*/CMakeCUDACompiler.cmake" >/dev/null; then
+  # CMake enabled no CUDA: nvcc was not found, and this would be a CPU-only "cuda" image.
+  echo "compile.sh: CUDA is not enabled; the cuda image needs the toolkit in /usr/local/cuda" >&2
   exit 1
 fi
 cmake --build "$build_dir" -j "$(nproc)"
 cmake --install "$build_dir" --prefix "$prefix" --strip
 ccache --show-stats 2>/dev/null | grep -Ei 'hits|misses' || true
+if [ "$expect_cuda" = expect-cuda ]; then
+  # Informational: the server carries device code once a CUDA backend links the kernels.
+  if objdump -h "$prefix/bin/scan-server" | grep -q '\.nv_fatbin'; then
+    echo "compile.sh: scan-server contains CUDA device code"
+  else
+    echo "compile.sh: scan-server contains no CUDA device code (no CUDA backend linked yet)"
+  fi
+fi
 
 # Map the shared libraries that the binaries link directly (their NEEDED entries) to the Debian
 # packages that ship them; apt brings the rest through those packages' dependencies. Debian 12 has
