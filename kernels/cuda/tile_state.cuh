@@ -115,27 +115,15 @@ struct TileState {
         }
         exclusive[0] *= value;
       } else if (owns_column) {
-        // Bounded registers (the tile's rows are still live): up to 64 bytes of values per group,
-        // one predecessor at a time for wide columns, which spill otherwise.
-        constexpr int kGroupBytes = static_cast<int>(kN * sizeof(Acc));
-        constexpr int kGroup = kGroupBytes >= 32 ? 1 : 64 / kGroupBytes;
-        for (int base = 0; base < folded; base += kGroup) {
-          Acc values[kGroup][kN];
+        // One predecessor at a time: with the tile's rows still live in registers, staging several
+        // predecessors' columns spills, and strided chains rarely fold more than one or two.
+        for (int i = 0; i < folded; ++i) {
+          const long long predecessor = window_end - 1 - i;
+          if (predecessor < 0) break;
+          const Acc* source = (i == first_prefix ? prefixes : aggregates) +
+                              (tile + (predecessor - chunk) * stride) * width + lane * kN;
 #pragma unroll
-          for (int u = 0; u < kGroup; ++u) {
-            const int i = base + u;
-            const long long predecessor = window_end - 1 - i;
-            const bool used = i < folded && predecessor >= 0;
-            const Acc* source = (i == first_prefix ? prefixes : aggregates) +
-                                (tile + (predecessor - chunk) * stride) * width + lane * kN;
-#pragma unroll
-            for (int j = 0; j < kN; ++j) values[u][j] = used ? __ldcg(source + j) : Acc(1);
-          }
-#pragma unroll
-          for (int u = 0; u < kGroup; ++u) {
-#pragma unroll
-            for (int j = 0; j < kN; ++j) exclusive[j] *= values[u][j];
-          }
+          for (int j = 0; j < kN; ++j) exclusive[j] *= __ldcg(source + j);
         }
       }
       if (first_prefix >= 0) break;
