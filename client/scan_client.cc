@@ -2,6 +2,7 @@
 
 #include <grpcpp/client_context.h>
 #include <grpcpp/create_channel.h>
+#include <grpcpp/impl/client_unary_call.h>
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/support/channel_arguments.h>
 
@@ -9,9 +10,12 @@
 
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "scan/v1/dtype.h"
+#include "wire_codec.h"
 
 namespace scan::client {
 namespace {
+
+constexpr const char* kScanMethod = "/scan.v1.ScanService/Scan";
 
 void apply_timeout(grpc::ClientContext* context, std::chrono::milliseconds timeout) {
   if (timeout.count() > 0) context->set_deadline(std::chrono::system_clock::now() + timeout);
@@ -41,17 +45,62 @@ const char* status_code_name(grpc::StatusCode code) {
   return index < std::size(kNames) ? kNames[index] : "UNKNOWN_CODE";
 }
 
-std::shared_ptr<grpc::Channel> make_channel(const std::string& target) {
+std::shared_ptr<grpc::Channel> make_channel(const std::string& target,
+                                            const transport::ChannelArgs& overrides) {
   grpc::ChannelArguments arguments;
   arguments.SetMaxReceiveMessageSize(std::numeric_limits<int>::max());
   arguments.SetMaxSendMessageSize(std::numeric_limits<int>::max());
+  for (const auto& [name, value] : transport::tuned_channel_args()) arguments.SetInt(name, value);
+  for (const auto& [name, value] : overrides) arguments.SetInt(name, value);
+  arguments.SetLoadBalancingPolicyName("round_robin");
   return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), arguments);
+}
+
+std::vector<std::string> split_targets(const std::string& text) {
+  std::vector<std::string> targets;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    std::size_t comma = text.find(',', start);
+    if (comma == std::string::npos) comma = text.size();
+    if (comma > start) targets.push_back(text.substr(start, comma - start));
+    start = comma + 1;
+  }
+  return targets;
+}
+
+RoundRobinClients::RoundRobinClients(const std::vector<std::string>& targets,
+                                     const transport::ChannelArgs& overrides) {
+  for (const auto& target : targets) {
+    clients_.push_back(std::make_unique<Client>(make_channel(target, overrides)));
+  }
+}
+
+Client& RoundRobinClients::next() {
+  return *clients_[next_.fetch_add(1, std::memory_order_relaxed) % clients_.size()];
 }
 
 Client::Client(const std::string& target) : Client(make_channel(target)) {}
 
 Client::Client(std::shared_ptr<grpc::Channel> channel)
-    : channel_(std::move(channel)), stub_(v1::ScanService::NewStub(channel_)) {}
+    : channel_(std::move(channel)),
+      scan_method_(kScanMethod, grpc::internal::RpcMethod::NORMAL_RPC, channel_) {}
+
+grpc::Status Client::Scan(v1::ScanRequest* request, std::chrono::milliseconds timeout,
+                          v1::ScanResponse* response, std::chrono::microseconds* round_trip) {
+  // The generated stub would serialise through protobuf and copy the tensor; the raw method sends
+  // the zero-copy buffer instead. Same method name, same bytes on the wire.
+  grpc::ClientContext context;
+  apply_timeout(&context, timeout);
+  const auto sent = std::chrono::steady_clock::now();
+  const grpc::ByteBuffer request_buffer = wire::encode_request(request);
+  grpc::ByteBuffer response_buffer;
+  grpc::Status status = grpc::internal::BlockingUnaryCall<grpc::ByteBuffer, grpc::ByteBuffer>(
+      channel_.get(), scan_method_, &context, request_buffer, &response_buffer);
+  if (status.ok()) status = wire::decode(&response_buffer, response);
+  *round_trip = std::chrono::duration_cast<std::chrono::microseconds>(
+      std::chrono::steady_clock::now() - sent);
+  return status;
+}
 
 grpc::Status Client::Scan(HostTensor gamma, const ScanOptions& options, ScanResult* result) {
   v1::ScanRequest request;
@@ -62,13 +111,8 @@ grpc::Status Client::Scan(HostTensor gamma, const ScanOptions& options, ScanResu
   request.set_dim(options.dim);
   request.set_backend(options.backend);
 
-  grpc::ClientContext context;
-  apply_timeout(&context, options.timeout);
   v1::ScanResponse response;
-  const auto sent = std::chrono::steady_clock::now();
-  grpc::Status status = stub_->Scan(&context, request, &response);
-  result->round_trip = std::chrono::duration_cast<std::chrono::microseconds>(
-      std::chrono::steady_clock::now() - sent);
+  grpc::Status status = Scan(&request, options.timeout, &response, &result->round_trip);
   if (!status.ok()) return status;
 
   const auto dtype = v1::to_kernel_dtype(response.result().dtype());

@@ -3,14 +3,18 @@
 #pragma once
 
 #include <grpcpp/channel.h>
+#include <grpcpp/impl/rpc_method.h>
 #include <grpcpp/support/status.h>
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "host_tensor.h"
 #include "scan/v1/scan.grpc.pb.h"
+#include "transport.h"
 
 namespace scan::client {
 
@@ -34,7 +38,11 @@ class Client {
   explicit Client(std::shared_ptr<grpc::Channel> channel);
 
   // Sends `gamma` (moved into the request, so pass a copy to keep it) and waits for the answer.
+  // The tensor bytes go to gRPC without a copy (see wire_codec.h).
   grpc::Status Scan(HostTensor gamma, const ScanOptions& options, ScanResult* result);
+  // The same call for a request built by the caller (its gamma data is moved out).
+  grpc::Status Scan(v1::ScanRequest* request, std::chrono::milliseconds timeout,
+                    v1::ScanResponse* response, std::chrono::microseconds* round_trip);
 
   // grpc.health.v1 Check of `service` ("" = the whole server); *serving tells the answer.
   grpc::Status CheckHealth(const std::string& service, bool* serving,
@@ -44,13 +52,37 @@ class Client {
 
  private:
   std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::ScanService::Stub> stub_;
+  // Scan, registered with the channel once; called with raw buffers (see wire_codec.h).
+  grpc::internal::RpcMethod scan_method_;
 };
+
+// Spreads calls over several replicas given as separate targets, one channel each, in turn.
+// (One target that resolves to several addresses, e.g. "dns:///scan.example:50051", is already
+// balanced inside its channel: make_channel selects gRPC's round_robin policy.)
+class RoundRobinClients {
+ public:
+  explicit RoundRobinClients(const std::vector<std::string>& targets,
+                             const transport::ChannelArgs& overrides = {});
+
+  // The client for the next call; safe to call from many threads.
+  Client& next();
+  std::size_t size() const { return clients_.size(); }
+
+ private:
+  std::vector<std::unique_ptr<Client>> clients_;
+  std::atomic<std::size_t> next_{0};
+};
+
+// "a,b,c" -> {"a", "b", "c"}; empty parts are dropped.
+std::vector<std::string> split_targets(const std::string& text);
 
 // "INVALID_ARGUMENT" and so on, as gRPC's documentation names the codes.
 const char* status_code_name(grpc::StatusCode code);
 
-// A channel with message limits raised to gRPC's maximum: tensors are large by nature.
-std::shared_ptr<grpc::Channel> make_channel(const std::string& target);
+// A channel with message limits raised to gRPC's maximum (tensors are large by nature), the
+// transport tuning of transport.h, then `overrides`, and round_robin over every address the
+// target resolves to.
+std::shared_ptr<grpc::Channel> make_channel(const std::string& target,
+                                            const transport::ChannelArgs& overrides = {});
 
 }  // namespace scan::client

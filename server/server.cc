@@ -54,13 +54,15 @@ bool ScanServer::start() {
 
   grpc::ServerBuilder builder;
   builder.AddListeningPort(config_.listen, grpc::InsecureServerCredentials(), &port_);
-  const auto message_limit = static_cast<int>(config_.effective_max_message_bytes());
-  builder.SetMaxReceiveMessageSize(message_limit);
-  builder.SetMaxSendMessageSize(message_limit);
+  configure_transport(builder, config_.effective_max_message_bytes());
   grpc::ResourceQuota quota("scan-server");
   quota.SetMaxThreads(config_.effective_rpc_threads());
   builder.SetResourceQuota(quota);
-  builder.RegisterService(service_.get());
+  wire_service_ = std::make_unique<WireScanService>(
+      [this](grpc::ServerContext* context, v1::ScanRequest* request, v1::ScanResponse* response) {
+        return service_->Scan(context, request, response);
+      });
+  builder.RegisterService(wire_service_.get());
 
   server_ = builder.BuildAndStart();
   if (!server_ || port_ == 0) {

@@ -11,6 +11,7 @@
 #include "metrics.h"
 #include "router.h"
 #include "scan_service.h"
+#include "wire_service.h"
 
 namespace scan::server {
 
@@ -41,6 +42,8 @@ class ScanServer {
   std::unique_ptr<Router> router_;
   std::unique_ptr<ServiceMetrics> metrics_;
   std::unique_ptr<ScanServiceImpl> service_;
+  // What gRPC actually serves: service_'s Scan behind the zero-copy codec.
+  std::unique_ptr<WireScanService> wire_service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   std::once_flag shutdown_once_;

@@ -1,0 +1,32 @@
+#include "transport.h"
+
+#include <grpc/grpc.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstdlib>
+
+namespace scan::transport {
+
+ChannelArgs tuned_channel_args() {
+  return {
+      // A fixed 64 MiB stream window instead of BDP probing: the probe starts at 64 KiB and needs
+      // many round trips to open up, which a single large request never gives it.
+      {GRPC_ARG_HTTP2_BDP_PROBE, 0},
+      {GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 64 << 20},
+  };
+}
+
+bool parse_channel_arg(const std::string& text, ChannelArgs* args) {
+  const auto equals = text.find('=');
+  if (equals == std::string::npos || equals == 0 || equals + 1 == text.size()) return false;
+  const std::string value = text.substr(equals + 1);
+  char* end = nullptr;
+  errno = 0;
+  const long parsed = std::strtol(value.c_str(), &end, 0);
+  if (*end != '\0' || errno != 0 || parsed < INT_MIN || parsed > INT_MAX) return false;
+  args->emplace_back(text.substr(0, equals), static_cast<int>(parsed));
+  return true;
+}
+
+}  // namespace scan::transport

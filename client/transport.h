@@ -1,0 +1,22 @@
+// gRPC transport settings shared by the service and its clients. Tensors are large and mostly
+// travel over fast local or datacentre links, where gRPC's defaults (small TCP reads, a 64 KiB
+// flow-control window grown by BDP probes) leave most of the wire idle; bench/RESULTS.md
+// ("Transport and service overhead") has the measurements behind each value.
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace scan::transport {
+
+// Integer channel arguments, applied in order (a later one overrides an earlier one).
+using ChannelArgs = std::vector<std::pair<std::string, int>>;
+
+// What both server and client set on top of the message-size limits.
+ChannelArgs tuned_channel_args();
+
+// Parses "name=integer" (as the benchmark tools' --channel-arg takes it).
+bool parse_channel_arg(const std::string& text, ChannelArgs* args);
+
+}  // namespace scan::transport

@@ -1,0 +1,51 @@
+#include "wire_service.h"
+
+#include <grpcpp/impl/rpc_service_method.h>
+#include <grpcpp/support/method_handler.h>
+
+#include <climits>
+
+#include "wire_codec.h"
+
+namespace scan::server {
+
+void configure_transport(grpc::ServerBuilder& builder, std::int64_t message_limit,
+                         const transport::ChannelArgs& overrides) {
+  const int limit = static_cast<int>(std::min<std::int64_t>(message_limit, INT_MAX));
+  builder.SetMaxReceiveMessageSize(limit);
+  builder.SetMaxSendMessageSize(limit);
+  for (const auto& [name, value] : transport::tuned_channel_args()) {
+    builder.AddChannelArgument(name, value);
+  }
+  for (const auto& [name, value] : overrides) builder.AddChannelArgument(name, value);
+}
+
+WireScanService::WireScanService(Handler handler) : handler_(std::move(handler)) {
+  // What protoc generates for a sync unary method, with ByteBuffer in place of the messages: the
+  // sync API has no raw variant of its own.
+  using RawHandler =
+      grpc::internal::RpcMethodHandler<WireScanService, grpc::ByteBuffer, grpc::ByteBuffer>;
+  AddMethod(new grpc::internal::RpcServiceMethod(
+      "/scan.v1.ScanService/Scan", grpc::internal::RpcMethod::NORMAL_RPC,
+      new RawHandler(
+          [](WireScanService* service, grpc::ServerContext* context,
+             const grpc::ByteBuffer* request,
+             grpc::ByteBuffer* response) { return service->handle(context, *request, response); },
+          this)));
+}
+
+grpc::Status WireScanService::handle(grpc::ServerContext* context, const grpc::ByteBuffer& request,
+                                     grpc::ByteBuffer* response) {
+  // Copying a ByteBuffer only takes references to its slices; decoding consumes the copy.
+  grpc::ByteBuffer received(request);
+  v1::ScanRequest scan_request;
+  if (grpc::Status status = wire::decode(&received, &scan_request); !status.ok()) {
+    return {grpc::StatusCode::INVALID_ARGUMENT, "request is not a valid scan.v1.ScanRequest"};
+  }
+  v1::ScanResponse scan_response;
+  grpc::Status status = handler_(context, &scan_request, &scan_response);
+  if (status.ok()) *response = wire::encode_response(&scan_response);
+  return status;
+}
+
+}  // namespace scan::server

@@ -1,0 +1,37 @@
+// The transport side of the server, shared by scan-server and the benchmark echo server so that
+// both run on exactly the same gRPC stack: channel arguments, and ScanService.Scan registered on
+// raw byte buffers so the response's tensor bytes go to the socket without a protobuf copy.
+#pragma once
+
+#include <grpcpp/impl/service_type.h>
+#include <grpcpp/server_builder.h>
+#include <grpcpp/server_context.h>
+
+#include <cstdint>
+#include <functional>
+
+#include "scan/v1/scan.pb.h"
+#include "transport.h"
+
+namespace scan::server {
+
+// Message limits (send and receive), then transport::tuned_channel_args(), then `overrides`.
+void configure_transport(grpc::ServerBuilder& builder, std::int64_t message_limit,
+                         const transport::ChannelArgs& overrides = {});
+
+// Serves /scan.v1.ScanService/Scan: decodes the request (wire::decode), runs `handler`, and sends
+// the response through wire::encode_response. The handler may move the request's data out.
+class WireScanService final : public grpc::Service {
+ public:
+  using Handler =
+      std::function<grpc::Status(grpc::ServerContext*, v1::ScanRequest*, v1::ScanResponse*)>;
+  explicit WireScanService(Handler handler);
+
+ private:
+  grpc::Status handle(grpc::ServerContext* context, const grpc::ByteBuffer& request,
+                      grpc::ByteBuffer* response);
+
+  Handler handler_;
+};
+
+}  // namespace scan::server
