@@ -1,6 +1,8 @@
-// Bounds how many scans a backend runs at once. Requests beyond the bound wait here (this is the
-// "queue" of Timing.queue_us) instead of oversubscribing the cores; waiting gives up when the
-// caller's deadline passes or the caller is cancelled.
+// Bounds how many scans a backend runs at once, and how many may wait for it. Requests beyond the
+// running bound wait here (this is the "queue" of Timing.queue_us) instead of oversubscribing the
+// cores; beyond the waiting bound they are refused at once, so the queue (and the memory its
+// requests hold) never grows without limit. Waiting gives up when the caller's deadline passes or
+// the caller is cancelled.
 #pragma once
 
 #include <chrono>
@@ -12,25 +14,35 @@ namespace scan::server {
 
 class ComputeSlots {
  public:
-  explicit ComputeSlots(int capacity) : free_(capacity) {}
+  ComputeSlots(int capacity, int max_waiting) : free_(capacity), max_waiting_(max_waiting) {}
   ComputeSlots(const ComputeSlots&) = delete;
   ComputeSlots& operator=(const ComputeSlots&) = delete;
 
-  enum class Outcome { kAcquired, kDeadlineExceeded, kCancelled };
+  enum class Outcome { kAcquired, kQueueFull, kDeadlineExceeded, kCancelled };
 
   // Waits for a free slot until `deadline`, polling `cancelled` every `poll` while waiting.
   Outcome acquire(std::chrono::steady_clock::time_point deadline,
                   const std::function<bool()>& cancelled,
                   std::chrono::milliseconds poll = std::chrono::milliseconds(20)) {
     std::unique_lock<std::mutex> lock(mutex_);
+    if (free_ == 0 && waiting_ >= max_waiting_) return Outcome::kQueueFull;
+    ++waiting_;
+    Outcome outcome = Outcome::kAcquired;
     while (free_ == 0) {
-      if (cancelled && cancelled()) return Outcome::kCancelled;
+      if (cancelled && cancelled()) {
+        outcome = Outcome::kCancelled;
+        break;
+      }
       const auto now = std::chrono::steady_clock::now();
-      if (now >= deadline) return Outcome::kDeadlineExceeded;
+      if (now >= deadline) {
+        outcome = Outcome::kDeadlineExceeded;
+        break;
+      }
       available_.wait_until(lock, std::min(deadline, now + poll));
     }
-    --free_;
-    return Outcome::kAcquired;
+    --waiting_;
+    if (outcome == Outcome::kAcquired) --free_;
+    return outcome;
   }
 
   void release() {
@@ -41,10 +53,18 @@ class ComputeSlots {
     available_.notify_one();
   }
 
+  // Requests waiting right now (a snapshot, for routing and metrics).
+  int waiting() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return waiting_;
+  }
+
  private:
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
   std::condition_variable available_;
   int free_;
+  int waiting_ = 0;
+  const int max_waiting_;
 };
 
 // Holds one slot for a scope.

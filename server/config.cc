@@ -92,6 +92,19 @@ Setter seconds_setter(double ServerConfig::*field) {
   };
 }
 
+Setter bool_setter(bool ServerConfig::*field) {
+  return [field](const std::string& text, ServerConfig* config) -> std::string {
+    if (text == "true" || text == "1" || text == "on") {
+      config->*field = true;
+    } else if (text == "false" || text == "0" || text == "off") {
+      config->*field = false;
+    } else {
+      return "expected true or false, got '" + text + "'";
+    }
+    return {};
+  };
+}
+
 Setter string_setter(std::string ServerConfig::*field) {
   return [field](const std::string& text, ServerConfig* config) -> std::string {
     config->*field = text;
@@ -122,6 +135,36 @@ const std::vector<Option>& options() {
        "most gRPC handler threads (requests beyond them get RESOURCE_EXHAUSTED at once); "
        "0 = max(64, 8 x worker-threads)",
        int_setter(&ServerConfig::rpc_threads, 0, 65536)},
+      {"max-inflight-bytes", "SCAN_MAX_INFLIGHT_BYTES",
+       "tensor bytes (request + response) all requests being served may hold; a request that "
+       "does not fit gets RESOURCE_EXHAUSTED at once; 0 = 4 x max-tensor-bytes",
+       int64_setter(&ServerConfig::max_inflight_bytes, 0)},
+      {"max-queue", "SCAN_MAX_QUEUE",
+       "requests that may wait for a busy backend; more get RESOURCE_EXHAUSTED at once",
+       int_setter(&ServerConfig::max_queue, 0, 1 << 20)},
+      {"max-concurrent-streams", "SCAN_MAX_CONCURRENT_STREAMS",
+       "concurrent calls one client connection may open",
+       int_setter(&ServerConfig::max_concurrent_streams, 1, 1 << 20)},
+      {"min-client-ping-interval-seconds", "SCAN_MIN_CLIENT_PING_INTERVAL_SECONDS",
+       "clients pinging more often than this (keepalive abuse) are disconnected",
+       seconds_setter(&ServerConfig::min_client_ping_interval_seconds)},
+      {"idle-connection-timeout-seconds", "SCAN_IDLE_CONNECTION_TIMEOUT_SECONDS",
+       "connections without calls for this long are closed (0 = never)",
+       seconds_setter(&ServerConfig::idle_connection_timeout_seconds)},
+      {"tls-cert", "SCAN_TLS_CERT",
+       "PEM certificate chain of the server; with --tls-key enables TLS",
+       string_setter(&ServerConfig::tls_cert)},
+      {"tls-key", "SCAN_TLS_KEY", "PEM private key of the server",
+       string_setter(&ServerConfig::tls_key)},
+      {"tls-client-ca", "SCAN_TLS_CLIENT_CA",
+       "PEM CA bundle; clients must present a certificate it signed (mutual TLS)",
+       string_setter(&ServerConfig::tls_client_ca)},
+      {"auth-token-file", "SCAN_AUTH_TOKEN_FILE",
+       "file holding the bearer token Scan calls must carry ('authorization: Bearer <token>'); "
+       "health checks need none",
+       string_setter(&ServerConfig::auth_token_file)},
+      {"reflection", "SCAN_REFLECTION", "serve gRPC server reflection (true|false)",
+       bool_setter(&ServerConfig::reflection)},
       {"cpu-backend", "SCAN_CPU_BACKEND",
        "auto (calibrate cpu-native and cpu-torch at startup, route by predicted time), "
        "cpu-native or cpu-torch",
@@ -200,10 +243,16 @@ std::string ServerConfig::describe() const {
   return fmt::format(
       "listen={} metrics_listen={} max_tensor_bytes={} max_message_bytes={} max_rank={} "
       "worker_threads={} rpc_threads={} cpu_backend={} log_level={} log_format={} "
-      "shutdown_grace_seconds={} drain_delay_seconds={} port_file={} metrics_port_file={}",
+      "shutdown_grace_seconds={} drain_delay_seconds={} port_file={} metrics_port_file={} "
+      "max_inflight_bytes={} max_queue={} max_concurrent_streams={} "
+      "min_client_ping_interval_seconds={} idle_connection_timeout_seconds={} tls={} mtls={} "
+      "token_auth={} reflection={}",
       listen, or_dash(metrics_listen), max_tensor_bytes, effective_max_message_bytes(), max_rank,
       effective_worker_threads(), effective_rpc_threads(), cpu_backend, log_level, log_format,
-      shutdown_grace_seconds, drain_delay_seconds, or_dash(port_file), or_dash(metrics_port_file));
+      shutdown_grace_seconds, drain_delay_seconds, or_dash(port_file), or_dash(metrics_port_file),
+      effective_max_inflight_bytes(), max_queue, max_concurrent_streams,
+      min_client_ping_interval_seconds, idle_connection_timeout_seconds, !tls_cert.empty(),
+      !tls_client_ca.empty(), !auth_token_file.empty(), reflection);
 }
 
 ParseResult parse_config(const std::vector<std::string>& args,
@@ -242,6 +291,17 @@ ParseResult parse_config(const std::vector<std::string>& args,
   }
   if (config->max_message_bytes > 0 && config->max_message_bytes < config->max_tensor_bytes) {
     return failure("--max-message-bytes must be at least --max-tensor-bytes");
+  }
+  if (config->effective_max_inflight_bytes() < 2 * config->max_tensor_bytes) {
+    return failure(
+        "--max-inflight-bytes must hold at least one largest request and its response "
+        "(2 x --max-tensor-bytes)");
+  }
+  if (config->tls_cert.empty() != config->tls_key.empty()) {
+    return failure("--tls-cert and --tls-key go together");
+  }
+  if (!config->tls_client_ca.empty() && config->tls_cert.empty()) {
+    return failure("--tls-client-ca needs TLS (--tls-cert and --tls-key)");
   }
   if (config->effective_max_message_bytes() > std::numeric_limits<int>::max()) {
     return failure("--max-message-bytes: gRPC limits messages to 2Gi - 1 bytes");

@@ -26,7 +26,25 @@ struct ServerConfig {
   double drain_delay_seconds = 0.0;
   // "auto": register cpu-native and cpu-torch, calibrate both at startup, and let the router pick
   // by predicted time; a backend name: serve the CPU path with that backend only.
-  std::string cpu_backend = "auto";  // NOT_SERVING but still serving, so load balancers notice
+  std::string cpu_backend = "auto";
+
+  // Admission and abuse limits.
+  std::int64_t max_inflight_bytes = 0;  // 0 means: 4 x max_tensor_bytes
+  int max_queue = 32;                   // requests waiting per backend
+  int max_concurrent_streams = 64;      // per connection
+  double min_client_ping_interval_seconds = 10;
+  double idle_connection_timeout_seconds = 3600;
+
+  // Security.
+  std::string tls_cert;         // PEM certificate chain; with tls_key turns TLS on
+  std::string tls_key;          // PEM private key
+  std::string tls_client_ca;    // PEM CA bundle: client certificates required and verified (mTLS)
+  std::string auth_token_file;  // bearer token clients must send; health stays open
+  bool reflection = true;
+
+  std::int64_t effective_max_inflight_bytes() const {
+    return max_inflight_bytes > 0 ? max_inflight_bytes : 4 * max_tensor_bytes;
+  }  // NOT_SERVING but still serving, so load balancers notice
 
   std::int64_t effective_max_message_bytes() const;
   int effective_worker_threads() const;

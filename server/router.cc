@@ -2,9 +2,11 @@
 
 namespace scan::server {
 
-void Router::add_backend(std::unique_ptr<ScanBackend> backend, int concurrency) {
-  backends_.push_back(
-      {std::move(backend), std::make_unique<ComputeSlots>(concurrency), backends_.size(), {}});
+void Router::add_backend(std::unique_ptr<ScanBackend> backend, int concurrency, int max_waiting) {
+  backends_.push_back({std::move(backend),
+                       std::make_unique<ComputeSlots>(concurrency, max_waiting),
+                       backends_.size(),
+                       {}});
 }
 
 std::vector<BackendDescription> Router::describe_backends() const {

@@ -26,7 +26,9 @@ struct RegisteredBackend {
 
 class Router {
  public:
-  void add_backend(std::unique_ptr<ScanBackend> backend, int concurrency);
+  // `concurrency` scans run at once on the backend; at most `max_waiting` more wait for it.
+  void add_backend(std::unique_ptr<ScanBackend> backend, int concurrency,
+                   int max_waiting = 1 << 20);
   void set_cost_model(std::size_t index, CostModel cost) { backends_.at(index).cost = cost; }
   // Keeps a resource the backends share (a thread pool, a device context) alive exactly as long
   // as the backends: resources are destroyed after every backend.

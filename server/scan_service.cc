@@ -63,8 +63,20 @@ grpc::Status ScanServiceImpl::Scan(grpc::ServerContext* context, const v1::ScanR
 grpc::Status ScanServiceImpl::serve(grpc::ServerContext& context, const v1::ScanRequest& request,
                                     v1::ScanResponse& response, RequestRecord& record) {
   const auto received = Clock::now();
+  if (authenticator_ != nullptr) {
+    if (auto status = authenticator_->check(context); !status.ok()) return status;
+  }
   ValidatedScan scan;
   if (auto status = validate_scan_request(request, limits_, &scan); !status.ok()) return status;
+  // Request and response buffers both stay alive until the response is sent.
+  const auto held_bytes = static_cast<std::int64_t>(2 * scan.bytes);
+  if (!inflight_bytes_.try_acquire(held_bytes)) {
+    return {grpc::StatusCode::RESOURCE_EXHAUSTED,
+            fmt::format("server busy: {} tensor bytes in flight, this request needs {} more, "
+                        "limit {} (--max-inflight-bytes); retry with backoff",
+                        inflight_bytes_.in_use(), held_bytes, inflight_bytes_.limit())};
+  }
+  BudgetLease held(inflight_bytes_, held_bytes);
   RegisteredBackend* chosen = nullptr;
   if (auto status = router_.route(scan, &chosen); !status.ok()) return status;
   const ScanBackend& backend = *chosen->backend;
@@ -85,6 +97,11 @@ grpc::Status ScanServiceImpl::serve(grpc::ServerContext& context, const v1::Scan
   if (scan.numel > 0) {
     const auto outcome = chosen->slots->acquire(steady_deadline_of(context),
                                                 [&context] { return context.IsCancelled(); });
+    if (outcome == ComputeSlots::Outcome::kQueueFull) {
+      return {grpc::StatusCode::RESOURCE_EXHAUSTED,
+              "server busy: the queue of backend " + backend.name() +
+                  " is full (--max-queue); retry with backoff"};
+    }
     if (outcome == ComputeSlots::Outcome::kDeadlineExceeded) {
       return {grpc::StatusCode::DEADLINE_EXCEEDED,
               "deadline passed while waiting for backend " + backend.name()};

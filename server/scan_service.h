@@ -2,17 +2,25 @@
 // every finished call to the metrics.
 #pragma once
 
+#include "byte_budget.h"
 #include "metrics.h"
 #include "request_validation.h"
 #include "router.h"
 #include "scan/v1/scan.grpc.pb.h"
+#include "security.h"
 
 namespace scan::server {
 
 class ScanServiceImpl final : public v1::ScanService::Service {
  public:
-  ScanServiceImpl(Router& router, ValidationLimits limits, const ServiceMetrics& metrics)
-      : router_(router), limits_(limits), metrics_(metrics) {}
+  // `authenticator` null: calls need no token. Everything referenced must outlive the service.
+  ScanServiceImpl(Router& router, ValidationLimits limits, const ServiceMetrics& metrics,
+                  ByteBudget& inflight_bytes, const TokenAuthenticator* authenticator)
+      : router_(router),
+        limits_(limits),
+        metrics_(metrics),
+        inflight_bytes_(inflight_bytes),
+        authenticator_(authenticator) {}
 
   grpc::Status Scan(grpc::ServerContext* context, const v1::ScanRequest* request,
                     v1::ScanResponse* response) override;
@@ -24,6 +32,8 @@ class ScanServiceImpl final : public v1::ScanService::Service {
   Router& router_;
   const ValidationLimits limits_;
   const ServiceMetrics& metrics_;
+  ByteBudget& inflight_bytes_;
+  const TokenAuthenticator* authenticator_;
 };
 
 }  // namespace scan::server

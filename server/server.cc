@@ -23,7 +23,8 @@ constexpr const char* kScanServiceName = "scan.v1.ScanService";
 ScanServer::ScanServer(ServerConfig config, std::unique_ptr<Router> router)
     : config_(std::move(config)),
       router_(std::move(router)),
-      metrics_(std::make_unique<ServiceMetrics>(router_->describe_backends(), SCAN_VERSION)) {
+      metrics_(std::make_unique<ServiceMetrics>(router_->describe_backends(), SCAN_VERSION)),
+      inflight_bytes_(config_.effective_max_inflight_bytes()) {
   for (const auto& registered : router_->backends()) {
     metrics_->publish_cost_model(registered.index, registered.cost);
   }
@@ -38,10 +39,24 @@ ScanServer::~ScanServer() {
 
 bool ScanServer::start() {
   grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  // A process-wide switch in gRPC: a server with --reflection=false must be its own process.
+  if (config_.reflection) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+
+  std::string error;
+  const auto credentials = make_server_credentials(config_, &error);
+  if (!credentials) {
+    spdlog::error("{}", error);
+    return false;
+  }
+  if (!config_.auth_token_file.empty()) {
+    authenticator_ = TokenAuthenticator::from_file(config_.auth_token_file, &error);
+    if (!authenticator_) {
+      spdlog::error("{}", error);
+      return false;
+    }
+  }
 
   if (!config_.metrics_listen.empty()) {
-    std::string error;
     if (!metrics_->expose(config_.metrics_listen, &error)) {
       spdlog::error("{}", error);
       return false;
@@ -50,14 +65,25 @@ bool ScanServer::start() {
                  config_.metrics_listen, metrics_->port());
   }
   service_ = std::make_unique<ScanServiceImpl>(
-      *router_, ValidationLimits{config_.max_tensor_bytes, config_.max_rank}, *metrics_);
+      *router_, ValidationLimits{config_.max_tensor_bytes, config_.max_rank}, *metrics_,
+      inflight_bytes_, authenticator_ ? &*authenticator_ : nullptr);
 
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(config_.listen, grpc::InsecureServerCredentials(), &port_);
+  builder.AddListeningPort(config_.listen, credentials, &port_);
   configure_transport(builder, config_.effective_max_message_bytes());
   grpc::ResourceQuota quota("scan-server");
   quota.SetMaxThreads(config_.effective_rpc_threads());
   builder.SetResourceQuota(quota);
+  // Abuse limits: a client may not hog a connection with streams, flood it with pings, or park
+  // idle connections forever.
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, config_.max_concurrent_streams);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+                             static_cast<int>(config_.min_client_ping_interval_seconds * 1000));
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 2);
+  if (config_.idle_connection_timeout_seconds > 0) {
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+                               static_cast<int>(config_.idle_connection_timeout_seconds * 1000));
+  }
   wire_service_ = std::make_unique<WireScanService>(
       [this](grpc::ServerContext* context, v1::ScanRequest* request, v1::ScanResponse* response) {
         return service_->Scan(context, request, response);
@@ -104,14 +130,15 @@ std::unique_ptr<Router> make_default_router(const ServerConfig& config) {
   const int slots = config.effective_worker_threads();
   if (config.cpu_backend != "cpu-torch") {
     auto pool = std::make_shared<kernels::ThreadPool>();
-    router->add_backend(make_cpu_native_backend(*pool, pool->max_parallelism()), slots);
+    router->add_backend(make_cpu_native_backend(*pool, pool->max_parallelism()), slots,
+                        config.max_queue);
     router->keep_alive(std::move(pool));
     spdlog::info("cpu-native: {} kernels, up to {} threads per request",
                  kernels::cpu_isa_name(kernels::cpu_best_isa()),
                  kernels::ThreadPool::default_workers() + 1);
   }
   if (config.cpu_backend != "cpu-native") {
-    router->add_backend(make_cpu_torch_backend(), slots);
+    router->add_backend(make_cpu_torch_backend(), slots, config.max_queue);
   }
   if (router->backends().size() > 1) {
     for (std::size_t index = 0; index < router->backends().size(); ++index) {

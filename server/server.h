@@ -6,11 +6,14 @@
 
 #include <memory>
 #include <mutex>
+#include <optional>
 
+#include "byte_budget.h"
 #include "config.h"
 #include "metrics.h"
 #include "router.h"
 #include "scan_service.h"
+#include "security.h"
 #include "wire_service.h"
 
 namespace scan::server {
@@ -41,6 +44,8 @@ class ScanServer {
   ServerConfig config_;
   std::unique_ptr<Router> router_;
   std::unique_ptr<ServiceMetrics> metrics_;
+  ByteBudget inflight_bytes_;
+  std::optional<TokenAuthenticator> authenticator_;
   std::unique_ptr<ScanServiceImpl> service_;
   // What gRPC actually serves: service_'s Scan behind the zero-copy codec.
   std::unique_ptr<WireScanService> wire_service_;

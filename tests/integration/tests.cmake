@@ -1,4 +1,6 @@
 scan_test(scan_integration_tests
-  SOURCES integration/service_test.cc integration/metrics_test.cc
+  SOURCES integration/service_test.cc integration/metrics_test.cc integration/security_test.cc
   LIBS scan_server_lib scan_client_lib
   LABELS integration)
+target_compile_definitions(scan_integration_tests PRIVATE
+  SCAN_TEST_CERT_SCRIPT="${CMAKE_CURRENT_SOURCE_DIR}/integration/make_test_certs.sh")

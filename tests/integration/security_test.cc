@@ -1,0 +1,159 @@
+// TLS, mutual TLS and bearer tokens, end to end over loopback with throwaway certificates.
+#include "security.h"
+
+#include <gmock/gmock.h>
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "scan_client.h"
+#include "server.h"
+
+#ifndef SCAN_TEST_CERT_SCRIPT
+#error "SCAN_TEST_CERT_SCRIPT must name make_test_certs.sh"
+#endif
+
+namespace scan {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string slurp(const std::filesystem::path& path) {
+  std::string text;
+  EXPECT_TRUE(server::read_file(path.string(), &text)) << path;
+  return text;
+}
+
+class SecurityTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    certs_ = new std::filesystem::path(std::filesystem::temp_directory_path() /
+                                       ("scan-certs-" + std::to_string(std::random_device{}())));
+    const std::string command = std::string(SCAN_TEST_CERT_SCRIPT) + " " + certs_->string();
+    ASSERT_EQ(std::system(command.c_str()), 0) << "openssl certificate generation failed";
+  }
+  static void TearDownTestSuite() {
+    std::filesystem::remove_all(*certs_);
+    delete certs_;
+  }
+
+  void start(server::ServerConfig config) {
+    config.listen = "127.0.0.1:0";
+    config.metrics_listen = "";
+    config.cpu_backend = "cpu-native";
+    server_ = std::make_unique<server::ScanServer>(config, server::make_default_router(config));
+    ASSERT_TRUE(server_->start());
+  }
+  server::ServerConfig tls_config(bool mutual) const {
+    server::ServerConfig config;
+    config.tls_cert = (*certs_ / "server.crt").string();
+    config.tls_key = (*certs_ / "server.key").string();
+    if (mutual) config.tls_client_ca = (*certs_ / "ca.crt").string();
+    return config;
+  }
+  std::string target() const { return "localhost:" + std::to_string(server_->port()); }
+
+  std::shared_ptr<grpc::Channel> tls_channel(const std::string& client_name = "") const {
+    grpc::SslCredentialsOptions options;
+    options.pem_root_certs = slurp(*certs_ / "ca.crt");
+    if (!client_name.empty()) {
+      options.pem_private_key = slurp(*certs_ / (client_name + ".key"));
+      options.pem_cert_chain = slurp(*certs_ / (client_name + ".crt"));
+    }
+    return grpc::CreateChannel(target(), grpc::SslCredentials(options));
+  }
+
+  // One small scan over `channel`, with `token` as bearer token when not empty.
+  static grpc::Status scan_over(const std::shared_ptr<grpc::Channel>& channel,
+                                const std::string& token = "") {
+    auto stub = v1::ScanService::NewStub(channel);
+    v1::ScanRequest request;
+    request.mutable_gamma()->set_dtype(v1::DATA_TYPE_FLOAT32);
+    request.mutable_gamma()->add_shape(4);
+    const float values[] = {0.5f, 0.5f, 0.5f, 0.5f};
+    request.mutable_gamma()->set_data(values, sizeof values);
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    if (!token.empty()) context.AddMetadata("authorization", "Bearer " + token);
+    v1::ScanResponse response;
+    grpc::Status status = stub->Scan(&context, request, &response);
+    if (status.ok()) {
+      float result[4];
+      EXPECT_EQ(response.result().data().size(), sizeof result);
+      std::memcpy(result, response.result().data().data(), sizeof result);
+      EXPECT_EQ(result[3], 0.0625f);
+    }
+    return status;
+  }
+
+  static std::filesystem::path* certs_;
+  std::unique_ptr<server::ScanServer> server_;
+};
+
+std::filesystem::path* SecurityTest::certs_ = nullptr;
+
+TEST_F(SecurityTest, TlsServesTlsClientsAndRefusesPlaintext) {
+  start(tls_config(false));
+  EXPECT_TRUE(scan_over(tls_channel()).ok());
+  const auto plaintext = grpc::CreateChannel(target(), grpc::InsecureChannelCredentials());
+  EXPECT_EQ(scan_over(plaintext).error_code(), grpc::StatusCode::UNAVAILABLE);
+}
+
+TEST_F(SecurityTest, MutualTlsRequiresAClientCertificateFromTheTrustedCa) {
+  start(tls_config(true));
+  EXPECT_TRUE(scan_over(tls_channel("client")).ok());
+  EXPECT_EQ(scan_over(tls_channel()).error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(scan_over(tls_channel("stranger")).error_code(), grpc::StatusCode::UNAVAILABLE);
+}
+
+TEST_F(SecurityTest, BearerTokenGuardsScanButNotHealth) {
+  const auto token_file = *certs_ / "token";
+  const std::string token = "s3cret-token-" + std::to_string(std::random_device{}());
+  std::ofstream(token_file) << token << "\n";
+  server::ServerConfig config;
+  config.auth_token_file = token_file.string();
+  start(config);
+  const auto channel = grpc::CreateChannel(target(), grpc::InsecureChannelCredentials());
+
+  EXPECT_TRUE(scan_over(channel, token).ok());
+  const grpc::Status missing = scan_over(channel);
+  EXPECT_EQ(missing.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_THAT(missing.error_message(), HasSubstr("authorization"));
+  const grpc::Status wrong = scan_over(channel, token + "x");
+  EXPECT_EQ(wrong.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_THAT(wrong.error_message(), ::testing::Not(HasSubstr(token)));
+  EXPECT_EQ(scan_over(channel, token.substr(0, token.size() - 1) + "!").error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+
+  client::Client probe(channel);
+  bool serving = false;
+  ASSERT_TRUE(probe.CheckHealth("scan.v1.ScanService", &serving).ok());
+  EXPECT_TRUE(serving);
+}
+
+TEST_F(SecurityTest, UnreadableOrShortSecretsStopTheServerFromStarting) {
+  server::ServerConfig config = tls_config(false);
+  config.tls_key = (*certs_ / "missing.key").string();
+  config.listen = "127.0.0.1:0";
+  config.metrics_listen = "";
+  server::ScanServer missing_key(config, server::make_default_router(config));
+  EXPECT_FALSE(missing_key.start());
+
+  const auto short_token = *certs_ / "short-token";
+  std::ofstream(short_token) << "abc\n";
+  server::ServerConfig token_config;
+  token_config.listen = "127.0.0.1:0";
+  token_config.metrics_listen = "";
+  token_config.auth_token_file = short_token.string();
+  server::ScanServer weak(token_config, server::make_default_router(token_config));
+  EXPECT_FALSE(weak.start());
+}
+
+}  // namespace
+}  // namespace scan
