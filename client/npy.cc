@@ -4,6 +4,7 @@
 #include <cstring>
 #include <fstream>
 #include <regex>
+#include <sstream>
 
 #include "scan/kernels/reference.h"
 
@@ -29,21 +30,9 @@ const char* descr_of(kernels::DType dtype) {
   }
 }
 
-}  // namespace
-
-HostTensor convert_dtype(const HostTensor& tensor, kernels::DType dtype) {
-  if (tensor.dtype == dtype) return tensor;
-  const std::int64_t count = tensor.numel();
-  const std::vector<double> wide = kernels::widen_to_f64(tensor.data.data(), tensor.dtype, count);
-  HostTensor converted{dtype, tensor.shape, {}};
-  converted.data.resize(static_cast<std::size_t>(count) * kernels::element_size(dtype));
-  kernels::narrow_from_f64(wide.data(), count, dtype, converted.data.data());
-  return converted;
-}
-
-bool read_npy(const std::string& path, HostTensor* tensor, std::string* error) {
-  std::ifstream file(path, std::ios::binary);
-  if (!file) return fail(error, path + ": cannot open");
+// The reader behind read_npy and parse_npy; `path` only names the source in error messages.
+bool read_npy_stream(std::istream& file, const std::string& path, HostTensor* tensor,
+                     std::string* error) {
   char preamble[kMagicLength + 2];
   if (!file.read(preamble, sizeof preamble) || std::memcmp(preamble, kMagic, kMagicLength) != 0) {
     return fail(error, path + ": not a .npy file (bad magic)");
@@ -103,6 +92,29 @@ bool read_npy(const std::string& path, HostTensor* tensor, std::string* error) {
     return fail(error, path + ": data shorter than its shape says");
   }
   return true;
+}
+
+}  // namespace
+
+HostTensor convert_dtype(const HostTensor& tensor, kernels::DType dtype) {
+  if (tensor.dtype == dtype) return tensor;
+  const std::int64_t count = tensor.numel();
+  const std::vector<double> wide = kernels::widen_to_f64(tensor.data.data(), tensor.dtype, count);
+  HostTensor converted{dtype, tensor.shape, {}};
+  converted.data.resize(static_cast<std::size_t>(count) * kernels::element_size(dtype));
+  kernels::narrow_from_f64(wide.data(), count, dtype, converted.data.data());
+  return converted;
+}
+
+bool read_npy(const std::string& path, HostTensor* tensor, std::string* error) {
+  std::ifstream file(path, std::ios::binary);
+  if (!file) return fail(error, path + ": cannot open");
+  return read_npy_stream(file, path, tensor, error);
+}
+
+bool parse_npy(std::string_view bytes, HostTensor* tensor, std::string* error) {
+  std::istringstream stream(std::string(bytes), std::ios::binary);
+  return read_npy_stream(stream, "npy", tensor, error);
 }
 
 bool write_npy(const std::string& path, const HostTensor& tensor, std::string* error) {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 #include "host_tensor.h"
 
@@ -11,6 +12,8 @@ namespace scan::client {
 
 // On failure returns false and explains why in *error.
 bool read_npy(const std::string& path, HostTensor* tensor, std::string* error);
+// The same for a whole .npy file already in memory (what the fuzzer feeds it).
+bool parse_npy(std::string_view bytes, HostTensor* tensor, std::string* error);
 bool write_npy(const std::string& path, const HostTensor& tensor, std::string* error);
 
 // Converts `tensor` to `dtype` element by element (round to nearest even when narrowing).

@@ -85,18 +85,34 @@ Client::Client(std::shared_ptr<grpc::Channel> channel)
     : channel_(std::move(channel)),
       scan_method_(kScanMethod, grpc::internal::RpcMethod::NORMAL_RPC, channel_) {}
 
-grpc::Status Client::Scan(v1::ScanRequest* request, std::chrono::milliseconds timeout,
-                          v1::ScanResponse* response, std::chrono::microseconds* round_trip) {
+grpc::Status Client::call(const grpc::ByteBuffer& request, std::chrono::milliseconds timeout,
+                          v1::ScanResponse* response) {
   // The generated stub would serialise through protobuf and copy the tensor; the raw method sends
   // the zero-copy buffer instead. Same method name, same bytes on the wire.
   grpc::ClientContext context;
   apply_timeout(&context, timeout);
-  const auto sent = std::chrono::steady_clock::now();
-  const grpc::ByteBuffer request_buffer = wire::encode_request(request);
   grpc::ByteBuffer response_buffer;
   grpc::Status status = grpc::internal::BlockingUnaryCall<grpc::ByteBuffer, grpc::ByteBuffer>(
-      channel_.get(), scan_method_, &context, request_buffer, &response_buffer);
+      channel_.get(), scan_method_, &context, request, &response_buffer);
   if (status.ok()) status = wire::decode(&response_buffer, response);
+  return status;
+}
+
+grpc::Status Client::Scan(v1::ScanRequest* request, std::chrono::milliseconds timeout,
+                          v1::ScanResponse* response, std::chrono::microseconds* round_trip) {
+  const auto sent = std::chrono::steady_clock::now();
+  grpc::Status status = call(wire::encode_request(request), timeout, response);
+  *round_trip = std::chrono::duration_cast<std::chrono::microseconds>(
+      std::chrono::steady_clock::now() - sent);
+  return status;
+}
+
+grpc::Status Client::Scan(const v1::ScanRequest& request,
+                          std::shared_ptr<const std::string> payload,
+                          std::chrono::milliseconds timeout, v1::ScanResponse* response,
+                          std::chrono::microseconds* round_trip) {
+  const auto sent = std::chrono::steady_clock::now();
+  grpc::Status status = call(wire::encode_request(request, std::move(payload)), timeout, response);
   *round_trip = std::chrono::duration_cast<std::chrono::microseconds>(
       std::chrono::steady_clock::now() - sent);
   return status;

@@ -43,6 +43,11 @@ class Client {
   // The same call for a request built by the caller (its gamma data is moved out).
   grpc::Status Scan(v1::ScanRequest* request, std::chrono::milliseconds timeout,
                     v1::ScanResponse* response, std::chrono::microseconds* round_trip);
+  // Sends `payload` as the gamma data of `request` (whose own data stays empty) without copying
+  // it, so the same tensor can be sent many times (load generators).
+  grpc::Status Scan(const v1::ScanRequest& request, std::shared_ptr<const std::string> payload,
+                    std::chrono::milliseconds timeout, v1::ScanResponse* response,
+                    std::chrono::microseconds* round_trip);
 
   // grpc.health.v1 Check of `service` ("" = the whole server); *serving tells the answer.
   grpc::Status CheckHealth(const std::string& service, bool* serving,
@@ -51,6 +56,9 @@ class Client {
   const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
 
  private:
+  grpc::Status call(const grpc::ByteBuffer& request, std::chrono::milliseconds timeout,
+                    v1::ScanResponse* response);
+
   std::shared_ptr<grpc::Channel> channel_;
   // Scan, registered with the channel once; called with raw buffers (see wire_codec.h).
   grpc::internal::RpcMethod scan_method_;

@@ -43,36 +43,24 @@ bool read_varint(const std::string& bytes, std::size_t* position, std::uint64_t*
   return false;
 }
 
-// A slice over the string's own buffer; gRPC frees the string once the transport is done with it.
-grpc::Slice adopt(std::string bytes) {
-  auto* owner = new std::string(std::move(bytes));
-  grpc_slice slice = grpc_slice_new_with_user_data(
-      owner->data(), owner->size(), [](void* data) { delete static_cast<std::string*>(data); },
-      owner);
-  return grpc::Slice(slice, grpc::Slice::STEAL_REF);
-}
-
-grpc::ByteBuffer encode(google::protobuf::MessageLite* message, v1::Tensor* tensor) {
-  std::string payload = std::move(*tensor->mutable_data());
-  tensor->clear_data();
-  // Generated code writes fields in number order, so the tensor (field 1, present since the caller
-  // asked for it through mutable_*) comes first: split it off and splice the payload in behind the
-  // tensor's other fields, where protobuf would have put it.
-  std::string fields = message->SerializeAsString();
-  if (payload.empty()) {
+// Serialises `message`, whose tensor (field 1) has empty data, with `payload` as that tensor's
+// data: protobuf's bytes for everything else, and the payload slice spliced in by reference.
+grpc::ByteBuffer encode(const google::protobuf::MessageLite& message, grpc::Slice payload) {
+  std::string fields = message.SerializeAsString();
+  if (payload.size() == 0) {
     grpc::Slice whole(fields);
     return grpc::ByteBuffer(&whole, 1);
   }
+  // Generated code writes fields in number order, so the tensor (field 1) comes first: split it
+  // off and put the payload behind the tensor's other fields, where protobuf would have put it.
+  // A message without field 1 yet is given an empty one.
   std::size_t position = 1;
   std::uint64_t tensor_length = 0;
-  const bool tensor_first = !fields.empty() && fields[0] == kTensorTag &&
-                            read_varint(fields, &position, &tensor_length) &&
-                            position + tensor_length <= fields.size();
-  if (!tensor_first) {
-    // Unreachable with generated code; fall back to protobuf's own (copying) serialisation.
-    *tensor->mutable_data() = std::move(payload);
-    grpc::Slice whole(message->SerializeAsString());
-    return grpc::ByteBuffer(&whole, 1);
+  if (fields.empty() || fields[0] != kTensorTag ||
+      !read_varint(fields, &position, &tensor_length) || position + tensor_length > fields.size()) {
+    fields.insert(0, std::string{kTensorTag, 0});
+    position = 2;
+    tensor_length = 0;
   }
   const std::size_t data_field = 1 + varint_size(payload.size()) + payload.size();
   std::string head;
@@ -83,19 +71,43 @@ grpc::ByteBuffer encode(google::protobuf::MessageLite* message, v1::Tensor* tens
   head.push_back(kDataTag);
   append_varint(&head, payload.size());
 
-  grpc::Slice slices[3] = {grpc::Slice(head), adopt(std::move(payload)),
+  grpc::Slice slices[3] = {grpc::Slice(head), std::move(payload),
                            grpc::Slice(fields.substr(position + tensor_length))};
   return grpc::ByteBuffer(slices, slices[2].size() > 0 ? 3 : 2);
+}
+
+template <class Owner>
+grpc::Slice adopt_slice(Owner* owner, const std::string& bytes) {
+  grpc_slice slice = grpc_slice_new_with_user_data(
+      const_cast<char*>(bytes.data()), bytes.size(),
+      [](void* data) { delete static_cast<Owner*>(data); }, owner);
+  return grpc::Slice(slice, grpc::Slice::STEAL_REF);
+}
+
+// A slice over the string's own buffer; gRPC frees the string once the transport is done with it.
+grpc::Slice adopt(std::string* data) {
+  auto* owner = new std::string(std::move(*data));
+  data->clear();
+  return adopt_slice(owner, *owner);
 }
 
 }  // namespace
 
 grpc::ByteBuffer encode_request(v1::ScanRequest* request) {
-  return encode(request, request->mutable_gamma());
+  grpc::Slice payload = adopt(request->mutable_gamma()->mutable_data());
+  return encode(*request, std::move(payload));
+}
+
+grpc::ByteBuffer encode_request(const v1::ScanRequest& request,
+                                std::shared_ptr<const std::string> payload) {
+  using Holder = std::shared_ptr<const std::string>;
+  const std::string& bytes = *payload;
+  return encode(request, adopt_slice(new Holder(std::move(payload)), bytes));
 }
 
 grpc::ByteBuffer encode_response(v1::ScanResponse* response) {
-  return encode(response, response->mutable_result());
+  grpc::Slice payload = adopt(response->mutable_result()->mutable_data());
+  return encode(*response, std::move(payload));
 }
 
 grpc::Status decode(grpc::ByteBuffer* buffer, google::protobuf::MessageLite* message) {

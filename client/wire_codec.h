@@ -9,12 +9,19 @@
 #include <grpcpp/support/byte_buffer.h>
 #include <grpcpp/support/status.h>
 
+#include <memory>
+#include <string>
+
 #include "scan/v1/scan.pb.h"
 
 namespace scan::wire {
 
 // Moves request->gamma().data() into the buffer (the request is left without it).
 grpc::ByteBuffer encode_request(v1::ScanRequest* request);
+// Sends `payload` as gamma's data (the request's own data must be empty) by reference, so that a
+// load generator can send the same tensor again and again without copying it.
+grpc::ByteBuffer encode_request(const v1::ScanRequest& request,
+                                std::shared_ptr<const std::string> payload);
 // Moves response->result().data() into the buffer (the response is left without it).
 grpc::ByteBuffer encode_response(v1::ScanResponse* response);
 

@@ -1,0 +1,84 @@
+// scan-bench-echo: answers /scan.v1.ScanService/Scan with the request's own tensor, on the same
+// gRPC stack as scan-server (configure_transport, WireScanService, the same thread quota). Nothing
+// is validated or computed, so its figures are the floor the real service is measured against.
+#include <grpcpp/resource_quota.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server.h>
+
+#include <algorithm>
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include "transport.h"
+#include "wire_service.h"
+
+namespace {
+
+constexpr const char* kUsage = R"(Usage: scan-bench-echo [--listen ADDR] [--port-file FILE]
+                       [--max-message-bytes N] [--channel-arg NAME=INT]...
+Serves /scan.v1.ScanService/Scan by echoing gamma as result (backend "echo"), for benchmarks.
+)";
+
+grpc::Server* g_server = nullptr;
+
+void stop(int) {
+  // Shutdown from a signal handler is not safe; a helper thread does it.
+  std::thread([] { g_server->Shutdown(); }).detach();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string listen = "127.0.0.1:0";
+  std::string port_file;
+  long long message_limit = (256ll << 20) + (1 << 20);
+  scan::transport::ChannelArgs overrides;
+  for (int index = 1; index < argc; ++index) {
+    const std::string arg = argv[index];
+    const bool has_value = index + 1 < argc;
+    if (arg == "--listen" && has_value) {
+      listen = argv[++index];
+    } else if (arg == "--port-file" && has_value) {
+      port_file = argv[++index];
+    } else if (arg == "--max-message-bytes" && has_value) {
+      message_limit = std::atoll(argv[++index]);
+    } else if (arg == "--channel-arg" && has_value &&
+               scan::transport::parse_channel_arg(argv[index + 1], &overrides)) {
+      ++index;
+    } else {
+      std::fprintf(stderr, "%s", kUsage);
+      return arg == "--help" ? 0 : 2;
+    }
+  }
+
+  scan::server::WireScanService echo(
+      [](grpc::ServerContext*, scan::v1::ScanRequest* request, scan::v1::ScanResponse* response) {
+        response->mutable_result()->Swap(request->mutable_gamma());
+        response->set_backend("echo");
+        return grpc::Status::OK;
+      });
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  scan::server::configure_transport(builder, message_limit, overrides);
+  // scan-server's default --rpc-threads on this machine, so both serve with the same threads.
+  grpc::ResourceQuota quota("scan-bench-echo");
+  quota.SetMaxThreads(std::max(64, 8 * static_cast<int>(std::thread::hardware_concurrency())));
+  builder.SetResourceQuota(quota);
+  builder.RegisterService(&echo);
+  auto server = builder.BuildAndStart();
+  if (!server || port == 0) {
+    std::fprintf(stderr, "scan-bench-echo: cannot listen on %s\n", listen.c_str());
+    return 1;
+  }
+  if (!port_file.empty()) std::ofstream(port_file) << port << "\n";
+  std::fprintf(stderr, "scan-bench-echo: listening on port %d\n", port);
+  g_server = server.get();
+  std::signal(SIGTERM, stop);
+  std::signal(SIGINT, stop);
+  server->Wait();
+  return 0;
+}

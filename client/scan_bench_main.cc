@@ -1,0 +1,541 @@
+// scan-bench: load generator for scan-service (and, with --protocol tcp, for the raw TCP echo of
+// bench/service that gives the floor). Closed loop keeps N requests in flight; open loop sends at a
+// fixed rate and measures each latency from the request's scheduled time, so a slow server cannot
+// hide its queueing by slowing the sender down (coordinated omission).
+#include <arpa/inet.h>
+#include <fmt/format.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bench_report.h"
+#include "scan/v1/dtype.h"
+#include "scan_client.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using scan::bench::MixEntry;
+using scan::bench::Sample;
+
+constexpr const char* kUsage = R"(Usage: scan-bench --target HOST:PORT[,HOST:PORT...] [options]
+
+Load:
+  --concurrency N          closed loop: N requests in flight (default 1)
+  --rate R[,R...]          open loop at R requests/s; several rates run one after another
+  --max-in-flight N        open loop: most requests in flight (default 256)
+  --duration S             measured seconds per run (default 10)
+  --requests N             measure N requests instead of a duration
+  --warmup S               unmeasured seconds before each run (default 1)
+Requests:
+  --bytes SIZE             tensor size, e.g. 4Ki, 1Mi (shape [SIZE/128/elem, 128], dim 0)
+  --mix SIZE:W[,SIZE:W...] size distribution, e.g. 4Ki:9,1Mi:1 (weights are relative)
+  --shape D0,D1,...        a fixed shape instead (with --dim, default -2)
+  --dtype f32|f64|f16|bf16 (default f32)
+  --backend auto|cpu|gpu   (default auto)
+  --timeout-ms N           per-request deadline (default 60000)
+Transport:
+  --protocol grpc|tcp      tcp: raw length-prefixed copy against scan-bench-tcp-echo
+  --channel-arg NAME=INT   extra gRPC channel argument (repeatable)
+  Several targets are used in turn (client-side round robin); a dns:/// target is balanced
+  over every address it resolves to.
+Output:
+  --label TEXT             name of the run in reports
+  --json FILE --csv FILE   write the summaries
+  --plot PREFIX            PREFIX-cdf.png (and PREFIX-load.png for several rates), via gnuplot
+  --quiet                  no live progress line
+)";
+
+struct Options {
+  std::vector<std::string> targets;
+  std::string protocol = "grpc";
+  int concurrency = 1;
+  std::vector<double> rates;
+  int max_in_flight = 256;
+  double duration = 10;
+  std::int64_t requests = 0;
+  double warmup = 1;
+  std::vector<MixEntry> mix{{std::int64_t{1} << 20, 1}};
+  std::vector<std::int64_t> shape;
+  int dim = -2;
+  scan::kernels::DType dtype = scan::kernels::DType::kFloat32;
+  scan::v1::BackendPreference backend = scan::v1::BACKEND_PREFERENCE_AUTO;
+  int timeout_ms = 60000;
+  scan::transport::ChannelArgs channel_args;
+  std::string label, json, csv, plot;
+  bool quiet = false;
+};
+
+// One request kind: the message without its tensor bytes, and the bytes, shared by every send.
+struct Payload {
+  scan::v1::ScanRequest header;
+  std::shared_ptr<const std::string> data;
+  std::int64_t bytes = 0;
+};
+
+class Driver {
+ public:
+  virtual ~Driver() = default;
+  // Sends one request from worker `worker` and fills code, backend and bytes of the sample.
+  virtual void call(const Payload& payload, int worker, Sample* sample) = 0;
+};
+
+class GrpcDriver final : public Driver {
+ public:
+  GrpcDriver(const Options& options)
+      : clients_(options.targets, options.channel_args), timeout_(options.timeout_ms) {}
+
+  void call(const Payload& payload, int /*worker*/, Sample* sample) override {
+    scan::v1::ScanResponse response;
+    std::chrono::microseconds round_trip{};
+    const grpc::Status status =
+        clients_.next().Scan(payload.header, payload.data, timeout_, &response, &round_trip);
+    sample->code = scan::client::status_code_name(status.error_code());
+    if (status.ok()) {
+      sample->backend = response.backend();
+      if (static_cast<std::int64_t>(response.result().data().size()) != payload.bytes) {
+        sample->code = "SHORT_RESPONSE";
+      }
+    }
+    sample->bytes = payload.bytes;
+  }
+
+ private:
+  scan::client::RoundRobinClients clients_;
+  std::chrono::milliseconds timeout_;
+};
+
+// Raw TCP: an 8-byte little-endian length, then the bytes; the echo server answers the same way
+// once it holds the whole message (store and forward, as a unary RPC does).
+class TcpDriver final : public Driver {
+ public:
+  TcpDriver(const Options& options, int workers) : targets_(options.targets), sockets_(workers) {}
+  ~TcpDriver() override {
+    for (auto& socket : sockets_) {
+      if (socket.fd >= 0) close(socket.fd);
+    }
+  }
+
+  void call(const Payload& payload, int worker, Sample* sample) override {
+    Socket& socket = sockets_[worker];
+    sample->bytes = payload.bytes;
+    if (socket.fd < 0) socket.fd = connect_to(targets_[worker % targets_.size()]);
+    std::uint64_t length = payload.data->size();
+    iovec out[2] = {{&length, sizeof length},
+                    {const_cast<char*>(payload.data->data()), payload.data->size()}};
+    std::uint64_t answer_length = 0;
+    if (socket.fd < 0 || !send_all(socket.fd, out, 2) ||
+        !recv_all(socket.fd, &answer_length, sizeof answer_length) || answer_length != length) {
+      sample->code = "UNAVAILABLE";
+      return;
+    }
+    socket.buffer.resize(answer_length);
+    sample->code = recv_all(socket.fd, socket.buffer.data(), answer_length) ? "OK" : "UNAVAILABLE";
+    sample->backend = "tcp";
+  }
+
+ private:
+  struct Socket {
+    int fd = -1;
+    std::string buffer;
+  };
+
+  static int connect_to(const std::string& target) {
+    const auto colon = target.rfind(':');
+    if (colon == std::string::npos) return -1;
+    addrinfo hints{};
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* found = nullptr;
+    if (getaddrinfo(target.substr(0, colon).c_str(), target.substr(colon + 1).c_str(), &hints,
+                    &found) != 0) {
+      return -1;
+    }
+    int fd = socket(found->ai_family, SOCK_STREAM, 0);
+    if (fd >= 0 && connect(fd, found->ai_addr, found->ai_addrlen) != 0) {
+      close(fd);
+      fd = -1;
+    }
+    freeaddrinfo(found);
+    const int one = 1;
+    if (fd >= 0) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return fd;
+  }
+
+  static bool send_all(int fd, iovec* parts, int count) {
+    while (count > 0) {
+      const ssize_t sent = writev(fd, parts, count);
+      if (sent < 0 && errno == EINTR) continue;
+      if (sent <= 0) return false;
+      auto left = static_cast<std::size_t>(sent);
+      while (count > 0 && left >= parts->iov_len) {
+        left -= parts->iov_len;
+        ++parts;
+        --count;
+      }
+      if (count > 0) {
+        parts->iov_base = static_cast<char*>(parts->iov_base) + left;
+        parts->iov_len -= left;
+      }
+    }
+    return true;
+  }
+
+  static bool recv_all(int fd, void* data, std::size_t size) {
+    auto* at = static_cast<char*>(data);
+    while (size > 0) {
+      const ssize_t got = recv(fd, at, size, 0);
+      if (got < 0 && errno == EINTR) continue;
+      if (got <= 0) return false;
+      at += got;
+      size -= static_cast<std::size_t>(got);
+    }
+    return true;
+  }
+
+  std::vector<std::string> targets_;
+  std::vector<Socket> sockets_;
+};
+
+std::vector<Payload> make_payloads(const Options& options) {
+  std::vector<Payload> payloads;
+  const auto element = static_cast<std::int64_t>(scan::kernels::element_size(options.dtype));
+  std::uint64_t seed = 1;
+  auto add = [&](std::vector<std::int64_t> shape, int dim) {
+    auto gamma = scan::client::random_gamma(options.dtype, shape, 0.5, 1.0, seed++);
+    Payload payload;
+    auto* tensor = payload.header.mutable_gamma();
+    tensor->set_dtype(scan::v1::to_wire_dtype(options.dtype));
+    tensor->mutable_shape()->Add(shape.begin(), shape.end());
+    payload.header.set_dim(dim);
+    payload.header.set_backend(options.backend);
+    payload.bytes = static_cast<std::int64_t>(gamma.data.size());
+    payload.data = std::make_shared<const std::string>(std::move(gamma.data));
+    payloads.push_back(std::move(payload));
+  };
+  if (!options.shape.empty()) {
+    add(options.shape, options.dim);
+    return payloads;
+  }
+  for (const MixEntry& entry : options.mix) {
+    // Rows of 128 elements scanned along the rows: the [seq_len, head_dim] layout of a decay
+    // tensor, so the service sees the strided scan it serves in practice.
+    const std::int64_t elements = std::max<std::int64_t>(1, entry.bytes / element);
+    if (elements % 128 == 0) {
+      add({elements / 128, 128}, 0);
+    } else {
+      add({elements}, 0);
+    }
+  }
+  return payloads;
+}
+
+class Progress {
+ public:
+  void record(bool ok, double latency_us) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    (ok ? ok_ : errors_)++;
+    if (ok) interval_.push_back(latency_us);
+  }
+  std::string line(double elapsed) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const auto p = scan::bench::percentiles(&interval_);
+    const double seconds = elapsed - last_elapsed_;
+    std::string text = fmt::format(
+        "\r{:6.1f}s  ok {:8}  errors {:5}  {:9.1f} req/s  p50 {:8.3f} ms  p99 {:8.3f} ms", elapsed,
+        ok_, errors_, seconds > 0 ? p.count / seconds : 0.0, p.p50_us / 1000, p.p99_us / 1000);
+    interval_.clear();
+    last_elapsed_ = elapsed;
+    return text;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::int64_t ok_ = 0, errors_ = 0;
+  std::vector<double> interval_;
+  double last_elapsed_ = 0;
+};
+
+scan::bench::RunSummary run_load(const Options& options, double rate, Driver& driver,
+                                 const std::vector<Payload>& payloads) {
+  const bool open = rate > 0;
+  const int workers = open ? options.max_in_flight : options.concurrency;
+  const auto start = Clock::now();
+  const auto measure_from = start + std::chrono::duration_cast<Clock::duration>(
+                                        std::chrono::duration<double>(options.warmup));
+  auto measure_until = Clock::time_point::max();
+  if (options.requests == 0) {
+    measure_until = measure_from + std::chrono::duration_cast<Clock::duration>(
+                                       std::chrono::duration<double>(options.duration));
+  } else if (open) {
+    measure_until = measure_from + std::chrono::duration_cast<Clock::duration>(
+                                       std::chrono::duration<double>(options.requests / rate));
+  }
+  std::vector<double> weights;
+  if (options.shape.empty()) {
+    for (const auto& entry : options.mix) weights.push_back(entry.weight);
+  } else {
+    weights.push_back(1);
+  }
+
+  std::atomic<std::int64_t> next_arrival{0}, measured_started{0};
+  std::vector<std::vector<Sample>> samples(workers);
+  Progress progress;
+  std::atomic<bool> done{false};
+  std::vector<std::thread> threads;
+  for (int worker = 0; worker < workers; ++worker) {
+    threads.emplace_back([&, worker] {
+      std::mt19937_64 random(worker + 1);
+      std::discrete_distribution<std::size_t> pick(weights.begin(), weights.end());
+      while (true) {
+        Clock::time_point due;
+        if (open) {
+          const auto index = next_arrival.fetch_add(1);
+          due = start + std::chrono::duration_cast<Clock::duration>(
+                            std::chrono::duration<double>(index / rate));
+          if (due >= measure_until) break;
+          std::this_thread::sleep_until(due);
+        } else {
+          due = Clock::now();
+          if (due >= measure_until) break;
+          if (options.requests > 0 && due >= measure_from &&
+              measured_started.fetch_add(1) >= options.requests) {
+            break;
+          }
+        }
+        Sample sample;
+        driver.call(payloads[pick(random)], worker, &sample);
+        sample.latency_us = std::chrono::duration<double, std::micro>(Clock::now() - due).count();
+        if (due >= measure_from) {
+          progress.record(sample.code == "OK", sample.latency_us);
+          samples[worker].push_back(std::move(sample));
+        }
+      }
+    });
+  }
+  std::thread reporter([&] {
+    while (!done.load()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      const auto now = Clock::now();
+      static thread_local auto last = now;
+      if (!options.quiet && now >= measure_from && now - last >= std::chrono::seconds(1)) {
+        last = now;
+        std::fputs(progress.line(std::chrono::duration<double>(now - measure_from).count()).c_str(),
+                   stderr);
+      }
+    }
+  });
+  for (auto& thread : threads) thread.join();
+  const double seconds = std::chrono::duration<double>(Clock::now() - measure_from).count();
+  done = true;
+  reporter.join();
+  if (!options.quiet) std::fputs("\n", stderr);
+
+  std::vector<Sample> all;
+  for (auto& part : samples) {
+    all.insert(all.end(), std::make_move_iterator(part.begin()),
+               std::make_move_iterator(part.end()));
+  }
+  auto summary = scan::bench::summarize(std::move(all), seconds);
+  summary.mode = open ? "open" : "closed";
+  summary.offered_rate = rate;
+  summary.concurrency = workers;
+  summary.label = options.label;
+  if (open && options.rates.size() > 1) summary.label += fmt::format("@{}", rate);
+  return summary;
+}
+
+void print_summary(const scan::bench::RunSummary& run) {
+  const auto& p = run.latency;
+  std::printf(
+      "%s%s %s loop, %d %s: %.2f s, %lld ok, %lld errors, %.1f req/s, %.2f MB/s payload\n"
+      "  latency ms: mean %.3f  p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f\n",
+      run.label.c_str(), run.label.empty() ? "" : ":", run.mode.c_str(), run.concurrency,
+      run.mode == "open" ? "most in flight" : "in flight", run.seconds,
+      static_cast<long long>(run.ok), static_cast<long long>(run.errors), run.throughput_rps,
+      run.payload_mbps, p.mean_us / 1000, p.p50_us / 1000, p.p90_us / 1000, p.p99_us / 1000,
+      p.p999_us / 1000, p.max_us / 1000);
+  for (const auto& [code, count] : run.codes) {
+    std::printf("  status %-20s %lld\n", code.c_str(), static_cast<long long>(count));
+  }
+  for (const auto& [backend, latency] : run.backends) {
+    std::printf("  backend %-12s %lld ok, p50 %.3f ms, p99 %.3f ms\n", backend.c_str(),
+                static_cast<long long>(latency.count), latency.p50_us / 1000,
+                latency.p99_us / 1000);
+  }
+}
+
+bool write_file(const std::string& path, const std::string& text) {
+  std::ofstream file(path);
+  file << text;
+  return static_cast<bool>(file);
+}
+
+int usage_error(const std::string& message) {
+  std::fprintf(stderr, "scan-bench: %s\n%s", message.c_str(), kUsage);
+  return 2;
+}
+
+bool parse_number(const std::string& text, double* value) {
+  char* end = nullptr;
+  *value = std::strtod(text.c_str(), &end);
+  return !text.empty() && *end == '\0';
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options options;
+  std::string command_line = "scan-bench";
+  for (int index = 1; index < argc; ++index) command_line += std::string(" ") + argv[index];
+
+  for (int index = 1; index < argc; ++index) {
+    const std::string arg = argv[index];
+    if (arg == "--help") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+    if (arg == "--quiet") {
+      options.quiet = true;
+      continue;
+    }
+    if (index + 1 >= argc) return usage_error("missing value for " + arg);
+    const std::string value = argv[++index];
+    double number = 0;
+    const bool numeric = parse_number(value, &number);
+    bool ok = true;
+    if (arg == "--target") {
+      options.targets = scan::client::split_targets(value);
+      ok = !options.targets.empty();
+    } else if (arg == "--protocol") {
+      options.protocol = value;
+      ok = value == "grpc" || value == "tcp";
+    } else if (arg == "--concurrency") {
+      options.concurrency = static_cast<int>(number);
+      ok = numeric && number >= 1;
+    } else if (arg == "--rate") {
+      for (const auto& part : scan::client::split_targets(value)) {
+        double rate = 0;
+        ok = ok && parse_number(part, &rate) && rate > 0;
+        options.rates.push_back(rate);
+      }
+      ok = ok && !options.rates.empty();
+    } else if (arg == "--max-in-flight") {
+      options.max_in_flight = static_cast<int>(number);
+      ok = numeric && number >= 1;
+    } else if (arg == "--duration") {
+      options.duration = number;
+      ok = numeric && number > 0;
+    } else if (arg == "--requests") {
+      options.requests = static_cast<std::int64_t>(number);
+      ok = numeric && number >= 1;
+    } else if (arg == "--warmup") {
+      options.warmup = number;
+      ok = numeric && number >= 0;
+    } else if (arg == "--bytes" || arg == "--mix") {
+      ok = scan::bench::parse_mix(value, &options.mix) &&
+           (arg == "--mix" || options.mix.size() == 1);
+    } else if (arg == "--shape") {
+      options.shape.clear();
+      for (const auto& part : scan::client::split_targets(value)) {
+        double size = 0;
+        ok = ok && parse_number(part, &size) && size >= 0;
+        options.shape.push_back(static_cast<std::int64_t>(size));
+      }
+      ok = ok && !options.shape.empty();
+    } else if (arg == "--dim") {
+      options.dim = static_cast<int>(number);
+      ok = numeric;
+    } else if (arg == "--dtype") {
+      ok = scan::client::parse_dtype(value, &options.dtype);
+    } else if (arg == "--backend") {
+      static const std::map<std::string, scan::v1::BackendPreference> kBackends = {
+          {"auto", scan::v1::BACKEND_PREFERENCE_AUTO},
+          {"cpu", scan::v1::BACKEND_PREFERENCE_CPU},
+          {"gpu", scan::v1::BACKEND_PREFERENCE_GPU}};
+      const auto found = kBackends.find(value);
+      ok = found != kBackends.end();
+      if (ok) options.backend = found->second;
+    } else if (arg == "--timeout-ms") {
+      options.timeout_ms = static_cast<int>(number);
+      ok = numeric && number > 0;
+    } else if (arg == "--channel-arg") {
+      ok = scan::transport::parse_channel_arg(value, &options.channel_args);
+    } else if (arg == "--label") {
+      options.label = value;
+    } else if (arg == "--json") {
+      options.json = value;
+    } else if (arg == "--csv") {
+      options.csv = value;
+    } else if (arg == "--plot") {
+      options.plot = value;
+    } else {
+      return usage_error("unknown option " + arg);
+    }
+    if (!ok) return usage_error("bad value '" + value + "' for " + arg);
+  }
+  if (options.targets.empty()) return usage_error("--target is required");
+
+  const auto payloads = make_payloads(options);
+  const int workers = options.rates.empty() ? options.concurrency : options.max_in_flight;
+  std::unique_ptr<Driver> driver;
+  if (options.protocol == "tcp") {
+    driver = std::make_unique<TcpDriver>(options, workers);
+  } else {
+    driver = std::make_unique<GrpcDriver>(options);
+  }
+
+  std::vector<scan::bench::RunSummary> runs;
+  if (options.rates.empty()) {
+    runs.push_back(run_load(options, 0, *driver, payloads));
+  } else {
+    for (const double rate : options.rates)
+      runs.push_back(run_load(options, rate, *driver, payloads));
+  }
+  for (const auto& run : runs) print_summary(run);
+
+  if (!options.json.empty() &&
+      !write_file(options.json, scan::bench::to_json(runs, command_line))) {
+    std::fprintf(stderr, "scan-bench: cannot write %s\n", options.json.c_str());
+    return 2;
+  }
+  if (!options.csv.empty() && !write_file(options.csv, scan::bench::to_csv(runs))) {
+    std::fprintf(stderr, "scan-bench: cannot write %s\n", options.csv.c_str());
+    return 2;
+  }
+  if (!options.plot.empty()) {
+    std::string error;
+    const std::string script = options.plot + ".gnuplot";
+    if (!scan::bench::write_plot_data(runs, options.plot, &error) ||
+        !write_file(script, scan::bench::gnuplot_script(runs, options.plot))) {
+      std::fprintf(stderr, "scan-bench: %s\n", error.empty() ? "cannot write plot" : error.c_str());
+      return 2;
+    }
+    if (std::system(("gnuplot '" + script + "'").c_str()) != 0) {
+      std::fprintf(stderr, "scan-bench: gnuplot failed on %s (is gnuplot-nox installed?)\n",
+                   script.c_str());
+      return 2;
+    }
+  }
+  std::int64_t ok = 0;
+  for (const auto& run : runs) ok += run.ok;
+  return ok > 0 ? 0 : 1;
+}
