@@ -177,11 +177,11 @@ bool write_plot_data(const std::vector<RunSummary>& runs, const std::string& pre
     // At most ~2000 points per curve: enough for a smooth line, small enough for gnuplot.
     const std::size_t step = std::max<std::size_t>(1, sorted.size() / 2000);
     for (std::size_t at = 0; at < sorted.size(); at += step) {
-      cdf += fmt::format("{:.1f} {:.6f}\n", sorted[at] / 1000.0, (at + 1.0) / sorted.size());
+      cdf += fmt::format("{:.4f} {:.6f}\n", sorted[at] / 1000.0, (at + 1.0) / sorted.size());
     }
-    if (!sorted.empty()) cdf += fmt::format("{:.1f} 1\n", sorted.back() / 1000.0);
+    if (!sorted.empty()) cdf += fmt::format("{:.4f} 1\n", sorted.back() / 1000.0);
     if (!write(data_path(prefix, fmt::format("cdf-{}", index)), cdf)) return false;
-    load += fmt::format("{:.1f} {:.1f} {:.1f}\n", runs[index].throughput_rps,
+    load += fmt::format("{:.1f} {:.4f} {:.4f}\n", runs[index].throughput_rps,
                         runs[index].latency.p50_us / 1000.0, runs[index].latency.p99_us / 1000.0);
   }
   return write(data_path(prefix, "load"), load);
@@ -189,7 +189,8 @@ bool write_plot_data(const std::vector<RunSummary>& runs, const std::string& pre
 
 std::string gnuplot_script(const std::vector<RunSummary>& runs, const std::string& prefix) {
   std::string script = fmt::format(
-      "set terminal pngcairo size 900,600\nset output '{}-cdf.png'\nset title 'Latency CDF'\n"
+      "set terminal pngcairo size 900,600 noenhanced\nset output '{}-cdf.png'\nset title 'Latency "
+      "CDF'\n"
       "set xlabel 'latency (ms)'\nset ylabel 'fraction of requests'\nset logscale x\n"
       "set key bottom right\nset grid\nplot ",
       prefix);

@@ -15,10 +15,12 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -95,29 +97,40 @@ struct Payload {
 class Driver {
  public:
   virtual ~Driver() = default;
-  // Sends one request from worker `worker` and fills code, backend and bytes of the sample.
-  virtual void call(const Payload& payload, int worker, Sample* sample) = 0;
+  using Done = std::function<void(Sample)>;
+  // Starts one request from `slot` (0 <= slot < the run's slots); `done` receives its code,
+  // backend and bytes. An asynchronous driver returns at once and calls `done` from another
+  // thread; a synchronous one calls `done` before it returns.
+  virtual void start(const Payload& payload, int slot, Done done) = 0;
+  virtual bool asynchronous() const = 0;
 };
 
+// gRPC through the callback API: calls in flight cost no thread each, so the load generator
+// stays light next to the server it measures on the same cores.
 class GrpcDriver final : public Driver {
  public:
-  GrpcDriver(const Options& options)
+  explicit GrpcDriver(const Options& options)
       : clients_(options.targets, options.channel_args), timeout_(options.timeout_ms) {}
 
-  void call(const Payload& payload, int /*worker*/, Sample* sample) override {
-    scan::v1::ScanResponse response;
-    std::chrono::microseconds round_trip{};
-    const grpc::Status status =
-        clients_.next().Scan(payload.header, payload.data, timeout_, &response, &round_trip);
-    sample->code = scan::client::status_code_name(status.error_code());
-    if (status.ok()) {
-      sample->backend = response.backend();
-      if (static_cast<std::int64_t>(response.result().data().size()) != payload.bytes) {
-        sample->code = "SHORT_RESPONSE";
-      }
-    }
-    sample->bytes = payload.bytes;
+  void start(const Payload& payload, int /*slot*/, Done done) override {
+    const std::int64_t bytes = payload.bytes;
+    clients_.next().StartScan(
+        payload.header, payload.data, timeout_,
+        [done = std::move(done), bytes](const grpc::Status& status,
+                                        scan::v1::ScanResponse& response) {
+          Sample sample;
+          sample.bytes = bytes;
+          sample.code = scan::client::status_code_name(status.error_code());
+          if (status.ok()) {
+            sample.backend = response.backend();
+            if (static_cast<std::int64_t>(response.result().data().size()) != bytes) {
+              sample.code = "SHORT_RESPONSE";
+            }
+          }
+          done(std::move(sample));
+        });
   }
+  bool asynchronous() const override { return true; }
 
  private:
   scan::client::RoundRobinClients clients_;
@@ -135,10 +148,23 @@ class TcpDriver final : public Driver {
     }
   }
 
-  void call(const Payload& payload, int worker, Sample* sample) override {
-    Socket& socket = sockets_[worker];
+  bool asynchronous() const override { return false; }
+
+  void start(const Payload& payload, int slot, Done done) override {
+    Sample sample;
+    call(payload, sockets_[slot], slot, &sample);
+    done(std::move(sample));
+  }
+
+ private:
+  struct Socket {
+    int fd = -1;
+    std::string buffer;
+  };
+
+  void call(const Payload& payload, Socket& socket, int slot, Sample* sample) {
     sample->bytes = payload.bytes;
-    if (socket.fd < 0) socket.fd = connect_to(targets_[worker % targets_.size()]);
+    if (socket.fd < 0) socket.fd = connect_to(targets_[slot % targets_.size()]);
     std::uint64_t length = payload.data->size();
     iovec out[2] = {{&length, sizeof length},
                     {const_cast<char*>(payload.data->data()), payload.data->size()}};
@@ -152,12 +178,6 @@ class TcpDriver final : public Driver {
     sample->code = recv_all(socket.fd, socket.buffer.data(), answer_length) ? "OK" : "UNAVAILABLE";
     sample->backend = "tcp";
   }
-
- private:
-  struct Socket {
-    int fd = -1;
-    std::string buffer;
-  };
 
   static int connect_to(const std::string& target) {
     const auto colon = target.rfind(':');
@@ -248,120 +268,218 @@ std::vector<Payload> make_payloads(const Options& options) {
   return payloads;
 }
 
-class Progress {
+// Collects the samples of one run from any thread and prints the live progress line.
+class Recorder {
  public:
-  void record(bool ok, double latency_us) {
+  explicit Recorder(Clock::time_point measure_from) : measure_from_(measure_from) {}
+
+  void add(Sample sample, Clock::time_point due) {
+    // Open loop: from the scheduled time, so time spent waiting for a free slot counts.
+    sample.latency_us = std::chrono::duration<double, std::micro>(Clock::now() - due).count();
+    if (due < measure_from_) return;
     std::lock_guard<std::mutex> lock(mutex_);
-    (ok ? ok_ : errors_)++;
-    if (ok) interval_.push_back(latency_us);
+    if (sample.code == "OK") {
+      interval_.push_back(sample.latency_us);
+    } else {
+      ++errors_;
+    }
+    samples_.push_back(std::move(sample));
   }
-  std::string line(double elapsed) {
+
+  std::string progress_line(double elapsed) {
     std::lock_guard<std::mutex> lock(mutex_);
+    const auto count = static_cast<std::int64_t>(samples_.size());
     const auto p = scan::bench::percentiles(&interval_);
     const double seconds = elapsed - last_elapsed_;
     std::string text = fmt::format(
         "\r{:6.1f}s  ok {:8}  errors {:5}  {:9.1f} req/s  p50 {:8.3f} ms  p99 {:8.3f} ms", elapsed,
-        ok_, errors_, seconds > 0 ? p.count / seconds : 0.0, p.p50_us / 1000, p.p99_us / 1000);
+        count - errors_, errors_, seconds > 0 ? p.count / seconds : 0.0, p.p50_us / 1000,
+        p.p99_us / 1000);
     interval_.clear();
     last_elapsed_ = elapsed;
     return text;
   }
 
+  std::vector<Sample> take() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return std::move(samples_);
+  }
+
  private:
+  const Clock::time_point measure_from_;
   std::mutex mutex_;
-  std::int64_t ok_ = 0, errors_ = 0;
+  std::vector<Sample> samples_;
+  std::int64_t errors_ = 0;
   std::vector<double> interval_;
   double last_elapsed_ = 0;
 };
 
-scan::bench::RunSummary run_load(const Options& options, double rate, Driver& driver,
-                                 const std::vector<Payload>& payloads) {
-  const bool open = rate > 0;
-  const int workers = open ? options.max_in_flight : options.concurrency;
-  const auto start = Clock::now();
-  const auto measure_from = start + std::chrono::duration_cast<Clock::duration>(
-                                        std::chrono::duration<double>(options.warmup));
-  auto measure_until = Clock::time_point::max();
-  if (options.requests == 0) {
-    measure_until = measure_from + std::chrono::duration_cast<Clock::duration>(
-                                       std::chrono::duration<double>(options.duration));
-  } else if (open) {
-    measure_until = measure_from + std::chrono::duration_cast<Clock::duration>(
-                                       std::chrono::duration<double>(options.requests / rate));
-  }
-  std::vector<double> weights;
-  if (options.shape.empty()) {
+Clock::duration seconds(double value) {
+  return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(value));
+}
+
+// One run at one load level: closed loop when rate is 0, open loop at `rate` otherwise.
+class LoadRun {
+ public:
+  LoadRun(const Options& options, double rate, Driver& driver, const std::vector<Payload>& payloads)
+      : options_(options),
+        rate_(rate),
+        slots_(rate > 0 ? options.max_in_flight : options.concurrency),
+        driver_(driver),
+        payloads_(payloads),
+        start_(Clock::now()),
+        measure_from_(start_ + seconds(options.warmup)),
+        recorder_(measure_from_) {
+    if (options.requests == 0) {
+      measure_until_ = measure_from_ + seconds(options.duration);
+    } else if (rate > 0) {
+      measure_until_ = measure_from_ + seconds(options.requests / rate);
+    }
+    std::vector<double> weights;
     for (const auto& entry : options.mix) weights.push_back(entry.weight);
-  } else {
-    weights.push_back(1);
+    if (!options.shape.empty()) weights = {1.0};
+    pick_ = std::discrete_distribution<std::size_t>(weights.begin(), weights.end());
+    for (int slot = 0; slot < slots_; ++slot) random_.emplace_back(slot + 1);
   }
 
-  std::atomic<std::int64_t> next_arrival{0}, measured_started{0};
-  std::vector<std::vector<Sample>> samples(workers);
-  Progress progress;
-  std::atomic<bool> done{false};
-  std::vector<std::thread> threads;
-  for (int worker = 0; worker < workers; ++worker) {
-    threads.emplace_back([&, worker] {
-      std::mt19937_64 random(worker + 1);
-      std::discrete_distribution<std::size_t> pick(weights.begin(), weights.end());
-      while (true) {
-        Clock::time_point due;
-        if (open) {
-          const auto index = next_arrival.fetch_add(1);
-          due = start + std::chrono::duration_cast<Clock::duration>(
-                            std::chrono::duration<double>(index / rate));
-          if (due >= measure_until) break;
-          std::this_thread::sleep_until(due);
-        } else {
-          due = Clock::now();
-          if (due >= measure_until) break;
-          if (options.requests > 0 && due >= measure_from &&
-              measured_started.fetch_add(1) >= options.requests) {
+  scan::bench::RunSummary run() {
+    std::thread reporter([this] { report_progress(); });
+    if (!driver_.asynchronous()) {
+      run_threads();
+    } else if (rate_ > 0) {
+      run_open();
+    } else {
+      run_closed();
+    }
+    const double measured = std::chrono::duration<double>(Clock::now() - measure_from_).count();
+    finished_ = true;
+    reporter.join();
+    if (!options_.quiet) std::fputs("\n", stderr);
+
+    auto summary = scan::bench::summarize(recorder_.take(), measured);
+    summary.mode = rate_ > 0 ? "open" : "closed";
+    summary.offered_rate = rate_;
+    summary.concurrency = slots_;
+    summary.label = options_.label;
+    if (rate_ > 0 && options_.rates.size() > 1) summary.label += fmt::format("@{}", rate_);
+    return summary;
+  }
+
+ private:
+  const Payload& pick(int slot) { return payloads_[pick_(random_[slot])]; }
+
+  // When the request due at `due` should not be sent: the run is over.
+  bool over(Clock::time_point due) {
+    if (due >= measure_until_) return true;
+    return rate_ == 0 && options_.requests > 0 && due >= measure_from_ &&
+           measured_started_.fetch_add(1) >= options_.requests;
+  }
+
+  Clock::time_point arrival(std::int64_t index) const { return start_ + seconds(index / rate_); }
+
+  // Synchronous drivers: one thread per slot, each sending its next request when the last is
+  // done (closed) or taking the next arrival (open).
+  void run_threads() {
+    std::vector<std::thread> threads;
+    for (int slot = 0; slot < slots_; ++slot) {
+      threads.emplace_back([this, slot] {
+        while (true) {
+          Clock::time_point due = Clock::now();
+          if (rate_ > 0) {
+            due = arrival(next_arrival_.fetch_add(1));
+            if (due >= measure_until_) break;
+            std::this_thread::sleep_until(due);
+          } else if (over(due)) {
             break;
           }
+          driver_.start(pick(slot), slot,
+                        [this, due](Sample sample) { recorder_.add(std::move(sample), due); });
         }
-        Sample sample;
-        driver.call(payloads[pick(random)], worker, &sample);
-        sample.latency_us = std::chrono::duration<double, std::micro>(Clock::now() - due).count();
-        if (due >= measure_from) {
-          progress.record(sample.code == "OK", sample.latency_us);
-          samples[worker].push_back(std::move(sample));
-        }
-      }
+      });
+    }
+    for (auto& thread : threads) thread.join();
+  }
+
+  // Asynchronous closed loop: each completion sends that slot's next request.
+  void run_closed() {
+    in_flight_ = slots_;
+    for (int slot = 0; slot < slots_; ++slot) send_closed(slot);
+    wait_until_idle();
+  }
+
+  void send_closed(int slot) {
+    const auto due = Clock::now();
+    if (over(due)) {
+      slot_finished();
+      return;
+    }
+    driver_.start(pick(slot), slot, [this, slot, due](Sample sample) {
+      recorder_.add(std::move(sample), due);
+      send_closed(slot);
     });
   }
-  std::thread reporter([&] {
-    while (!done.load()) {
+
+  // Asynchronous open loop: this thread sends at the scheduled times, waiting only when
+  // max_in_flight requests are out (their latency still counts from the schedule).
+  void run_open() {
+    for (std::int64_t index = 0;; ++index) {
+      const auto due = arrival(index);
+      if (due >= measure_until_) break;
+      std::this_thread::sleep_until(due);
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        changed_.wait(lock, [this] { return in_flight_ < slots_; });
+        ++in_flight_;
+      }
+      driver_.start(pick(0), 0, [this, due](Sample sample) {
+        recorder_.add(std::move(sample), due);
+        slot_finished();
+      });
+    }
+    wait_until_idle();
+  }
+
+  void slot_finished() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    --in_flight_;
+    changed_.notify_all();
+  }
+
+  void wait_until_idle() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    changed_.wait(lock, [this] { return in_flight_ == 0; });
+  }
+
+  void report_progress() {
+    auto last = Clock::now();
+    while (!finished_) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
       const auto now = Clock::now();
-      static thread_local auto last = now;
-      if (!options.quiet && now >= measure_from && now - last >= std::chrono::seconds(1)) {
+      if (!options_.quiet && now >= measure_from_ && now - last >= std::chrono::seconds(1)) {
         last = now;
-        std::fputs(progress.line(std::chrono::duration<double>(now - measure_from).count()).c_str(),
-                   stderr);
+        const double elapsed = std::chrono::duration<double>(now - measure_from_).count();
+        std::fputs(recorder_.progress_line(elapsed).c_str(), stderr);
       }
     }
-  });
-  for (auto& thread : threads) thread.join();
-  const double seconds = std::chrono::duration<double>(Clock::now() - measure_from).count();
-  done = true;
-  reporter.join();
-  if (!options.quiet) std::fputs("\n", stderr);
-
-  std::vector<Sample> all;
-  for (auto& part : samples) {
-    all.insert(all.end(), std::make_move_iterator(part.begin()),
-               std::make_move_iterator(part.end()));
   }
-  auto summary = scan::bench::summarize(std::move(all), seconds);
-  summary.mode = open ? "open" : "closed";
-  summary.offered_rate = rate;
-  summary.concurrency = workers;
-  summary.label = options.label;
-  if (open && options.rates.size() > 1) summary.label += fmt::format("@{}", rate);
-  return summary;
-}
+
+  const Options& options_;
+  const double rate_;
+  const int slots_;
+  Driver& driver_;
+  const std::vector<Payload>& payloads_;
+  const Clock::time_point start_;
+  const Clock::time_point measure_from_;
+  Clock::time_point measure_until_ = Clock::time_point::max();
+  Recorder recorder_;
+  std::discrete_distribution<std::size_t> pick_;
+  std::vector<std::mt19937_64> random_;
+  std::atomic<std::int64_t> next_arrival_{0}, measured_started_{0};
+  std::atomic<bool> finished_{false};
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  int in_flight_ = 0;
+};
 
 void print_summary(const scan::bench::RunSummary& run) {
   const auto& p = run.latency;
@@ -505,10 +623,11 @@ int main(int argc, char** argv) {
 
   std::vector<scan::bench::RunSummary> runs;
   if (options.rates.empty()) {
-    runs.push_back(run_load(options, 0, *driver, payloads));
+    runs.push_back(LoadRun(options, 0, *driver, payloads).run());
   } else {
-    for (const double rate : options.rates)
-      runs.push_back(run_load(options, rate, *driver, payloads));
+    for (const double rate : options.rates) {
+      runs.push_back(LoadRun(options, rate, *driver, payloads).run());
+    }
   }
   for (const auto& run : runs) print_summary(run);
 

@@ -5,6 +5,7 @@
 #include <grpcpp/impl/client_unary_call.h>
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/support/channel_arguments.h>
+#include <grpcpp/support/client_callback.h>
 
 #include <limits>
 
@@ -53,6 +54,24 @@ std::shared_ptr<grpc::Channel> make_channel(const std::string& target,
   for (const auto& [name, value] : transport::tuned_channel_args()) arguments.SetInt(name, value);
   for (const auto& [name, value] : overrides) arguments.SetInt(name, value);
   arguments.SetLoadBalancingPolicyName("round_robin");
+  // A scan is a pure function of its request, so any attempt the server did not complete can be
+  // sent again: to another replica when one is down or draining (UNAVAILABLE, or CANCELLED by a
+  // server shutting down), after backoff when it is saturated (RESOURCE_EXHAUSTED).
+  arguments.SetServiceConfigJSON(R"({
+    "methodConfig": [{
+      "name": [{"service": "scan.v1.ScanService"}],
+      "retryPolicy": {
+        "maxAttempts": 5,
+        "initialBackoff": "0.05s",
+        "maxBackoff": "2s",
+        "backoffMultiplier": 2,
+        "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED", "CANCELLED"]
+      }
+    }]
+  })");
+  // Retries resend from a buffer that only references the request's slices (the tensor bytes
+  // are not copied), so it can cover every request size instead of gRPC's default 256 KiB.
+  arguments.SetInt(GRPC_ARG_PER_RPC_RETRY_BUFFER_SIZE, std::numeric_limits<int>::max());
   return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), arguments);
 }
 
@@ -107,15 +126,26 @@ grpc::Status Client::Scan(v1::ScanRequest* request, std::chrono::milliseconds ti
   return status;
 }
 
-grpc::Status Client::Scan(const v1::ScanRequest& request,
-                          std::shared_ptr<const std::string> payload,
-                          std::chrono::milliseconds timeout, v1::ScanResponse* response,
-                          std::chrono::microseconds* round_trip) {
-  const auto sent = std::chrono::steady_clock::now();
-  grpc::Status status = call(wire::encode_request(request, std::move(payload)), timeout, response);
-  *round_trip = std::chrono::duration_cast<std::chrono::microseconds>(
-      std::chrono::steady_clock::now() - sent);
-  return status;
+void Client::StartScan(const v1::ScanRequest& request, std::shared_ptr<const std::string> payload,
+                       std::chrono::milliseconds timeout, Done done) {
+  struct Call {
+    grpc::ClientContext context;
+    grpc::ByteBuffer request;
+    grpc::ByteBuffer response;
+    Done done;
+  };
+  auto* call = new Call;
+  apply_timeout(&call->context, timeout);
+  call->request = wire::encode_request(request, std::move(payload));
+  call->done = std::move(done);
+  grpc::internal::CallbackUnaryCall<grpc::ByteBuffer, grpc::ByteBuffer>(
+      channel_.get(), scan_method_, &call->context, &call->request, &call->response,
+      [call](grpc::Status status) {
+        v1::ScanResponse response;
+        if (status.ok()) status = wire::decode(&call->response, &response);
+        call->done(status, response);
+        delete call;
+      });
 }
 
 grpc::Status Client::Scan(HostTensor gamma, const ScanOptions& options, ScanResult* result) {

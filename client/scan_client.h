@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -43,11 +44,13 @@ class Client {
   // The same call for a request built by the caller (its gamma data is moved out).
   grpc::Status Scan(v1::ScanRequest* request, std::chrono::milliseconds timeout,
                     v1::ScanResponse* response, std::chrono::microseconds* round_trip);
-  // Sends `payload` as the gamma data of `request` (whose own data stays empty) without copying
-  // it, so the same tensor can be sent many times (load generators).
-  grpc::Status Scan(const v1::ScanRequest& request, std::shared_ptr<const std::string> payload,
-                    std::chrono::milliseconds timeout, v1::ScanResponse* response,
-                    std::chrono::microseconds* round_trip);
+  // Starts a call that sends `payload` as the gamma data of `request` (whose own data stays
+  // empty) without copying it, so the same tensor can be sent again and again, and returns at
+  // once; `done` runs on a gRPC thread when the answer is in. For load generators: no thread
+  // waits per call in flight.
+  using Done = std::function<void(const grpc::Status&, v1::ScanResponse&)>;
+  void StartScan(const v1::ScanRequest& request, std::shared_ptr<const std::string> payload,
+                 std::chrono::milliseconds timeout, Done done);
 
   // grpc.health.v1 Check of `service` ("" = the whole server); *serving tells the answer.
   grpc::Status CheckHealth(const std::string& service, bool* serving,
