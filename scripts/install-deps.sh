@@ -9,6 +9,10 @@ packages=(
   libspdlog-dev prometheus-cpp-dev libtorch-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-format prometheus curl python3
+  # Sanitizer builds and libFuzzer harnesses (scripts/ci-sanitizers.sh): Debian's clang, its
+  # sanitizer/libFuzzer runtimes (only recommended by clang, so named here) and llvm-symbolizer
+  # (package llvm) for readable sanitizer stacks.
+  clang libclang-rt-14-dev llvm
 )
 
 missing=()

@@ -44,12 +44,10 @@ struct AccVec;
 template <>
 struct AccVec<float> {
   using V = VF;
-  using Index = VI32;  // __builtin_shuffle wants an integer vector of the same lane width
 };
 template <>
 struct AccVec<double> {
   using V = VD;
-  using Index = VI64;
 };
 
 template <typename T>
@@ -156,7 +154,6 @@ struct Kernels {
   using S = typename D::Storage;
   using A = typename D::Acc;
   using V = typename AccVec<A>::V;
-  using Index = typename AccVec<A>::Index;
   static constexpr int kLanes = kVectorBytes / static_cast<int>(sizeof(A));
   // Register-resident carries up to this many vectors per row; wider tiles carry through memory.
   static constexpr int kMaxRegisterVectors = 8;
@@ -176,12 +173,14 @@ struct Kernels {
     for (std::int64_t lane = 0; lane < count; ++lane) to[lane] = buffer[lane];
   }
 
-  // Lane i takes lane i - kShift, lanes below kShift take one.
+  // Lane i takes lane i - kShift, lanes below kShift take one. __builtin_shufflevector (constant
+  // lane indices into the concatenation of both vectors) is understood by GCC 12 and clang alike;
+  // GCC's __builtin_shuffle is not, and the sanitizer and fuzzing builds use clang.
   template <int kShift, std::size_t... kLane>
   static V shift_in_ones(V value, std::index_sequence<kLane...>) {
-    const Index from{
-        (static_cast<int>(kLane) >= kShift ? static_cast<int>(kLane) - kShift : kLanes)...};
-    return __builtin_shuffle(value, splat(A(1)), from);
+    return __builtin_shufflevector(
+        value, splat(A(1)),
+        (static_cast<int>(kLane) >= kShift ? static_cast<int>(kLane) - kShift : kLanes)...);
   }
 
   // In-register inclusive prefix product (Hillis-Steele): log2(kLanes) shuffle-multiply steps.
@@ -195,7 +194,13 @@ struct Kernels {
     }
   }
 
-  static V broadcast_last(V value) { return __builtin_shuffle(value, Index{} + (kLanes - 1)); }
+  template <std::size_t... kLane>
+  static V broadcast_last(V value, std::index_sequence<kLane...>) {
+    return __builtin_shufflevector(value, value, (static_cast<int>(kLane * 0) + kLanes - 1)...);
+  }
+  static V broadcast_last(V value) {
+    return broadcast_last(value, std::make_index_sequence<kLanes>());
+  }
 
   // The strided recurrence on a tile of `width` lanes: kVectors full vectors live in registers
   // across all rows (kVectors < 0: as many as fit in `width`, carried through `carry` in memory,

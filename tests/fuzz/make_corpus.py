@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""Writes the fuzzers' seed corpus: small valid inputs and near misses of each check.
+
+The output is committed (tests/fuzz/corpus/<harness>/); rerun this after changing the formats and
+commit the result. Deterministic: the same script always writes the same bytes. Protobuf is
+encoded by hand (a few lines of wire format) so that no Python protobuf package is needed.
+"""
+import os
+import shutil
+import struct
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# scan.v1 enums (proto/scan/v1/scan.proto).
+FLOAT32, FLOAT64, FLOAT16, BFLOAT16 = 1, 2, 3, 4
+ELEMENT_SIZE = {FLOAT32: 4, FLOAT64: 8, FLOAT16: 2, BFLOAT16: 2}
+
+
+def varint(value):
+    value &= (1 << 64) - 1  # negative int64/int32 travel as 10-byte two's complement
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def field_varint(number, value):
+    return varint(number << 3) + varint(value)
+
+
+def field_bytes(number, payload):
+    return varint((number << 3) | 2) + varint(len(payload)) + payload
+
+
+def decays(dtype, count):
+    """Deterministic values in (0.5, 1) in the dtype's little-endian storage."""
+    values = [0.5 + 0.5 * ((7 * i + 3) % 17) / 17.0 for i in range(count)]
+    if dtype == FLOAT64:
+        return struct.pack("<%dd" % count, *values)
+    if dtype == FLOAT32:
+        return struct.pack("<%df" % count, *values)
+    if dtype == FLOAT16:
+        return struct.pack("<%de" % count, *values)
+    # bfloat16: the high half of the float32 pattern
+    return b"".join(struct.pack("<f", v)[2:] for v in values)
+
+
+def request(dtype, shape, dim, data=None, backend=0, op=0, packed=True, data_delta=0):
+    count = 1
+    for size in shape:
+        count *= max(size, 0)
+    if data is None:
+        data = decays(dtype, count) if count < 4096 else b""
+        data = data[: max(len(data) + data_delta, 0)] if data_delta < 0 else data + b"\0" * data_delta
+    tensor = b""
+    if dtype:
+        tensor += field_varint(1, dtype)
+    if packed and shape:
+        tensor += field_bytes(2, b"".join(varint(s) for s in shape))
+    else:
+        tensor += b"".join(field_varint(2, s) for s in shape)
+    if data:
+        tensor += field_bytes(3, data)
+    message = field_bytes(1, tensor)
+    if dim:
+        message += field_varint(2, dim)
+    if backend:
+        message += field_varint(3, backend)
+    if op:
+        message += field_varint(4, op)
+    return message
+
+
+def requests():
+    yield "f32_2x3_dim1", request(FLOAT32, [2, 3], 1)
+    yield "f64_5_dim0", request(FLOAT64, [5], 0)
+    yield "f16_2x2x4_dim_minus1", request(FLOAT16, [2, 2, 4], -1)
+    yield "bf16_1x5x3_dim1_cpu_cumprod", request(BFLOAT16, [1, 5, 3], 1, backend=1, op=1)
+    yield "f32_3x4x8_dim0_unpacked", request(FLOAT32, [3, 4, 8], 0, packed=False)
+    yield "f32_4x64x4_dim1", request(FLOAT32, [4, 64, 4], 1)
+    yield "f32_zero_size_0x4", request(FLOAT32, [0, 4], 1)
+    yield "f32_rank4_2x2x8x2_dim2", request(FLOAT32, [2, 2, 8, 2], 2)
+    yield "gpu_preference", request(FLOAT32, [2, 2], 0, backend=2)
+    # Near misses: each fails exactly one check.
+    yield "bad_data_short", request(FLOAT32, [2, 3], 1, data_delta=-1)
+    yield "bad_data_long", request(FLOAT32, [2, 3], 1, data_delta=4)
+    yield "bad_dtype_unspecified", request(0, [2, 3], 1, data=decays(FLOAT32, 6))
+    yield "bad_dtype_unknown", request(9, [2], 0, data=b"\0" * 8)
+    yield "bad_rank0", request(FLOAT32, [], 0, data=b"\0" * 4)
+    yield "bad_rank17", request(FLOAT32, [1] * 17, 0)
+    yield "bad_negative_size", request(FLOAT32, [2, -3], 0, data=b"")
+    yield "bad_overflow_shape", request(FLOAT32, [1 << 62, 1 << 62], 0, data=b"")
+    yield "bad_overflow_bytes", request(FLOAT64, [1 << 61], 0, data=b"")
+    yield "bad_zero_size_overflow", request(FLOAT32, [0, 1 << 62, 1 << 62], 0, data=b"")
+    yield "bad_too_big", request(FLOAT32, [1 << 20], 0, data=b"")
+    yield "bad_dim_high", request(FLOAT32, [2, 3], 2)
+    yield "bad_dim_low", request(FLOAT32, [2, 3], -3)
+    yield "bad_backend", request(FLOAT32, [2], 0, backend=7)
+    yield "bad_op", request(FLOAT32, [2], 0, op=2)
+    yield "bad_no_gamma", field_varint(2, 1)
+    yield "bad_truncated", request(FLOAT32, [2, 3], 1)[:-5]
+    yield "empty", b""
+
+
+def npy(descr, shape, data, version=1, fortran="False", header=None, pad=True):
+    if header is None:
+        dims = ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "")
+        header = "{'descr': '%s', 'fortran_order': %s, 'shape': (%s), }" % (descr, fortran, dims)
+    length_bytes = 2 if version == 1 else 4
+    if pad:
+        unpadded = 8 + length_bytes + len(header) + 1
+        header += " " * ((64 - unpadded % 64) % 64)
+    header += "\n"
+    encoded = header.encode("latin-1")
+    length = struct.pack("<H" if version == 1 else "<I", len(encoded))
+    return b"\x93NUMPY" + bytes([version, 0]) + length + encoded + data
+
+
+def npys():
+    yield "f4_2x3", npy("<f4", [2, 3], decays(FLOAT32, 6))
+    yield "f8_5", npy("<f8", [5], decays(FLOAT64, 5))
+    yield "f2_2x2x2", npy("<f2", [2, 2, 2], decays(FLOAT16, 8))
+    yield "f4_v2", npy("<f4", [3], decays(FLOAT32, 3), version=2)
+    yield "f4_v3", npy("<f4", [1, 4], decays(FLOAT32, 4), version=3)
+    yield "f4_native_order", npy("=f4", [2], decays(FLOAT32, 2))
+    yield "f4_zero_size", npy("<f4", [0, 3], b"")
+    yield "f4_unpadded_reordered", npy(
+        None, None, decays(FLOAT32, 2),
+        header="{'shape': (2,), 'fortran_order': False, 'descr': '<f4'}", pad=False)
+    # Near misses.
+    yield "bad_big_endian", npy(">f4", [2], decays(FLOAT32, 2))
+    yield "bad_int", npy("<i4", [2], b"\0" * 8)
+    yield "bad_fortran", npy("<f4", [2, 2], decays(FLOAT32, 4), fortran="True")
+    yield "bad_scalar", npy("<f4", [], decays(FLOAT32, 1),
+                            header="{'descr': '<f4', 'fortran_order': False, 'shape': (), }")
+    yield "bad_short_data", npy("<f4", [4], decays(FLOAT32, 3))
+    yield "bad_huge_shape", npy("<f4", [1 << 40, 1 << 40], b"")
+    yield "bad_negative_shape", npy("<f4", [-2], b"",
+                                    header="{'descr': '<f4', 'fortran_order': False, 'shape': (-2,), }")
+    yield "bad_version", npy("<f4", [2], decays(FLOAT32, 2), version=4)
+    yield "bad_no_descr", npy(None, None, b"", header="{'fortran_order': False, 'shape': (2,), }")
+    yield "bad_magic", b"\x93NUMPZ\x01\x00"
+    yield "bad_truncated_header", npy("<f4", [2], decays(FLOAT32, 2))[:20]
+
+
+def write(directory, seeds):
+    if os.path.isdir(directory):
+        shutil.rmtree(directory)
+    os.makedirs(directory)
+    for name, data in seeds:
+        with open(os.path.join(directory, name), "wb") as out:
+            out.write(data)
+
+
+def main():
+    root = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "corpus")
+    write(os.path.join(root, "scan_request_fuzzer"), requests())
+    write(os.path.join(root, "scan_npy_fuzzer"), npys())
+
+
+if __name__ == "__main__":
+    main()
