@@ -17,6 +17,8 @@ namespace scan::client {
 namespace {
 
 constexpr const char* kScanMethod = "/scan.v1.ScanService/Scan";
+// Idle response buffers a client keeps for StartScan: enough for a few of the largest tensors.
+constexpr std::size_t kPooledBytes = std::size_t{1} << 30;
 
 void apply_timeout(grpc::ClientContext* context, std::chrono::milliseconds timeout) {
   if (timeout.count() > 0) context->set_deadline(std::chrono::system_clock::now() + timeout);
@@ -102,7 +104,8 @@ Client::Client(const std::string& target) : Client(make_channel(target)) {}
 
 Client::Client(std::shared_ptr<grpc::Channel> channel)
     : channel_(std::move(channel)),
-      scan_method_(kScanMethod, grpc::internal::RpcMethod::NORMAL_RPC, channel_) {}
+      scan_method_(kScanMethod, grpc::internal::RpcMethod::NORMAL_RPC, channel_),
+      buffers_(std::make_shared<wire::BufferPool>(kPooledBytes)) {}
 
 grpc::Status Client::call(const grpc::ByteBuffer& request, std::chrono::milliseconds timeout,
                           v1::ScanResponse* response) {
@@ -140,10 +143,12 @@ void Client::StartScan(const v1::ScanRequest& request, std::shared_ptr<const std
   call->done = std::move(done);
   grpc::internal::CallbackUnaryCall<grpc::ByteBuffer, grpc::ByteBuffer>(
       channel_.get(), scan_method_, &call->context, &call->request, &call->response,
-      [call](grpc::Status status) {
+      [call, buffers = buffers_](grpc::Status status) {
         v1::ScanResponse response;
-        if (status.ok()) status = wire::decode(&call->response, &response);
+        std::string* data = response.mutable_result()->mutable_data();
+        if (status.ok()) status = wire::decode(&call->response, &response, data, buffers.get());
         call->done(status, response);
+        buffers->give(std::move(*response.mutable_result()->mutable_data()));
         delete call;
       });
 }

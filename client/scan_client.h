@@ -16,6 +16,7 @@
 #include "host_tensor.h"
 #include "scan/v1/scan.grpc.pb.h"
 #include "transport.h"
+#include "wire_codec.h"
 
 namespace scan::client {
 
@@ -65,6 +66,8 @@ class Client {
   std::shared_ptr<grpc::Channel> channel_;
   // Scan, registered with the channel once; called with raw buffers (see wire_codec.h).
   grpc::internal::RpcMethod scan_method_;
+  // Response buffers of StartScan calls, reused: their answers are not handed out.
+  std::shared_ptr<wire::BufferPool> buffers_;
 };
 
 // Spreads calls over several replicas given as separate targets, one channel each, in turn.

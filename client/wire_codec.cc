@@ -1,9 +1,12 @@
 #include "wire_codec.h"
 
+#include <google/protobuf/io/coded_stream.h>
 #include <grpc/slice.h>
-#include <grpcpp/impl/codegen/proto_utils.h>
+#include <grpcpp/support/proto_buffer_reader.h>
 #include <grpcpp/support/slice.h>
 
+#include <algorithm>
+#include <climits>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -84,11 +87,22 @@ grpc::Slice adopt_slice(Owner* owner, const std::string& bytes) {
   return grpc::Slice(slice, grpc::Slice::STEAL_REF);
 }
 
-// A slice over the string's own buffer; gRPC frees the string once the transport is done with it.
-grpc::Slice adopt(std::string* data) {
-  auto* owner = new std::string(std::move(*data));
+// A slice over the string's own buffer; once the transport is done with it, gRPC frees the string
+// or, with a pool, returns it there.
+grpc::Slice adopt(std::string* data, std::shared_ptr<BufferPool> pool = nullptr) {
+  if (!pool) {
+    auto* owner = new std::string(std::move(*data));
+    data->clear();
+    return adopt_slice(owner, *owner);
+  }
+  struct Pooled {
+    std::string bytes;
+    std::shared_ptr<BufferPool> pool;
+    ~Pooled() { pool->give(std::move(bytes)); }
+  };
+  auto* owner = new Pooled{std::move(*data), std::move(pool)};
   data->clear();
-  return adopt_slice(owner, *owner);
+  return adopt_slice(owner, owner->bytes);
 }
 
 }  // namespace
@@ -105,13 +119,81 @@ grpc::ByteBuffer encode_request(const v1::ScanRequest& request,
   return encode(request, adopt_slice(new Holder(std::move(payload)), bytes));
 }
 
-grpc::ByteBuffer encode_response(v1::ScanResponse* response) {
-  grpc::Slice payload = adopt(response->mutable_result()->mutable_data());
+grpc::ByteBuffer encode_response(v1::ScanResponse* response, std::shared_ptr<BufferPool> pool) {
+  grpc::Slice payload = adopt(response->mutable_result()->mutable_data(), std::move(pool));
   return encode(*response, std::move(payload));
 }
 
 grpc::Status decode(grpc::ByteBuffer* buffer, google::protobuf::MessageLite* message) {
-  return grpc::SerializationTraits<google::protobuf::MessageLite>::Deserialize(buffer, message);
+  // Merging, not parsing: ParseFrom* first clears the message, which deletes the tensor submessage
+  // together with a pooled data buffer the caller put there.
+  grpc::ProtoBufferReader reader(buffer);
+  grpc::Status status = reader.status();
+  if (status.ok()) {
+    google::protobuf::io::CodedInputStream stream(&reader);
+    stream.SetTotalBytesLimit(INT_MAX);
+    if (!message->MergeFromCodedStream(&stream) || !stream.ConsumedEntireMessage()) {
+      status = {grpc::StatusCode::INTERNAL, "cannot parse " + message->GetTypeName()};
+    }
+  }
+  buffer->Clear();
+  return status;
+}
+
+grpc::Status decode(grpc::ByteBuffer* buffer, google::protobuf::MessageLite* message,
+                    std::string* tensor_data, BufferPool* pool) {
+  // The whole message bounds the tensor's size; pooled buffers are only ever reused, so asking
+  // for a little more than the tensor needs costs nothing.
+  *tensor_data = pool->take(buffer->Length());
+  return decode(buffer, message);
+}
+
+BufferPool::BufferPool(std::size_t max_total_bytes, std::size_t min_bytes)
+    : max_total_bytes_(max_total_bytes), min_bytes_(min_bytes) {}
+
+std::string BufferPool::take(std::size_t bytes) {
+  if (bytes >= min_bytes_) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    // Best fit: the smallest buffer that holds `bytes`, so large ones stay for large requests.
+    auto best = buffers_.end();
+    for (auto it = buffers_.begin(); it != buffers_.end(); ++it) {
+      if (it->capacity() >= bytes &&
+          (best == buffers_.end() || it->capacity() < best->capacity())) {
+        best = it;
+      }
+    }
+    if (best != buffers_.end()) {
+      std::string buffer = std::move(*best);
+      buffers_.erase(best);
+      total_ -= buffer.capacity();
+      buffer.clear();
+      return buffer;
+    }
+  }
+  std::string buffer;
+  buffer.reserve(bytes);
+  return buffer;
+}
+
+void BufferPool::give(std::string buffer) {
+  const std::size_t capacity = buffer.capacity();
+  if (capacity < min_bytes_ || capacity > max_total_bytes_) return;
+  std::lock_guard<std::mutex> lock(mutex_);
+  while (total_ + capacity > max_total_bytes_) {
+    const auto smallest = std::min_element(
+        buffers_.begin(), buffers_.end(),
+        [](const std::string& a, const std::string& b) { return a.capacity() < b.capacity(); });
+    if (smallest == buffers_.end() || smallest->capacity() >= capacity) return;
+    total_ -= smallest->capacity();
+    buffers_.erase(smallest);
+  }
+  total_ += capacity;
+  buffers_.push_back(std::move(buffer));
+}
+
+std::size_t BufferPool::pooled_bytes() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return total_;
 }
 
 }  // namespace scan::wire

@@ -9,12 +9,38 @@
 #include <grpcpp/support/byte_buffer.h>
 #include <grpcpp/support/status.h>
 
+#include <cstddef>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <vector>
 
 #include "scan/v1/scan.pb.h"
 
 namespace scan::wire {
+
+// Keeps large tensor buffers alive between requests. A fresh buffer of tens of MiB comes from mmap
+// and is page-faulted in (and zeroed by the kernel) on every request; glibc stops recycling heap
+// blocks above 32 MiB, where this costs more than the loopback transfer itself (bench/RESULTS.md).
+// Thread-safe; hand it around as a shared_ptr, since slices in flight may outlive its user.
+class BufferPool {
+ public:
+  // Keeps buffers of at least `min_bytes` capacity, at most `max_total_bytes` of them in all.
+  explicit BufferPool(std::size_t max_total_bytes, std::size_t min_bytes = std::size_t{1} << 20);
+
+  // An empty string whose capacity is at least `bytes` if the pool has one, else a new one.
+  std::string take(std::size_t bytes);
+  // Returns a buffer; kept if large enough and there is room (smaller pooled ones make way).
+  void give(std::string buffer);
+  std::size_t pooled_bytes() const;
+
+ private:
+  const std::size_t max_total_bytes_;
+  const std::size_t min_bytes_;
+  mutable std::mutex mutex_;
+  std::vector<std::string> buffers_;
+  std::size_t total_ = 0;
+};
 
 // Moves request->gamma().data() into the buffer (the request is left without it).
 grpc::ByteBuffer encode_request(v1::ScanRequest* request);
@@ -22,11 +48,18 @@ grpc::ByteBuffer encode_request(v1::ScanRequest* request);
 // load generator can send the same tensor again and again without copying it.
 grpc::ByteBuffer encode_request(const v1::ScanRequest& request,
                                 std::shared_ptr<const std::string> payload);
-// Moves response->result().data() into the buffer (the response is left without it).
-grpc::ByteBuffer encode_response(v1::ScanResponse* response);
+// Moves response->result().data() into the buffer (the response is left without it); once gRPC has
+// sent it, the bytes go back to `pool` if there is one.
+grpc::ByteBuffer encode_response(v1::ScanResponse* response,
+                                 std::shared_ptr<BufferPool> pool = nullptr);
 
 // Parses a buffer from the wire. Tensor bytes arrive in many slices of gRPC's read chunks and are
 // copied once, into the contiguous string the kernels need; the other fields are parsed normally.
+// Parsing keeps the capacity of the message's data string, so a buffer from a BufferPool put there
+// first (`tensor_data`) is filled in place.
 grpc::Status decode(grpc::ByteBuffer* buffer, google::protobuf::MessageLite* message);
+// decode() into a pooled buffer placed as `*tensor_data` (the message's tensor data field).
+grpc::Status decode(grpc::ByteBuffer* buffer, google::protobuf::MessageLite* message,
+                    std::string* tensor_data, BufferPool* pool);
 
 }  // namespace scan::wire

@@ -20,7 +20,14 @@ void configure_transport(grpc::ServerBuilder& builder, std::int64_t message_limi
   for (const auto& [name, value] : overrides) builder.AddChannelArgument(name, value);
 }
 
-WireScanService::WireScanService(Handler handler) : handler_(std::move(handler)) {
+namespace {
+// Up to 1 GiB of idle tensor buffers stay allocated: a request and a response buffer for each of
+// two in-flight 256 MiB scans, so a steady stream of the largest tensors never page-faults.
+constexpr std::size_t kPooledBytes = std::size_t{1} << 30;
+}  // namespace
+
+WireScanService::WireScanService(Handler handler)
+    : handler_(std::move(handler)), buffers_(std::make_shared<wire::BufferPool>(kPooledBytes)) {
   // What protoc generates for a sync unary method, with ByteBuffer in place of the messages: the
   // sync API has no raw variant of its own.
   using RawHandler =
@@ -38,13 +45,23 @@ grpc::Status WireScanService::handle(grpc::ServerContext* context, const grpc::B
                                      grpc::ByteBuffer* response) {
   // Copying a ByteBuffer only takes references to its slices; decoding consumes the copy.
   grpc::ByteBuffer received(request);
+  const std::size_t bytes = received.Length();
   v1::ScanRequest scan_request;
-  if (grpc::Status status = wire::decode(&received, &scan_request); !status.ok()) {
+  std::string* input = scan_request.mutable_gamma()->mutable_data();
+  if (grpc::Status status = wire::decode(&received, &scan_request, input, buffers_.get());
+      !status.ok()) {
     return {grpc::StatusCode::INVALID_ARGUMENT, "request is not a valid scan.v1.ScanRequest"};
   }
+  // The result has the request's size: give the handler a pooled buffer to resize into.
   v1::ScanResponse scan_response;
+  *scan_response.mutable_result()->mutable_data() = buffers_->take(bytes);
   grpc::Status status = handler_(context, &scan_request, &scan_response);
-  if (status.ok()) *response = wire::encode_response(&scan_response);
+  buffers_->give(std::move(*scan_request.mutable_gamma()->mutable_data()));
+  if (status.ok()) {
+    *response = wire::encode_response(&scan_response, buffers_);
+  } else {
+    buffers_->give(std::move(*scan_response.mutable_result()->mutable_data()));
+  }
   return status;
 }
 

@@ -9,9 +9,11 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 
 #include "scan/v1/scan.pb.h"
 #include "transport.h"
+#include "wire_codec.h"
 
 namespace scan::server {
 
@@ -32,6 +34,8 @@ class WireScanService final : public grpc::Service {
                       grpc::ByteBuffer* response);
 
   Handler handler_;
+  // Tensor buffers of requests and responses, reused across calls (see wire::BufferPool).
+  std::shared_ptr<wire::BufferPool> buffers_;
 };
 
 }  // namespace scan::server
