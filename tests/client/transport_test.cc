@@ -1,0 +1,151 @@
+// The client library's transport over loopback against in-process servers built like scan-server
+// (configure_transport + WireScanService): zero-copy calls both ways, status propagation, the
+// callback API, round robin over replicas and dns:/// targets.
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server.h>
+#include <gtest/gtest.h>
+
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+
+#include "scan_client.h"
+#include "wire_service.h"
+
+namespace scan {
+namespace {
+
+// Echoes gamma as result under its own backend name; a request with dim 99 fails.
+class Replica {
+ public:
+  explicit Replica(std::string name)
+      : service_(
+            [name](grpc::ServerContext*, v1::ScanRequest* request, v1::ScanResponse* response) {
+              if (request->dim() == 99)
+                return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "dim: 99");
+              response->mutable_result()->Swap(request->mutable_gamma());
+              response->set_backend(name);
+              return grpc::Status::OK;
+            }) {
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
+    server::configure_transport(builder, std::int64_t{64} << 20);
+    builder.RegisterService(&service_);
+    server_ = builder.BuildAndStart();
+  }
+  ~Replica() { server_->Shutdown(std::chrono::system_clock::now()); }
+
+  std::string target() const { return "127.0.0.1:" + std::to_string(port_); }
+  int port() const { return port_; }
+
+ private:
+  server::WireScanService service_;
+  int port_ = 0;
+  std::unique_ptr<grpc::Server> server_;
+};
+
+client::HostTensor tensor_of(std::int64_t elements) {
+  return client::random_gamma(kernels::DType::kFloat32, {elements}, 0.5, 1.0, 7);
+}
+
+TEST(Transport, TensorsRoundTripThroughTheZeroCopyPath) {
+  Replica replica("a");
+  client::Client client(replica.target());
+  for (const std::int64_t elements : {0, 1, 1000, (3 << 20) + 1}) {
+    const auto gamma = tensor_of(elements);
+    client::ScanResult result;
+    client::ScanOptions options;
+    options.timeout = std::chrono::seconds(30);
+    const grpc::Status status = client.Scan(gamma, options, &result);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(result.backend, "a");
+    EXPECT_EQ(result.result.shape, gamma.shape);
+    EXPECT_EQ(result.result.data, gamma.data) << elements << " elements";
+  }
+}
+
+TEST(Transport, HandlerErrorsReachTheClient) {
+  Replica replica("a");
+  client::Client client(replica.target());
+  client::ScanResult result;
+  client::ScanOptions options;
+  options.dim = 99;
+  const grpc::Status status = client.Scan(tensor_of(4), options, &result);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(), "dim: 99");
+}
+
+TEST(Transport, StartScanAnswersThroughTheCallbackAndReusesThePayload) {
+  Replica replica("a");
+  client::Client client(replica.target());
+  v1::ScanRequest header;
+  header.mutable_gamma()->set_dtype(v1::DATA_TYPE_FLOAT32);
+  header.mutable_gamma()->add_shape(1 << 18);
+  const auto payload = std::make_shared<const std::string>(tensor_of(1 << 18).data);
+
+  std::mutex mutex;
+  std::condition_variable finished;
+  int done = 0, matching = 0;
+  constexpr int kCalls = 8;
+  for (int call = 0; call < kCalls; ++call) {
+    client.StartScan(header, payload, std::chrono::seconds(30),
+                     [&](const grpc::Status& status, v1::ScanResponse& response) {
+                       std::lock_guard<std::mutex> lock(mutex);
+                       matching += status.ok() && response.result().data() == *payload;
+                       ++done;
+                       finished.notify_all();
+                     });
+  }
+  std::unique_lock<std::mutex> lock(mutex);
+  ASSERT_TRUE(finished.wait_for(lock, std::chrono::seconds(30), [&] { return done == kCalls; }));
+  EXPECT_EQ(matching, kCalls);
+}
+
+TEST(Transport, RoundRobinClientsAlternateBetweenReplicas) {
+  Replica a("a"), b("b");
+  client::RoundRobinClients clients(client::split_targets(a.target() + ",," + b.target()));
+  ASSERT_EQ(clients.size(), 2u);
+  std::map<std::string, int> answered;
+  for (int call = 0; call < 10; ++call) {
+    client::ScanResult result;
+    ASSERT_TRUE(clients.next().Scan(tensor_of(16), {}, &result).ok());
+    ++answered[result.backend];
+  }
+  EXPECT_EQ(answered["a"], 5);
+  EXPECT_EQ(answered["b"], 5);
+}
+
+TEST(Transport, DnsTargetsAndMultiAddressTargetsWork) {
+  Replica a("a"), b("b");
+  client::ScanResult result;
+  client::Client by_name("dns:///localhost:" + std::to_string(a.port()));
+  ASSERT_TRUE(by_name.Scan(tensor_of(16), {}, &result).ok());
+  EXPECT_EQ(result.backend, "a");
+
+  // One channel over two addresses: make_channel's round_robin policy uses both.
+  client::Client both("ipv4:127.0.0.1:" + std::to_string(a.port()) +
+                      ",127.0.0.1:" + std::to_string(b.port()));
+  std::map<std::string, int> answered;
+  for (int call = 0; call < 20; ++call) {
+    ASSERT_TRUE(both.Scan(tensor_of(16), {}, &result).ok());
+    ++answered[result.backend];
+  }
+  EXPECT_GT(answered["a"], 0);
+  EXPECT_GT(answered["b"], 0);
+}
+
+TEST(Transport, ParsesChannelArguments) {
+  transport::ChannelArgs args;
+  EXPECT_TRUE(transport::parse_channel_arg("grpc.http2.bdp_probe=1", &args));
+  EXPECT_TRUE(transport::parse_channel_arg("grpc.x=0x10", &args));
+  ASSERT_EQ(args.size(), 2u);
+  EXPECT_EQ(args[0], std::make_pair(std::string("grpc.http2.bdp_probe"), 1));
+  EXPECT_EQ(args[1].second, 16);
+  for (const char* bad : {"", "=1", "grpc.x=", "grpc.x", "grpc.x=1.5", "grpc.x=99999999999"}) {
+    EXPECT_FALSE(transport::parse_channel_arg(bad, &args)) << bad;
+  }
+}
+
+}  // namespace
+}  // namespace scan
