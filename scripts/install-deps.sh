@@ -13,6 +13,9 @@ packages=(
   # sanitizer/libFuzzer runtimes (only recommended by clang, so named here) and llvm-symbolizer
   # (package llvm) for readable sanitizer stacks.
   clang libclang-rt-14-dev llvm
+  # Transport benchmarks (bench/service/run.py, scan-bench --plot): the Python comparison server
+  # and the PNG plots.
+  python3-grpcio python3-numpy python3-protobuf gnuplot-nox
 )
 
 missing=()
