@@ -8,6 +8,14 @@
 # the torch.cumprod comparison), and leaves every log under $OUT (or /tmp/device-out). Later steps
 # run even if earlier ones fail; the exit status says whether all of them passed.
 # SCAN_DEVICE_TARGETS overrides the targets built (default: the CUDA kernel's tests and benchmark).
+#
+# Prebuilt mode saves the device time of configuring and compiling there: build the three programs
+# HERE for sm_90 (scripts/device-stage.sh puts them in build-device-stage/bin/), carry that folder
+# and no .deps-device, and run
+#
+#   SCAN_DEVICE_PREBUILT=build-device-stage/bin bash scripts/device-run.sh
+#
+# The gpu tests then run as 8 GoogleTest shards side by side instead of through ctest.
 set -uo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -17,8 +25,11 @@ targets=${SCAN_DEVICE_TARGETS:-cuda_cumprod_test cuda_cumprod_bench scan_cumprod
 mkdir -p "$out"
 failed=()
 
-# shellcheck source=scripts/device-env.sh
-source "$root/scripts/device-env.sh" || exit 1
+prebuilt=${SCAN_DEVICE_PREBUILT:-}
+if [ -z "$prebuilt" ]; then
+  # shellcheck source=scripts/device-env.sh
+  source "$root/scripts/device-env.sh" || exit 1
+fi
 {
   date -u
   nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,memory.total --format=csv
@@ -68,6 +79,35 @@ include($root/bench/cuda/bench.cmake)
 CMAKE
 }
 
+run_benchmarks() {  # run_benchmarks BENCH CAPI
+  step bench "$1" --csv "$out/bench.csv"
+  PYTHONUNBUFFERED=1 step torch python3 "$root/bench/cuda/torch_cumprod_bench.py" \
+    --csv "$out/bench.csv" --capi "$2" --markdown "$out/table.md"
+}
+
+gtest_shards() {  # gtest_shards BINARY: 8 shards at once, one log; fails if any shard fails
+  local shards=8 pids=() status=0
+  for ((i = 0; i < shards; i++)); do
+    GTEST_TOTAL_SHARDS=$shards GTEST_SHARD_INDEX=$i "$1" --gtest_brief=1 >"$out/gtest.$i.txt" 2>&1 &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+  cat "$out"/gtest.*.txt
+  rm -f "$out"/gtest.*.txt
+  return $status
+}
+
+if [ -n "$prebuilt" ]; then
+  step gtest gtest_shards "$root/$prebuilt/cuda_cumprod_test"
+  run_benchmarks "$root/$prebuilt/cuda_cumprod_bench" "$root/$prebuilt/libscan_cumprod_capi.so"
+  if [ ${#failed[@]} -ne 0 ]; then
+    echo "device-run: FAILED: ${failed[*]}"
+    exit 1
+  fi
+  echo "device-run: all steps passed"
+  exit 0
+fi
+
 configure_args=(-G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90)
 configured=0
 if step configure cmake -S "$root" -B "$build" "${configure_args[@]}" -DSCAN_BUILD_TESTS=ON \
@@ -86,9 +126,7 @@ if [ $configured -eq 1 ] && step build cmake --build "$build" -j "$(nproc)" --ta
   bench=$(find "$build" -name cuda_cumprod_bench -type f | head -1)
   capi=$(find "$build" -name libscan_cumprod_capi.so | head -1)
   step ctest bash -c "cd '$build' && ctest -L gpu -j 8 --output-on-failure --timeout 300"
-  step bench "$bench" --csv "$out/bench.csv"
-  PYTHONUNBUFFERED=1 step torch python3 "$root/bench/cuda/torch_cumprod_bench.py" \
-    --csv "$out/bench.csv" --capi "$capi" --markdown "$out/table.md"
+  run_benchmarks "$bench" "$capi"
 fi
 
 if [ ${#failed[@]} -ne 0 ]; then

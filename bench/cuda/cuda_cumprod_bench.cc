@@ -57,6 +57,8 @@ std::vector<Case> cases() {
   list.push_back({{1 << 28}, 0, DType::kFloat32});
   list.push_back({{4096, 4096}, 1, DType::kFloat32});  // many contiguous rows
   list.push_back({{4096, 8192}, 1, DType::kFloat32});
+  list.push_back({{1024, 32768}, 1, DType::kFloat32});  // rows of 4 tiles, walked
+  list.push_back({{1 << 28}, 0, DType::kBFloat16});     // one long row of 16-bit elements
   return list;
 }
 

@@ -1,8 +1,17 @@
 // Per-tile agent of the contiguous scan (inner == 1): each of `outer` rows is one scan over
-// `length` adjacent elements. A tile is kSegments segments of blockDim packets; thread t owns
-// packet t of every segment (a striped arrangement), so each warp load is 32 adjacent 16-byte
-// packets, 512 contiguous bytes, and a thread still has kSegments loads in flight. One block scan
-// runs the kSegments segment scans side by side; warp 0 chains the segments and the tiles.
+// `length` adjacent elements.
+//
+// A tile is blockDim x 128 bytes. It moves between global and shared memory striped (thread t
+// moves packets t, t + blockDim, ...: each warp access is 512 contiguous bytes, and a thread has 8
+// 16-byte loads in flight), and each thread then takes its own 128 consecutive bytes out of shared
+// memory (blocked), so that a thread scans its elements in sequence and the block scans one value
+// per thread. Shared memory pads 16 bytes after every 128, which makes both the striped and the
+// blocked 16-byte accesses free of bank conflicts.
+//
+// Two ways to chain tiles: with look-back (one tile per block, a row's tiles in parallel), or a
+// walk (one block per row, its tiles in sequence, the next tile's loads in flight while the
+// current one is scanned and stored) for rows of a few tiles when there are rows enough to fill
+// the GPU: no tile state, no waiting on other blocks.
 #pragma once
 
 #include "block_scan.cuh"
@@ -14,99 +23,189 @@ namespace scan::kernels::cuda_detail {
 struct ContigParams {
   long long length;      // elements per row
   long long rows;        // independent scans (outer)
-  long long tile_elems;  // blockDim * kSegments * vec
+  long long tile_elems;  // blockDim * items per thread
   long long chunks;      // tiles per row
+};
+
+// Striped global <-> shared moves of one tile, in packets of kVec elements. kVec is 16 bytes' worth
+// when every packet of every row is aligned (the dispatcher checks), else 1.
+template <typename Traits, int kVec>
+struct ContigTile {
+  using Policy = ScanPolicy<Traits>;
+  using Storage = typename Traits::Storage;
+  static constexpr int kItems = Policy::kContigItems;
+  static constexpr int kPackets = kItems / kVec;  // striped packets per thread
+  static constexpr int kLineVec = 16 / static_cast<int>(sizeof(Storage));
+  static constexpr int kLines = kItems / kLineVec;  // blocked 16-byte lines per thread
+  static constexpr int kPaddedBytes = Policy::kBlockThreads * (Policy::kContigBytesPerThread + 16);
+
+  // Element `index` of the tile in shared memory: 16 bytes of padding after every 128.
+  __device__ static Storage* slot(unsigned char* shared, int index) {
+    const int byte = index * static_cast<int>(sizeof(Storage));
+    return reinterpret_cast<Storage*>(shared + byte + (byte >> 7) * 16);
+  }
+
+  // First element of this thread's k-th striped packet, relative to the tile.
+  __device__ static int striped(int k) {
+    return (k * static_cast<int>(blockDim.x) + threadIdx.x) * kVec;
+  }
+
+  // Loads the `valid` leading elements of the tile at `source`; past them, the identity.
+  __device__ static void load(Packet<Storage, kVec> (&packets)[kPackets], const Storage* source,
+                              int valid) {
+#pragma unroll
+    for (int k = 0; k < kPackets; ++k) {
+      const int index = striped(k);
+      if (index + kVec <= valid) {
+        packets[k].load(source + index);
+      } else {
+#pragma unroll
+        for (int j = 0; j < kVec; ++j) {
+          packets[k].set(j, index + j < valid ? source[index + j] : Traits::kOne);
+        }
+      }
+    }
+  }
+
+  // Element-wise rows go straight to shared memory, 16 loads in flight per thread: as a staged
+  // tile, 64 16-bit elements take a register each and spill.
+  __device__ static void load_to_shared(const Storage* source, int valid, unsigned char* shared) {
+#pragma unroll 16
+    for (int k = 0; k < kPackets; ++k) {
+      const int index = striped(k);
+      *slot(shared, index) = index < valid ? source[index] : Traits::kOne;
+    }
+  }
+
+  __device__ static void to_shared(const Packet<Storage, kVec> (&packets)[kPackets],
+                                   unsigned char* shared) {
+#pragma unroll
+    for (int k = 0; k < kPackets; ++k) packets[k].store(slot(shared, striped(k)));
+  }
+
+  // Stores the `valid` leading elements of the tile from shared memory to `destination`.
+  __device__ static void store(unsigned char* shared, Storage* destination, int valid) {
+#pragma unroll
+    for (int k = 0; k < kPackets; ++k) {
+      const int index = striped(k);
+      Packet<Storage, kVec> packet;
+      packet.load(slot(shared, index));
+      if (index + kVec <= valid) {
+        packet.store(destination + index);
+      } else {
+#pragma unroll
+        for (int j = 0; j < kVec; ++j) {
+          if (index + j < valid) destination[index + j] = packet.get(j);
+        }
+      }
+    }
+  }
 };
 
 template <typename Traits, int kVec, bool kLookback>
 __global__ void __launch_bounds__(ScanPolicy<Traits>::kBlockThreads,
-                                  ScanPolicy<Traits>::kMinBlocksPerSm)
+                                  ScanPolicy<Traits>::kContigMinBlocksPerSm)
     contig_cumprod_kernel(const typename Traits::Storage* in, typename Traits::Storage* out,
-                          ContigParams params, TileState<typename Traits::Acc> state) {
+                          ContigParams params, ScalarTileState<typename Traits::Acc> state) {
   using Policy = ScanPolicy<Traits>;
   using Storage = typename Traits::Storage;
   using Acc = typename Traits::Acc;
-  constexpr int kSegments = Policy::kPacketsPerThread;
-  using Scan = ColumnScan<Acc, kSegments, Policy::kMaxWarps, 1>;
+  using Tile = ContigTile<Traits, kVec>;
+  using Scan = ColumnScan<Acc, 1, Policy::kMaxWarps, 1>;
+  using Line = Packet<Storage, Tile::kLineVec>;
 
-  __shared__ typename Scan::Storage shared;
+  __shared__ alignas(16) unsigned char tile[Tile::kPaddedBytes];
+  __shared__ typename Scan::Storage scan_storage;
 
-  const long long tile = blockIdx.x;
-  const long long row = tile % params.rows;
-  const long long chunk = tile / params.rows;
-  const long long first = chunk * params.tile_elems + threadIdx.x * kVec;
-  const long long segment_elems = static_cast<long long>(blockDim.x) * kVec;
+  // Look-back: block = one tile, chunk-major so that every row's first tiles start first. Walk:
+  // block = one row, all of its chunks.
+  const long long row = kLookback ? blockIdx.x % params.rows : blockIdx.x;
+  const long long first_chunk = kLookback ? blockIdx.x / params.rows : 0;
+  const long long end_chunk = kLookback ? first_chunk + 1 : params.chunks;
   const Storage* source = in + row * params.length;
   Storage* destination = out + row * params.length;
+  // This thread's 128 bytes, blocked.
+  unsigned char* mine =
+      reinterpret_cast<unsigned char*>(Tile::slot(tile, threadIdx.x * Tile::kItems));
+  // Elements of the row from `base` on that belong to the tile (all but in a row's last tile).
+  const auto valid_from = [&](long long base) {
+    return static_cast<int>(min(params.length - base, params.tile_elems));
+  };
 
-  // Packets wholly inside the row move as one access (the dispatcher guarantees their alignment);
-  // the row's ragged end goes element by element, padded with the identity.
-  Packet<Storage, kVec> packets[kSegments];
-#pragma unroll
-  for (int k = 0; k < kSegments; ++k) {
-    const long long index = first + k * segment_elems;
-    if (index + kVec <= params.length) {
-      packets[k].load(source + index);
+  // Element-wise rows (unaligned) load each chunk when they get to it, see load_to_shared.
+  constexpr bool kPrefetch = kVec > 1;
+  Packet<Storage, kVec> staged[kPrefetch ? Tile::kPackets : 1];
+  if constexpr (kPrefetch) {
+    Tile::load(staged, source + first_chunk * params.tile_elems,
+               valid_from(first_chunk * params.tile_elems));
+  }
+  Acc carry = Acc(1);  // walk, warp 0: the product of the row's chunks so far
+  for (long long chunk = first_chunk; chunk < end_chunk; ++chunk) {
+    const long long base = chunk * params.tile_elems;
+    if constexpr (kPrefetch) {
+      Tile::to_shared(staged, tile);
     } else {
-#pragma unroll
-      for (int j = 0; j < kVec; ++j) {
-        packets[k].set(j, index + j < params.length ? source[index + j] : Traits::kOne);
+      Tile::load_to_shared(source + base, valid_from(base), tile);
+    }
+    __syncthreads();
+    // The next chunk's loads fly while this one is scanned and stored.
+    if constexpr (kPrefetch) {
+      if (chunk + 1 < end_chunk) {
+        const long long next = base + params.tile_elems;
+        Tile::load(staged, source + next, valid_from(next));
       }
     }
-  }
 
-  Acc product[kSegments];
+    Line lines[Tile::kLines];
 #pragma unroll
-  for (int k = 0; k < kSegments; ++k) {
-    product[k] = Traits::widen(packets[k].get(0));
-#pragma unroll
-    for (int j = 1; j < kVec; ++j) product[k] *= Traits::widen(packets[k].get(j));
-  }
-
-  Acc exclusive[kSegments];
-  Acc segment_total[kSegments];
-  Scan::exclusive(shared, 0, product, exclusive, segment_total);
-
-  if (threadIdx.x < 32) {
-    Acc segment_prefix[kSegments];
-    Acc tile_product[1] = {Acc(1)};
-#pragma unroll
-    for (int k = 0; k < kSegments; ++k) {
-      segment_prefix[k] = tile_product[0];
-      tile_product[0] *= segment_total[k];
+    for (int i = 0; i < Tile::kLines; ++i) {
+      lines[i].load(reinterpret_cast<const Storage*>(mine + 16 * i));
     }
-    Acc tile_exclusive[1] = {Acc(1)};
-    if constexpr (kLookback) {
-      state.template lookback<1>(tile, chunk, params.rows, params.chunks, 1, tile_product,
-                                 tile_exclusive);
-    }
-    if (threadIdx.x == 0) {
+    // Per line, then across lines: a dependency chain of kLineVec + kLines products, not kItems.
+    Acc product[1] = {Acc(1)};
 #pragma unroll
-      for (int k = 0; k < kSegments; ++k) {
-        shared.tile_prefix[0][k] = tile_exclusive[0] * segment_prefix[k];
+    for (int i = 0; i < Tile::kLines; ++i) {
+      Acc line_product = Traits::widen(lines[i].get(0));
+#pragma unroll
+      for (int j = 1; j < Tile::kLineVec; ++j) line_product *= Traits::widen(lines[i].get(j));
+      product[0] *= line_product;
+    }
+
+    Acc exclusive[1];
+    Acc tile_total[1];
+    Scan::exclusive(scan_storage, 0, product, exclusive, tile_total);
+    if (threadIdx.x < 32) {
+      Acc tile_exclusive;
+      if constexpr (kLookback) {
+        tile_exclusive =
+            state.exclusive_prefix(blockIdx.x, chunk, params.rows, params.chunks, tile_total[0]);
+      } else {
+        tile_exclusive = carry;
+        carry *= tile_total[0];
       }
+      if (threadIdx.x == 0) scan_storage.tile_prefix[0][0] = tile_exclusive;
     }
-  }
-  __syncthreads();
+    __syncthreads();
 
+    // Each element is the running product times that element, in sequence order, in the
+    // accumulator type: every output is an accurate product rounded once to the storage type. The
+    // elements are read from shared memory again rather than kept: kept, the compiler holds them
+    // widened from the product above (64 registers for float32's doubles) and spills.
+    Acc running = scan_storage.tile_prefix[0][0] * exclusive[0];
 #pragma unroll
-  for (int k = 0; k < kSegments; ++k) {
-    const long long index = first + k * segment_elems;
-    auto running = static_cast<typename Traits::Run>(shared.tile_prefix[0][k] * exclusive[k]);
-    Packet<Storage, kVec> result;
+    for (int i = 0; i < Tile::kLines; ++i) {
+      lines[i].load(reinterpret_cast<const Storage*>(mine + 16 * i));
 #pragma unroll
-    for (int j = 0; j < kVec; ++j) {
-      running *= Traits::to_run(packets[k].get(j));
-      result.set(j, Traits::narrow(running));
-    }
-    if (index + kVec <= params.length) {
-      result.store(destination + index);
-    } else {
-#pragma unroll
-      for (int j = 0; j < kVec; ++j) {
-        if (index + j < params.length) destination[index + j] = result.get(j);
+      for (int j = 0; j < Tile::kLineVec; ++j) {
+        running *= Traits::widen(lines[i].get(j));
+        lines[i].set(j, Traits::narrow(static_cast<typename Traits::Run>(running)));
       }
+      lines[i].store(reinterpret_cast<Storage*>(mine + 16 * i));
     }
+    __syncthreads();
+    Tile::store(tile, destination + base, valid_from(base));
+    // The next chunk overwrites the tile in shared memory once every thread has stored from it.
+    if (chunk + 1 < end_chunk) __syncthreads();
   }
 }
 

@@ -80,34 +80,53 @@ template <typename Traits, int kVec>
 KernelStatus launch_contig(const typename Traits::Storage* in, typename Traits::Storage* out,
                            ScanShape shape, cudaStream_t stream) {
   using Policy = ScanPolicy<Traits>;
-  using Acc = typename Traits::Acc;
+  using State = ScalarTileState<typename Traits::Acc>;
 
-  constexpr long long kPerThread = static_cast<long long>(Policy::kPacketsPerThread) * kVec;
   // Rows shorter than a full tile get a block just wide enough (whole warps) to cover them, so
   // short-row batches keep every launched thread busy instead of idling most of each block.
   const long long threads = std::min<long long>(
-      Policy::kBlockThreads, ceil_div(ceil_div(shape.length, kPerThread), 32) * 32);
+      Policy::kBlockThreads, ceil_div(ceil_div(shape.length, Policy::kContigItems), 32) * 32);
   ContigParams params;
   params.length = shape.length;
   params.rows = shape.outer;
-  params.tile_elems = threads * kPerThread;
+  params.tile_elems = threads * Policy::kContigItems;
   const long long chunks = ceil_div(shape.length, params.tile_elems);
   params.chunks = chunks;
   const long long tiles = chunks * shape.outer;
   if (tiles > INT_MAX) {
     return {KernelStatus::Code::kUnsupported, "cuda_cumprod: tensor needs more than 2^31 tiles"};
   }
-
-  const dim3 grid(static_cast<unsigned>(tiles));
   const dim3 block(static_cast<unsigned>(threads));
-  if (chunks == 1) {
-    contig_cumprod_kernel<Traits, kVec, false><<<grid, block, 0, stream>>>(in, out, params, {});
+
+  // A walk keeps one block per row busy for the row's whole length, so it needs rows enough to
+  // give every multiprocessor a few blocks; fewer, longer rows spread their tiles with look-back.
+  int device = 0;
+  int multiprocessors = 0;
+  cudaError_t error = cudaGetDevice(&device);
+  if (error == cudaSuccess) {
+    error = cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device);
+  }
+  if (error != cudaSuccess) return cuda_error("querying the multiprocessor count", error);
+  const bool walk =
+      chunks == 1 || (chunks <= Policy::kContigMaxWalkChunks &&
+                      shape.outer >= 2LL * Policy::kContigMinBlocksPerSm * multiprocessors);
+  if (walk) {
+    contig_cumprod_kernel<Traits, kVec, false>
+        <<<dim3(static_cast<unsigned>(shape.outer)), block, 0, stream>>>(in, out, params, {});
     return check_launch("contiguous cumprod kernel");
   }
-  return with_lookback_state<Acc>(tiles, 1, stream, [&](TileState<Acc> state) {
-    contig_cumprod_kernel<Traits, kVec, true><<<grid, block, 0, stream>>>(in, out, params, state);
-    return check_launch("contiguous cumprod kernel (look-back)");
-  });
+  Workspace workspace;
+  // Under graph capture the descriptors are zeroed whole: their flags are their first halves.
+  KernelStatus status =
+      acquire_workspace(State::bytes(tiles), State::bytes(tiles), stream, &workspace);
+  if (!status.ok()) return status;
+  contig_cumprod_kernel<Traits, kVec, true>
+      <<<dim3(static_cast<unsigned>(tiles)), block, 0, stream>>>(
+          in, out, params, State::carve(workspace.data, workspace.tag));
+  status = check_launch("contiguous cumprod kernel (look-back)");
+  // Freed even after a failed launch: the free is stream-ordered behind whatever did run.
+  const KernelStatus released = release_workspace(workspace, stream);
+  return status.ok() ? released : status;
 }
 
 // Arguments are validated by the caller: numel > 0, device pointers, no partial overlap.

@@ -1,8 +1,8 @@
 // Tuning policy: the compile-time shape of a tile for each element type. Every value here was
 // chosen for memory-level parallelism on sm_80/sm_90: a block keeps kBlockThreads x 16 rows
-// (strided) or x 6-8 packets (contiguous) of 16-byte loads in flight before it first needs any of
-// them, and two blocks fit on a multiprocessor, which is what it takes to cover HBM latency at full
-// bandwidth.
+// (strided) or 128 bytes per thread (contiguous) of 16-byte loads in flight before it first needs
+// any of them, and two or more blocks fit on a multiprocessor, which is what it takes to cover HBM
+// latency at full bandwidth.
 #pragma once
 
 #include "scan_traits.cuh"
@@ -19,13 +19,21 @@ struct ScanPolicy {
   static constexpr int kMaxWarps = kBlockThreads / 32;
   // Elements per 16-byte access, the widest a thread can issue.
   static constexpr int kVec = 16 / static_cast<int>(sizeof(Storage));
-  // Double accumulators take twice the registers: these keep every instantiation within the 128
-  // registers that two blocks per multiprocessor allow, spilling at most 8 bytes (ptxas -v).
-  static constexpr bool kWideAcc = sizeof(Acc) == 8;
-  // Strided scans: consecutive rows one thread multiplies in sequence.
+  // Strided scans: consecutive rows one thread multiplies in sequence. The 16 rows of 16 bytes stay
+  // within the 128 registers that two blocks per multiprocessor allow (ptxas -v).
   static constexpr int kRowsPerThread = 16;
-  // Contiguous scans: segments per tile, i.e. 16-byte packets a thread owns.
-  static constexpr int kPacketsPerThread = kWideAcc ? 6 : 8;
+
+  // Contiguous scans: each thread owns 128 consecutive bytes of its tile (32 float32, 64 bf16), so
+  // a tile is 32 KiB: a long row is a chain of few, large tiles, each one look-back step. The
+  // elements reach a thread through shared memory (see agent_contig.cuh), so a thread scans one
+  // value, not a vector of segments. Two blocks per multiprocessor (128 registers, 36 KiB of shared
+  // memory each) keep 64 KiB of loads in flight on it; a register cap for three spills (ptxas -v).
+  static constexpr int kContigBytesPerThread = 128;
+  static constexpr int kContigItems = kContigBytesPerThread / static_cast<int>(sizeof(Storage));
+  static constexpr int kContigMinBlocksPerSm = 2;
+  // Rows of up to this many tiles are walked by one block in sequence (carrying the product) rather
+  // than scanned by one block per tile with look-back, when there are rows enough to fill the GPU.
+  static constexpr int kContigMaxWalkChunks = 8;
 };
 
 }  // namespace scan::kernels::cuda_detail

@@ -7,12 +7,16 @@
 // published its inclusive prefix; then it publishes its own prefix. No tile waits for another to
 // finish, only to have read its data, so the scan reads and writes every element once.
 //
-// Unlike CUB's packed (status, value) words, a tile's value here is up to 32 x 8 accumulators, so
-// values live in their own arrays and a 64-bit flag per tile says which of them is valid. The
-// flag's upper 62 bits hold a tag unique to the launch: state memory that an earlier launch left
-// behind reads as "not yet published", so the workspace needs no clearing pass before each launch.
+// Two layouts. TileState (strided scans): a tile's value is up to 32 x 8 accumulators, so values
+// live in their own arrays and a 64-bit flag per tile says which of them is valid; a reader needs
+// two dependent L2 round trips and fences. ScalarTileState (contiguous scans, one accumulator per
+// tile): flag and value share one 16-byte word written and read whole, so one round trip inspects
+// a predecessor and publishing needs no fence. In both, the flag's upper 62 bits hold a tag unique
+// to the launch: state memory that an earlier launch left behind reads as "not yet published", so
+// the workspace needs no clearing pass before each launch.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 namespace scan::kernels::cuda_detail {
@@ -151,6 +155,143 @@ struct TileState {
     __threadfence();
     __syncwarp();
     if ((threadIdx.x & 31) == 0) store_release(flags + tile, (tag << 2) | status);
+  }
+};
+
+// One 128-bit access. The .b128 type makes it a single memory operation in the PTX memory model
+// (a .v2.u64 vector access is modelled as two), so a reader sees a whole descriptor, flag and value
+// from the same publication, without a fence between them.
+__device__ __forceinline__ ulonglong2 load_relaxed_128(const ulonglong2* address) {
+  ulonglong2 value;
+  asm volatile(
+      "{\n\t.reg .b128 word;\n\t"
+      "ld.relaxed.gpu.global.b128 word, [%2];\n\t"
+      "mov.b128 {%0, %1}, word;\n\t}"
+      : "=l"(value.x), "=l"(value.y)
+      : "l"(address)
+      : "memory");
+  return value;
+}
+
+__device__ __forceinline__ void store_relaxed_128(ulonglong2* address, ulonglong2 value) {
+  asm volatile(
+      "{\n\t.reg .b128 word;\n\t"
+      "mov.b128 word, {%1, %2};\n\t"
+      "st.relaxed.gpu.global.b128 [%0], word;\n\t}" ::"l"(address),
+      "l"(value.x), "l"(value.y)
+      : "memory");
+}
+
+// Look-back over chains of tiles with one accumulator each (contiguous scans). A long row is a
+// chain of thousands of tiles, so what bounds it is how many predecessors one round trip to L2
+// settles: each round the warp reads a window of 32 x kGroups descriptors at once (every lane
+// kGroups independent loads), folds everything up to the nearest inclusive prefix, and waits only
+// while a predecessor nearer than that prefix has published nothing yet.
+template <typename Acc>
+struct ScalarTileState {
+  static constexpr int kGroups = 4;
+  static constexpr int kWindow = 32 * kGroups;
+
+  ulonglong2* descriptors;  // [tiles]: {(tag << 2) | status, value bits}
+  unsigned long long tag;   // this launch's tag, below 2^62
+
+  static std::size_t bytes(long long tiles) {
+    return static_cast<std::size_t>(tiles) * sizeof(ulonglong2);
+  }
+
+  static ScalarTileState carve(void* workspace, unsigned long long tag) {
+    return {static_cast<ulonglong2*>(workspace), tag};
+  }
+
+  // Warp 0 of tile `tile` (chunk `chunk` of `chunks` in its chain; the chain's tiles are `stride`
+  // apart) calls this with the whole warp and the tile's aggregate in every lane. Returns, in
+  // lane 0, the product of everything before the tile in its chain.
+  __device__ Acc exclusive_prefix(long long tile, long long chunk, long long stride,
+                                  long long chunks, Acc aggregate) const {
+    const int lane = static_cast<int>(threadIdx.x & 31);
+    if (chunk == 0) {
+      if (lane == 0) publish(tile, kTilePrefix, aggregate);
+      return Acc(1);
+    }
+    // The chain's last tile has no successor to tell: it only reads.
+    const bool last = chunk == chunks - 1;
+    if (!last && lane == 0) publish(tile, kTileAggregate, aggregate);
+
+    Acc exclusive = Acc(1);
+    for (long long window_end = chunk;; window_end -= kWindow) {
+      // Lane l, group k inspects the predecessor at distance 32k + l + 1 from window_end: each
+      // group's loads are 32 adjacent descriptors when the chain is one row.
+      Acc values[kGroups];
+      int stop;  // position of the nearest inclusive prefix in the window, kWindow if none
+      for (int spin = 0;; ++spin) {
+        unsigned prefix_mask[kGroups];
+        unsigned invalid_mask[kGroups];
+#pragma unroll
+        for (int k = 0; k < kGroups; ++k) {
+          const long long predecessor = window_end - 1 - (32 * k + lane);
+          // Before the chain's start: the empty product, an inclusive prefix of 1.
+          unsigned status = kTilePrefix;
+          values[k] = Acc(1);
+          if (predecessor >= 0) {
+            const ulonglong2 word =
+                load_relaxed_128(descriptors + tile + (predecessor - chunk) * stride);
+            status = (word.x >> 2) == tag ? static_cast<unsigned>(word.x & 3u) : kTileInvalid;
+            values[k] = unpack(word.y);
+          }
+          prefix_mask[k] = __ballot_sync(0xffffffffu, status == kTilePrefix);
+          invalid_mask[k] = __ballot_sync(0xffffffffu, status == kTileInvalid);
+        }
+        stop = kWindow;
+        bool blocked = false;
+#pragma unroll
+        for (int k = 0; k < kGroups; ++k) {
+          // Invalid predecessors count only if they are nearer than the nearest prefix.
+          if (stop == kWindow) {
+            const unsigned before = prefix_mask[k] == 0
+                                        ? invalid_mask[k]
+                                        : invalid_mask[k] & (prefix_mask[k] - 1) & ~prefix_mask[k];
+            blocked = blocked || before != 0;
+            if (prefix_mask[k] != 0) stop = 32 * k + __ffs(prefix_mask[k]) - 1;
+          }
+        }
+        if (!blocked) break;
+        __nanosleep(spin < 4 ? 64 : 256);  // leave L2 bandwidth to the tiles being waited for
+      }
+      // Fold the predecessors up to and including the prefix, all lanes at once.
+      Acc folded = Acc(1);
+#pragma unroll
+      for (int k = 0; k < kGroups; ++k) {
+        if (32 * k + lane <= stop) folded *= values[k];
+      }
+#pragma unroll
+      for (int distance = 16; distance >= 1; distance >>= 1) {
+        folded *= __shfl_xor_sync(0xffffffffu, folded, distance);
+      }
+      exclusive *= folded;
+      if (stop < kWindow) break;
+    }
+    if (!last && lane == 0) publish(tile, kTilePrefix, exclusive * aggregate);
+    return exclusive;
+  }
+
+ private:
+  __device__ static unsigned long long pack(Acc value) {
+    if constexpr (sizeof(Acc) == 8) {
+      return static_cast<unsigned long long>(__double_as_longlong(value));
+    } else {
+      return __float_as_uint(value);
+    }
+  }
+  __device__ static Acc unpack(unsigned long long bits) {
+    if constexpr (sizeof(Acc) == 8) {
+      return __longlong_as_double(static_cast<long long>(bits));
+    } else {
+      return __uint_as_float(static_cast<unsigned>(bits));
+    }
+  }
+
+  __device__ void publish(long long tile, unsigned status, Acc value) const {
+    store_relaxed_128(descriptors + tile, make_ulonglong2((tag << 2) | status, pack(value)));
   }
 };
 

@@ -158,9 +158,10 @@ struct Tolerance {
 //    has, grows like L instead and fails this; the benchmark also compares our error with
 //    torch.cumprod's.)
 //  - Storage: float16 and bfloat16 round the accumulated product once more, by at most half a unit
-//    in the last place: 2^-11 and 2^-8 relative. float32 outputs come from a float32 pass over at
-//    most 16 of a thread's elements, restarted from a float64 prefix: at most 17 roundings of
-//    2^-24 each, whatever the length.
+//    in the last place: 2^-11 and 2^-8 relative. float32 outputs come from a float64 pass
+//    (contiguous scans: one rounding) or a float32 pass over at most 16 of a thread's elements
+//    restarted from a float64 prefix (strided: at most 17 roundings of 2^-24), whatever the
+//    length.
 //  - Subnormals: below the smallest normal number precision is absolute, not relative, so
 //    differences under it (FLT_MIN for float32/bfloat16, one float16 subnormal step 2^-24, DBL_MIN
 //    for float64) are rounding, not error.
@@ -306,9 +307,13 @@ std::string suite_name(const ::testing::TestParamInfo<ShapeSuite>& info) {
 // powers of two, 32768, 1<<20), sized so that the whole suite stays a few seconds of CPU reference.
 std::vector<std::pair<std::int64_t, std::int64_t>> lengths_for(std::int64_t inner) {
   switch (inner) {
-    case 1:  // one long row, odd rows (scalar path), many short rows, look-back across tiles
-      return {{1, 1},    {3, 2},     {2, 31},    {1, 32},     {3, 33},      {2, 127},   {5, 4099},
-              {2, 8192}, {1, 32768}, {3, 32768}, {512, 4096}, {1, 1 << 20}, {1, 100003}};
+    case 1:  // one long row, odd rows (scalar path), many short rows, look-back across tiles,
+             // rows of a few tiles walked by one block each (rows enough to fill any GPU), and
+             // one row of 512+ tiles (look-back windows beyond the first)
+      return {{1, 1},      {3, 2},        {2, 31},      {1, 32},
+              {3, 33},     {2, 127},      {5, 4099},    {2, 8192},
+              {1, 32768},  {3, 32768},    {512, 4096},  {1, 1 << 20},
+              {1, 100003}, {1200, 20000}, {600, 20001}, {1, (1 << 22) + 3}};
     case 3:
       return {{2, 1}, {2, 2}, {2, 31}, {2, 32}, {2, 33}, {2, 127}, {2, 1031}, {2, 32768}};
     case 64:
@@ -350,8 +355,8 @@ std::string dtype_param_name(const ::testing::TestParamInfo<DType>& info) {
   return dtype_name(info.param);
 }
 
-const ScanShape kBehaviourShapes[] = {{2, 1000, 1}, {1, 40000, 1}, {1, 5000, 3},
-                                      {2, 33, 64},  {2, 300, 128}, {1, 2000, 256}};
+const ScanShape kBehaviourShapes[] = {{2, 1000, 1},  {1, 40000, 1},  {1, 5000, 3},   {2, 33, 64},
+                                      {2, 300, 128}, {1, 2000, 256}, {600, 20000, 1}};
 
 TEST_P(CudaCumprodDType, ZerosNanInfAndSignsPropagateLikeASequentialProduct) {
   SCAN_REQUIRE_GPU();
