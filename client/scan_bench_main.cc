@@ -612,6 +612,7 @@ int main(int argc, char** argv) {
   }
   if (options.targets.empty()) return usage_error("--target is required");
 
+  scan::transport::keep_buffers_on_heap();
   const auto payloads = make_payloads(options);
   const int workers = options.rates.empty() ? options.concurrency : options.max_in_flight;
   std::unique_ptr<Driver> driver;

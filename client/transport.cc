@@ -1,6 +1,7 @@
 #include "transport.h"
 
 #include <grpc/grpc.h>
+#include <malloc.h>
 
 #include <cerrno>
 #include <climits>
@@ -15,6 +16,13 @@ ChannelArgs tuned_channel_args() {
       {GRPC_ARG_HTTP2_BDP_PROBE, 0},
       {GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 64 << 20},
   };
+}
+
+void keep_buffers_on_heap() {
+  // 32 MiB is the most glibc accepts for the threshold; setting it also stops glibc's own dynamic
+  // adjustment. Free heap above 128 MiB still goes back to the system.
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 128 << 20);
 }
 
 bool parse_channel_arg(const std::string& text, ChannelArgs* args) {

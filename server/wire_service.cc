@@ -11,6 +11,7 @@ namespace scan::server {
 
 void configure_transport(grpc::ServerBuilder& builder, std::int64_t message_limit,
                          const transport::ChannelArgs& overrides) {
+  transport::keep_buffers_on_heap();
   const int limit = static_cast<int>(std::min<std::int64_t>(message_limit, INT_MAX));
   builder.SetMaxReceiveMessageSize(limit);
   builder.SetMaxSendMessageSize(limit);
