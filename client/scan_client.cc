@@ -191,4 +191,13 @@ grpc::Status Client::CheckHealth(const std::string& service, bool* serving,
   return status;
 }
 
+grpc::Status Client::GetServerInfo(v1::GetServerInfoResponse* info,
+                                   std::chrono::milliseconds timeout) {
+  // A plain generated stub: the reply is small, the zero-copy path is for tensors.
+  auto stub = v1::ScanService::NewStub(channel_);
+  grpc::ClientContext context;
+  apply_timeout(&context, timeout);
+  return stub->GetServerInfo(&context, v1::GetServerInfoRequest(), info);
+}
+
 }  // namespace scan::client

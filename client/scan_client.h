@@ -54,6 +54,10 @@ class Client {
                  std::chrono::milliseconds timeout, Done done);
 
   // grpc.health.v1 Check of `service` ("" = the whole server); *serving tells the answer.
+  // ScanService.GetServerInfo: version, backends with state and cost models, GPUs.
+  grpc::Status GetServerInfo(v1::GetServerInfoResponse* info,
+                             std::chrono::milliseconds timeout = std::chrono::seconds(5));
+
   grpc::Status CheckHealth(const std::string& service, bool* serving,
                            std::chrono::milliseconds timeout = std::chrono::seconds(5));
 

@@ -27,6 +27,8 @@ constexpr const char* kUsage = R"(Usage: scan-client --target HOST:PORT [options
   --seed N                 seed of the random gamma (default: random)
   --timeout-ms N           deadline of the call (default 60000)
   --health [SERVICE]       only ask grpc.health.v1 whether SERVICE ("" = server) is SERVING
+  --info                   only print the server's version, backends (state, load, cost models)
+                           and GPUs (ScanService.GetServerInfo)
   --help
 
 Exit status: 0 success, 1 the call failed, 2 bad usage or file, 3 --check found mismatches.
@@ -49,6 +51,34 @@ std::vector<std::int64_t> parse_shape(const std::string& text, bool* ok) {
   return shape;
 }
 
+void print_server_info(const scan::v1::GetServerInfoResponse& info) {
+  std::printf("version:    %s\n", info.version().c_str());
+  std::printf("gpus:       %s\n", info.gpu_status().c_str());
+  for (const auto& gpu : info.gpus()) {
+    std::printf("  gpu %d: %s, %.1f GiB, sm_%d%d, %d SMs, %s%s%s\n", gpu.ordinal(),
+                gpu.name().c_str(), static_cast<double>(gpu.total_memory_bytes()) / (1 << 30),
+                gpu.compute_capability_major(), gpu.compute_capability_minor(),
+                gpu.multiprocessors(), gpu.usable() ? "usable" : "not usable",
+                gpu.detail().empty() ? "" : ": ", gpu.detail().c_str());
+  }
+  if (info.gpu_min_bytes() > 0) {
+    std::printf("routing:    AUTO keeps tensors under %lld bytes on the CPU\n",
+                static_cast<long long>(info.gpu_min_bytes()));
+  }
+  std::printf("%-12s %-4s %-5s %6s %12s %12s %10s  %s\n", "backend", "kind", "up", "slots",
+              "fixed_us", "GB/s", "queued", "model");
+  for (const auto& backend : info.backends()) {
+    const auto& cost = backend.cost_model();
+    std::printf(
+        "%-12s %-4s %-5s %6d %12.1f %12.2f %10s  %s\n", backend.name().c_str(),
+        backend.kind() == scan::v1::DEVICE_KIND_GPU ? "gpu" : "cpu",
+        backend.available() ? "yes" : "no", backend.concurrency(), cost.fixed_seconds() * 1e6,
+        cost.bytes_per_second() / 1e9,
+        fmt::format("{}/{}B", backend.outstanding_requests(), backend.outstanding_bytes()).c_str(),
+        cost.source().c_str());
+  }
+}
+
 int usage_error(const std::string& message) {
   std::fprintf(stderr, "scan-client: %s\n%s", message.c_str(), kUsage);
   return 2;
@@ -60,7 +90,7 @@ int main(int argc, char** argv) {
   using scan::client::HostTensor;
 
   // Flags that take no value; every other flag takes exactly one.
-  const std::vector<std::string> switches = {"--check", "--help"};
+  const std::vector<std::string> switches = {"--check", "--help", "--info"};
   std::map<std::string, std::string> flags;
   for (int index = 1; index < argc; ++index) {
     const std::string arg = argv[index];
@@ -81,8 +111,8 @@ int main(int argc, char** argv) {
     return found == flags.end() ? fallback : found->second;
   };
   static const std::vector<std::string> known = {
-      "--target", "--shape", "--dtype", "--dim",  "--backend", "--input",
-      "--output", "--check", "--seed",  "--help", "--health",  "--timeout-ms"};
+      "--target", "--shape", "--dtype", "--dim",    "--backend",    "--input", "--output",
+      "--check",  "--seed",  "--help",  "--health", "--timeout-ms", "--info"};
   for (const auto& [name, value] : flags) {
     if (std::find(known.begin(), known.end(), name) == known.end()) {
       return usage_error("unknown flag " + name);
@@ -106,6 +136,16 @@ int main(int argc, char** argv) {
     }
     std::puts(serving ? "SERVING" : "NOT_SERVING");
     return serving ? 0 : 1;
+  }
+  if (flags.count("--info")) {
+    scan::v1::GetServerInfoResponse info;
+    const grpc::Status status = client.GetServerInfo(&info, timeout);
+    if (!status.ok()) {
+      std::fprintf(stderr, "server info failed: %s\n", status.error_message().c_str());
+      return 1;
+    }
+    print_server_info(info);
+    return 0;
   }
 
   scan::kernels::DType dtype = scan::kernels::DType::kFloat32;

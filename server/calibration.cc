@@ -6,10 +6,18 @@
 
 namespace scan::server {
 
-CalibrationResult calibrate(ScanBackend& backend) {
-  // outer = batch x heads, then seq_len, then head_dim: the production layout from launch-bound
-  // (1 KiB) to bandwidth-bound (4 MiB) sizes.
-  const kernels::ScanShape shapes[] = {{1, 16, 16}, {8, 64, 64}, {8, 1024, 64}, {16, 512, 128}};
+std::vector<kernels::ScanShape> cpu_calibration_shapes() {
+  return {{1, 16, 16}, {8, 64, 64}, {8, 1024, 64}, {16, 512, 128}};
+}
+
+std::vector<kernels::ScanShape> gpu_calibration_shapes() {
+  std::vector<kernels::ScanShape> shapes = cpu_calibration_shapes();
+  shapes.push_back({16, 2048, 128});
+  shapes.push_back({16, 8192, 128});
+  return shapes;
+}
+
+CalibrationResult calibrate(ScanBackend& backend, const std::vector<kernels::ScanShape>& shapes) {
   constexpr int kRepetitions = 5;
 
   std::int64_t largest = 0;

@@ -14,9 +14,16 @@ struct CalibrationResult {
   std::vector<CostSample> samples;
 };
 
-// Runs `backend` on MM-Rec-shaped float32 tensors (1 KiB to 4 MiB, scanned along seq_len) and
-// returns the fitted model with the median time of each size. Takes well under a second on one
-// core.
-CalibrationResult calibrate(ScanBackend& backend);
+// MM-Rec-shaped float32 tensors (outer = batch x heads, seq_len, head_dim) from launch-bound
+// (1 KiB) to bandwidth-bound (4 MiB) sizes: what CPU backends are timed on.
+std::vector<kernels::ScanShape> cpu_calibration_shapes();
+// The CPU sizes plus 16 and 64 MiB: a GPU's fixed cost (launches, synchronisation) dominates up to
+// a few MiB, and only large tensors show the throughput of its copy pipeline.
+std::vector<kernels::ScanShape> gpu_calibration_shapes();
+
+// Runs `backend` on `shapes` (float32, scanned along the middle dim) and returns the fitted model
+// with the median time of each size. The CPU sizes take well under a second on one core.
+CalibrationResult calibrate(
+    ScanBackend& backend, const std::vector<kernels::ScanShape>& shapes = cpu_calibration_shapes());
 
 }  // namespace scan::server

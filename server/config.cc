@@ -169,6 +169,33 @@ const std::vector<Option>& options() {
        "auto (calibrate cpu-native and cpu-torch at startup, route by predicted time), "
        "cpu-native or cpu-torch",
        choice_setter(&ServerConfig::cpu_backend, {"auto", "cpu-native", "cpu-torch"})},
+      {"gpu", "SCAN_GPU",
+       "auto (serve from every usable GPU found at startup, calibrated against the CPU "
+       "backends) or off (CPU only)",
+       choice_setter(&ServerConfig::gpu, {"auto", "off"})},
+      {"gpu-lanes", "SCAN_GPU_LANES",
+       "requests one GPU serves at once, each with its own streams and pinned/device buffers",
+       int_setter(&ServerConfig::gpu_lanes, 1, 64)},
+      {"gpu-chunk-bytes", "SCAN_GPU_CHUNK_BYTES",
+       "size of a GPU pipeline piece (staging buffer); larger tensors stream through in pieces",
+       int64_setter(&ServerConfig::gpu_chunk_bytes, 64 << 10)},
+      {"gpu-copy-threads", "SCAN_GPU_COPY_THREADS",
+       "host threads copying between request memory and pinned staging buffers, per GPU",
+       int_setter(&ServerConfig::gpu_copy_threads, 1, 256)},
+      {"gpu-min-bytes", "SCAN_GPU_MIN_BYTES",
+       "AUTO sends tensors smaller than this to a CPU backend whatever the cost models predict "
+       "(0 = the cost models decide)",
+       int64_setter(&ServerConfig::gpu_min_bytes, 0)},
+      {"cost-model", "SCAN_COST_MODEL",
+       "pinned cost models instead of calibration, BACKEND=FIXED_US:GBPS[,...], e.g. "
+       "cuda:0=60:20,cpu-native=5:8 (fixed microseconds, GB/s)",
+       [](const std::string& text, ServerConfig* config) -> std::string {
+         std::vector<CostOverride> overrides;
+         std::string error;
+         if (!parse_cost_overrides(text, &overrides, &error)) return error;
+         config->cost_models = text;
+         return {};
+       }},
       {"log-level", "SCAN_LOG_LEVEL", "trace|debug|info|warn|error",
        choice_setter(&ServerConfig::log_level, {"trace", "debug", "info", "warn", "error"})},
       {"log-format", "SCAN_LOG_FORMAT", "text|json (one JSON object per line)",
@@ -252,7 +279,11 @@ std::string ServerConfig::describe() const {
       shutdown_grace_seconds, drain_delay_seconds, or_dash(port_file), or_dash(metrics_port_file),
       effective_max_inflight_bytes(), max_queue, max_concurrent_streams,
       min_client_ping_interval_seconds, idle_connection_timeout_seconds, !tls_cert.empty(),
-      !tls_client_ca.empty(), !auth_token_file.empty(), reflection);
+      !tls_client_ca.empty(), !auth_token_file.empty(), reflection) +
+         fmt::format(
+             " gpu={} gpu_lanes={} gpu_chunk_bytes={} gpu_copy_threads={} gpu_min_bytes={} "
+             "cost_model={}",
+             gpu, gpu_lanes, gpu_chunk_bytes, gpu_copy_threads, gpu_min_bytes, or_dash(cost_models));
 }
 
 ParseResult parse_config(const std::vector<std::string>& args,
@@ -307,6 +338,42 @@ ParseResult parse_config(const std::vector<std::string>& args,
     return failure("--max-message-bytes: gRPC limits messages to 2Gi - 1 bytes");
   }
   return {};
+}
+
+bool parse_cost_overrides(const std::string& text, std::vector<CostOverride>* overrides,
+                          std::string* error) {
+  overrides->clear();
+  std::size_t start = 0;
+  while (start < text.size()) {
+    std::size_t end = text.find(',', start);
+    if (end == std::string::npos) end = text.size();
+    const std::string entry = text.substr(start, end - start);
+    start = end + 1;
+    if (entry.empty()) continue;
+    const auto equals = entry.find('=');
+    const auto colon = entry.find(':', equals == std::string::npos ? 0 : equals);
+    CostOverride parsed;
+    char* fixed_end = nullptr;
+    char* rate_end = nullptr;
+    if (equals != std::string::npos && equals > 0 && colon != std::string::npos) {
+      parsed.backend = entry.substr(0, equals);
+      const std::string fixed = entry.substr(equals + 1, colon - equals - 1);
+      const std::string rate = entry.substr(colon + 1);
+      const double fixed_us = std::strtod(fixed.c_str(), &fixed_end);
+      const double gbps = std::strtod(rate.c_str(), &rate_end);
+      if (!fixed.empty() && !rate.empty() && *fixed_end == '\0' && *rate_end == '\0' &&
+          fixed_us >= 0 && gbps > 0 && gbps < 1e6) {
+        parsed.fixed_seconds = fixed_us * 1e-6;
+        parsed.bytes_per_second = gbps * 1e9;
+        overrides->push_back(parsed);
+        continue;
+      }
+    }
+    *error = "expected BACKEND=FIXED_US:GBPS[,...] with FIXED_US >= 0 and GBPS > 0, got '" +
+             entry + "'";
+    return false;
+  }
+  return true;
 }
 
 std::map<std::string, std::string> process_environment() {

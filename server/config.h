@@ -28,6 +28,18 @@ struct ServerConfig {
   // by predicted time; a backend name: serve the CPU path with that backend only.
   std::string cpu_backend = "auto";
 
+  // GPU backends (builds with CUDA). "auto": serve from every usable GPU found at startup; "off":
+  // CPU only.
+  std::string gpu = "auto";
+  int gpu_lanes = 2;  // requests one GPU serves at once (each with its own streams and buffers)
+  std::int64_t gpu_chunk_bytes = std::int64_t{8} << 20;  // pipeline piece / staging buffer size
+  int gpu_copy_threads = 8;  // host threads copying between request memory and pinned buffers
+  // AUTO sends tensors smaller than this to a CPU whatever the cost models say (0: models decide).
+  std::int64_t gpu_min_bytes = 0;
+  // Pinned cost models replacing calibration: "BACKEND=FIXED_US:GBPS[,...]", e.g.
+  // "cuda:0=60:20,cpu-native=5:8" (see parse_cost_overrides).
+  std::string cost_models;
+
   // Admission and abuse limits.
   std::int64_t max_inflight_bytes = 0;  // 0 means: 4 x max_tensor_bytes
   int max_queue = 32;                   // requests waiting per backend
@@ -65,5 +77,17 @@ ParseResult parse_config(const std::vector<std::string>& args,
                          ServerConfig* config);
 
 std::map<std::string, std::string> process_environment();
+
+// One entry of --cost-model: the model the router assumes for a backend instead of calibrating it.
+struct CostOverride {
+  std::string backend;
+  double fixed_seconds = 0;
+  double bytes_per_second = 0;
+};
+
+// Parses "BACKEND=FIXED_US:GBPS[,BACKEND=FIXED_US:GBPS...]" (fixed cost in microseconds, throughput
+// in GB/s = 1e9 bytes/s); empty text gives no overrides. False with *error on malformed text.
+bool parse_cost_overrides(const std::string& text, std::vector<CostOverride>* overrides,
+                          std::string* error);
 
 }  // namespace scan::server

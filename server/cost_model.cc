@@ -1,5 +1,8 @@
 #include "cost_model.h"
 
+#include <algorithm>
+#include <cmath>
+
 namespace scan::server {
 
 CostModel fit_cost_model(const std::vector<CostSample>& samples) {
@@ -27,6 +30,76 @@ CostModel fit_cost_model(const std::vector<CostSample>& samples) {
   }
   if (seconds_per_byte <= 0) return {};
   return {fixed, 1 / seconds_per_byte};
+}
+
+}  // namespace scan::server
+
+namespace scan::server {
+
+const char* cost_source_name(CostSource source) {
+  switch (source) {
+    case CostSource::kCalibrated:
+      return "calibrated";
+    case CostSource::kConfigured:
+      return "configured";
+    case CostSource::kObserved:
+      return "observed";
+    case CostSource::kUnknown:
+      break;
+  }
+  return "unknown";
+}
+
+void CostTracker::reset(CostModel model, std::vector<CostSample> calibration, CostSource source) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  model_ = model;
+  source_ = model.known() ? source : CostSource::kUnknown;
+  calibration_ = std::move(calibration);
+  buckets_ = {};
+}
+
+CostModel CostTracker::model() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return model_;
+}
+
+CostSource CostTracker::source() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return source_;
+}
+
+int CostTracker::bucket_of(double bytes) {
+  int exponent = 0;
+  std::frexp(bytes < 1 ? 1 : bytes, &exponent);  // bytes in [2^(exponent-1), 2^exponent)
+  return std::clamp(exponent - 1 - 10, 0, kBuckets - 1);
+}
+
+bool CostTracker::observe(double bytes, double seconds) {
+  if (!(seconds > 0) || !(bytes >= 0)) return false;
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (source_ == CostSource::kConfigured) return false;
+  Bucket& bucket = buckets_[bucket_of(bytes)];
+  if (bucket.count == 0) {
+    bucket.bytes = bytes;
+    bucket.seconds = seconds;
+  } else {
+    bucket.bytes += kSmoothing * (bytes - bucket.bytes);
+    bucket.seconds += kSmoothing * (seconds - bucket.seconds);
+  }
+  ++bucket.count;
+
+  std::vector<CostSample> points;
+  for (const Bucket& each : buckets_) {
+    if (each.count > 0) points.push_back({each.bytes, each.seconds});
+  }
+  for (const CostSample& sample : calibration_) {
+    if (buckets_[bucket_of(sample.bytes)].count == 0) points.push_back(sample);
+  }
+  const CostModel fitted = fit_cost_model(points);
+  if (!fitted.known()) return false;
+  model_ = fitted;
+  source_ = CostSource::kObserved;
+  return true;
 }
 
 }  // namespace scan::server

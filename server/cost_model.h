@@ -2,6 +2,9 @@
 // throughput. The router compares predictions to pick a backend; calibration fits them.
 #pragma once
 
+#include <array>
+#include <mutex>
+#include <string>
 #include <vector>
 
 namespace scan::server {
@@ -22,5 +25,43 @@ struct CostSample {
 // Least-squares line through the samples, clamped so that both parameters stay physical
 // (fixed >= 0, throughput > 0). Fewer than two distinct sizes give throughput from the mean.
 CostModel fit_cost_model(const std::vector<CostSample>& samples);
+
+// Where a backend's current model comes from.
+enum class CostSource { kUnknown, kCalibrated, kConfigured, kObserved };
+const char* cost_source_name(CostSource source);
+
+// A backend's cost model as it evolves while serving. It starts from the startup calibration and
+// follows the service times actually observed: each power-of-two size bucket keeps an EWMA of the
+// sizes and times seen in it, and the model is refitted over those points plus the calibration
+// samples of buckets not yet observed (so sizes never served keep their measured anchor). Why:
+// calibration runs on an idle machine for a fraction of a second, while production sees warm
+// caches, contention and sizes calibration never tried. A configured model is pinned: the operator
+// said what to assume, so observations do not move it. Thread-safe.
+class CostTracker {
+ public:
+  // Starts over from `model` (fitted from `calibration`, which may be empty).
+  void reset(CostModel model, std::vector<CostSample> calibration, CostSource source);
+  CostModel model() const;
+  CostSource source() const;
+  // Feeds one observed service time; returns true when the model changed.
+  bool observe(double bytes, double seconds);
+
+  static constexpr double kSmoothing = 0.25;  // weight of the newest observation in a bucket
+  static constexpr int kBuckets = 24;         // sizes 2^10 .. 2^33 bytes, ends clamped
+
+ private:
+  struct Bucket {
+    double bytes = 0;
+    double seconds = 0;
+    long count = 0;
+  };
+  static int bucket_of(double bytes);
+
+  mutable std::mutex mutex_;
+  CostModel model_;
+  CostSource source_ = CostSource::kUnknown;
+  std::vector<CostSample> calibration_;
+  std::array<Bucket, kBuckets> buckets_{};
+};
 
 }  // namespace scan::server

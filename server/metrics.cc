@@ -194,6 +194,12 @@ void ServiceMetrics::record(const RequestRecord& record) const {
   series.duration[static_cast<int>(record.dtype)]->Observe(record.seconds);
   if (record.queue_seconds >= 0) series.queue->Observe(record.queue_seconds);
   if (record.compute_seconds >= 0) series.compute->Observe(record.compute_seconds);
+  if (series.host_to_device != nullptr && record.host_to_device_seconds >= 0) {
+    series.host_to_device->Observe(record.host_to_device_seconds);
+  }
+  if (series.device_to_host != nullptr && record.device_to_host_seconds >= 0) {
+    series.device_to_host->Observe(record.device_to_host_seconds);
+  }
 }
 
 }  // namespace scan::server

@@ -63,6 +63,8 @@ struct RequestRecord {
   std::size_t request_bytes = 0;
   std::size_t response_bytes = 0;
   grpc::StatusCode code = grpc::StatusCode::OK;
+  double host_to_device_seconds = -1;  // GPU backends: copy times (< 0: none)
+  double device_to_host_seconds = -1;
 };
 
 class ServiceMetrics {

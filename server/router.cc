@@ -3,10 +3,12 @@
 namespace scan::server {
 
 void Router::add_backend(std::unique_ptr<ScanBackend> backend, int concurrency, int max_waiting) {
-  backends_.push_back({std::move(backend),
-                       std::make_unique<ComputeSlots>(concurrency, max_waiting),
-                       backends_.size(),
-                       {}});
+  RegisteredBackend registered;
+  registered.backend = std::move(backend);
+  registered.slots = std::make_unique<ComputeSlots>(concurrency, max_waiting);
+  registered.index = backends_.size();
+  registered.concurrency = concurrency;
+  backends_.push_back(std::move(registered));
 }
 
 std::vector<BackendDescription> Router::describe_backends() const {
@@ -24,42 +26,93 @@ bool Router::has(DeviceKind kind) const {
   return false;
 }
 
-RegisteredBackend* Router::cheapest_of(DeviceKind kind, double bytes) {
+double Router::predicted_completion(const RegisteredBackend& registered, double bytes) {
+  const CostModel cost = registered.cost->model();
+  if (!cost.known()) return 0;
+  // Queued and running work is priced as if served one after another: each backend's model was
+  // measured with one request using the whole device (all cores, the whole PCIe link), so
+  // concurrent requests share that throughput rather than multiply it.
+  const auto backlog_bytes = static_cast<double>(registered.load->bytes.load());
+  const auto backlog_requests = static_cast<double>(registered.load->requests.load());
+  return backlog_requests * cost.fixed_seconds + backlog_bytes / cost.bytes_per_second +
+         cost.predict_seconds(bytes);
+}
+
+RegisteredBackend* Router::cheapest_cpu(double bytes) {
   RegisteredBackend* best = nullptr;
+  double best_seconds = 0;
   for (auto& registered : backends_) {
-    if (registered.backend->device_kind() != kind) continue;
+    if (registered.backend->device_kind() != DeviceKind::kCpu) continue;
+    if (!registered.backend->available()) continue;
+    const bool known = registered.cost->model().known();
+    const double seconds = predicted_completion(registered, bytes);
     if (best == nullptr) {
       best = &registered;
-    } else if (registered.cost.known() &&
-               (!best->cost.known() ||
-                registered.cost.predict_seconds(bytes) < best->cost.predict_seconds(bytes))) {
+      best_seconds = seconds;
+    } else if (known && (!best->cost->model().known() || seconds < best_seconds)) {
+      best = &registered;
+      best_seconds = seconds;
+    }
+  }
+  return best;
+}
+
+RegisteredBackend* Router::least_loaded_gpu() {
+  RegisteredBackend* best = nullptr;
+  for (auto& registered : backends_) {
+    if (registered.backend->device_kind() != DeviceKind::kGpu) continue;
+    if (!registered.backend->available()) continue;
+    if (best == nullptr || registered.load->bytes.load() < best->load->bytes.load()) {
       best = &registered;
     }
   }
   return best;
 }
 
+RegisteredBackend* Router::fallback_for(const RegisteredBackend& failed) {
+  for (auto& registered : backends_) {
+    if (&registered == &failed) continue;
+    if (registered.backend->device_kind() == DeviceKind::kCpu && registered.backend->available()) {
+      return &registered;
+    }
+  }
+  return nullptr;
+}
+
 grpc::Status Router::route(const ValidatedScan& scan, RegisteredBackend** chosen) {
   const auto bytes = static_cast<double>(scan.bytes);
   switch (scan.preference) {
     case v1::BACKEND_PREFERENCE_GPU:
-      *chosen = cheapest_of(DeviceKind::kGpu, bytes);
+      *chosen = least_loaded_gpu();
       if (*chosen == nullptr) {
         return {grpc::StatusCode::FAILED_PRECONDITION,
-                "backend: GPU requested but this server has no usable GPU backend"};
+                has(DeviceKind::kGpu)
+                    ? "backend: GPU requested but every GPU backend is marked unhealthy"
+                    : "backend: GPU requested but this server has no usable GPU backend"};
       }
       return grpc::Status::OK;
     case v1::BACKEND_PREFERENCE_CPU:
-      *chosen = cheapest_of(DeviceKind::kCpu, bytes);
+      *chosen = cheapest_cpu(bytes);
       break;
-    default:
-      // Until the cost-model router lands, AUTO prefers a GPU when one is registered.
-      *chosen = cheapest_of(DeviceKind::kGpu, bytes);
-      if (*chosen == nullptr) *chosen = cheapest_of(DeviceKind::kCpu, bytes);
+    default: {
+      RegisteredBackend* cpu = cheapest_cpu(bytes);
+      RegisteredBackend* gpu = static_cast<std::int64_t>(scan.bytes) >= policy_.gpu_min_bytes
+                                   ? least_loaded_gpu()
+                                   : nullptr;
+      if (cpu == nullptr || gpu == nullptr) {
+        *chosen = gpu != nullptr ? gpu : cpu;
+      } else if (gpu->cost->model().known() && cpu->cost->model().known()) {
+        *chosen = predicted_completion(*gpu, bytes) < predicted_completion(*cpu, bytes) ? gpu : cpu;
+      } else {
+        // A model is missing (calibration off or failed): the known one wins; with none known, a
+        // GPU, which beats a CPU on every size that matters.
+        *chosen = cpu->cost->model().known() && !gpu->cost->model().known() ? cpu : gpu;
+      }
       break;
+    }
   }
   if (*chosen == nullptr) {
-    return {grpc::StatusCode::UNAVAILABLE, "backend: no backend is registered on this server"};
+    return {grpc::StatusCode::UNAVAILABLE, "backend: no backend is available on this server"};
   }
   return grpc::Status::OK;
 }

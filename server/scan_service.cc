@@ -60,6 +60,40 @@ grpc::Status ScanServiceImpl::Scan(grpc::ServerContext* context, const v1::ScanR
   return status;
 }
 
+kernels::KernelStatus ScanServiceImpl::compute(RegisteredBackend& chosen, ScanJob job,
+                                               RequestRecord& record, v1::ScanResponse& response) {
+  ScanJobStats stats;
+  job.stats = &stats;
+  const auto started = Clock::now();
+  kernels::KernelStatus status = chosen.backend->run(job);
+  if (status.ok()) {
+    record.host_to_device_seconds = stats.host_to_device_seconds;
+    record.device_to_host_seconds = stats.device_to_host_seconds;
+    // Service times seen while serving keep the router's model of the backend current.
+    const auto bytes = static_cast<double>(job.view.numel() * kernels::element_size(job.dtype));
+    if (router_.observe(chosen.index, bytes, seconds_between(started, Clock::now()))) {
+      metrics_.publish_cost_model(chosen.index, router_.cost_model(chosen.index));
+    }
+    return status;
+  }
+  // A GPU failing (device error, lost context) must not fail the request: the CPU computes it
+  // again from the untouched input, overwriting whatever the GPU left in the output. It does so
+  // within the GPU's slot rather than queueing for a CPU one: fallbacks are rare, bounded by the
+  // GPU's slots, and a request that already waited once should not wait behind the CPU queue.
+  if (chosen.backend->device_kind() != DeviceKind::kGpu) return status;
+  RegisteredBackend* fallback = router_.fallback_for(chosen);
+  if (fallback == nullptr) return status;
+  spdlog::warn("{} failed ({}); retrying the request on {}", chosen.backend->name(),
+               status.message(), fallback->backend->name());
+  if (record.backend != nullptr && record.backend->fallback_to_cpu != nullptr) {
+    record.backend->fallback_to_cpu->Increment();
+  }
+  job.stats = nullptr;
+  status = fallback->backend->run(job);
+  if (status.ok()) response.set_backend(fallback->backend->name());
+  return status;
+}
+
 grpc::Status ScanServiceImpl::serve(grpc::ServerContext& context, const v1::ScanRequest& request,
                                     v1::ScanResponse& response, RequestRecord& record) {
   const auto received = Clock::now();
@@ -79,6 +113,8 @@ grpc::Status ScanServiceImpl::serve(grpc::ServerContext& context, const v1::Scan
   BudgetLease held(inflight_bytes_, held_bytes);
   RegisteredBackend* chosen = nullptr;
   if (auto status = router_.route(scan, &chosen); !status.ok()) return status;
+  // Counted as the backend's backlog, for the routing decisions of later requests, until answered.
+  LoadLease load(*chosen->load, static_cast<std::int64_t>(scan.bytes));
   const ScanBackend& backend = *chosen->backend;
   record.backend = &metrics_.backend(chosen->index);
   record.dtype = scan.dtype;
@@ -115,7 +151,7 @@ grpc::Status ScanServiceImpl::serve(grpc::ServerContext& context, const v1::Scan
     spdlog::debug("scan started: [{}] {} dim {} on {} for {}", fmt::join(scan.shape, ","),
                   kernels::dtype_name(scan.dtype), scan.dim, backend.name(), context.peer());
     const kernels::KernelStatus status =
-        chosen->backend->run({scan.dtype, scan.view, scan.input, output->data()});
+        compute(*chosen, {scan.dtype, scan.view, scan.input, output->data()}, record, response);
     compute_finished = Clock::now();
     record.compute_seconds = seconds_between(compute_started, compute_finished);
     if (!status.ok()) {

@@ -28,6 +28,10 @@ class ScanServiceImpl final : public v1::ScanService::Service {
  private:
   grpc::Status serve(grpc::ServerContext& context, const v1::ScanRequest& request,
                      v1::ScanResponse& response, RequestRecord& record);
+  // Runs `job` on `chosen`, feeding the router's cost model; a GPU failure is retried on the
+  // router's CPU fallback (counted in scan_backend_fallbacks_total).
+  kernels::KernelStatus compute(RegisteredBackend& chosen, ScanJob job, RequestRecord& record,
+                                v1::ScanResponse& response);
 
   Router& router_;
   const ValidationLimits limits_;

@@ -13,6 +13,9 @@
 #include "backends/cpu_torch_backend.h"
 #include "calibration.h"
 #include "scan/kernels/cpu_cumprod.h"
+#if SCAN_HAVE_CUDA
+#include "backends/cuda_backend.h"
+#endif
 
 namespace scan::server {
 
@@ -26,7 +29,14 @@ ScanServer::ScanServer(ServerConfig config, std::unique_ptr<Router> router)
       metrics_(std::make_unique<ServiceMetrics>(router_->describe_backends(), SCAN_VERSION)),
       inflight_bytes_(config_.effective_max_inflight_bytes()) {
   for (const auto& registered : router_->backends()) {
-    metrics_->publish_cost_model(registered.index, registered.cost);
+    metrics_->publish_cost_model(registered.index, registered.cost->model());
+    const BackendSeries& series = metrics_->backend(registered.index);
+    series.up->Set(registered.backend->available() ? 1 : 0);
+    registered.backend->on_availability_change(
+        [up = series.up](bool available) { up->Set(available ? 1 : 0); });
+    if (series.device_memory_used != nullptr) {
+      series.device_memory_used->Set(static_cast<double>(registered.backend->device_memory_bytes()));
+    }
   }
 }
 
@@ -34,6 +44,10 @@ ScanServer::~ScanServer() {
   if (server_) {
     shutdown();
     wait();
+  }
+  // The backends outlive metrics_ (router_ is declared first): stop them touching its gauges.
+  for (const auto& registered : router_->backends()) {
+    registered.backend->on_availability_change(nullptr);
   }
 }
 
@@ -89,6 +103,9 @@ bool ScanServer::start() {
         return service_->Scan(context, request, response);
       });
   builder.RegisterService(wire_service_.get());
+  info_service_ =
+      std::make_unique<ServerInfoService>(*router_, authenticator_ ? &*authenticator_ : nullptr);
+  builder.RegisterService(info_service_.get());
 
   server_ = builder.BuildAndStart();
   if (!server_ || port_ == 0) {
@@ -125,6 +142,52 @@ void ScanServer::wait() {
   if (server_) server_->Wait();
 }
 
+namespace {
+
+// GPU discovery and one backend per usable GPU. Never fails the server: without a GPU (or CUDA) it
+// serves from the CPU and says why.
+void add_gpu_backends(const ServerConfig& config, Router& router) {
+  GpuInventory inventory;
+#if SCAN_HAVE_CUDA
+  if (config.gpu == "off") {
+    inventory.status = "disabled by --gpu=off";
+  } else {
+    inventory = discover_gpus();
+    CudaBackendOptions options;
+    options.lanes = config.gpu_lanes;
+    options.chunk_bytes = config.gpu_chunk_bytes;
+    options.copy_threads = config.gpu_copy_threads;
+    for (GpuDevice& device : inventory.devices) {
+      spdlog::info("GPU {}: {}, {:.1f} GiB, compute capability {}.{}, {} SMs{}{}", device.ordinal,
+                   device.name, static_cast<double>(device.total_memory_bytes) / (1 << 30),
+                   device.compute_capability_major, device.compute_capability_minor,
+                   device.multiprocessors, device.usable ? "" : ": not usable, ", device.detail);
+      if (!device.usable) continue;
+      std::string error;
+      auto backend = make_cuda_backend(device.ordinal, options, &error);
+      if (!backend) {
+        device.usable = false;
+        device.detail = "backend setup failed: " + error;
+        spdlog::error("GPU {}: {}", device.ordinal, device.detail);
+        continue;
+      }
+      router.add_backend(std::move(backend), config.gpu_lanes, config.max_queue);
+    }
+  }
+#else
+  (void)config;
+  inventory.status = "built without CUDA";
+#endif
+  if (!router.has(DeviceKind::kGpu)) {
+    spdlog::info("no GPU backend ({}): serving from the CPU", inventory.status);
+  } else {
+    spdlog::info("GPUs: {}", inventory.status);
+  }
+  router.set_gpu_inventory(std::move(inventory));
+}
+
+}  // namespace
+
 std::unique_ptr<Router> make_default_router(const ServerConfig& config) {
   auto router = std::make_unique<Router>();
   const int slots = config.effective_worker_threads();
@@ -140,19 +203,48 @@ std::unique_ptr<Router> make_default_router(const ServerConfig& config) {
   if (config.cpu_backend != "cpu-native") {
     router->add_backend(make_cpu_torch_backend(), slots, config.max_queue);
   }
-  if (router->backends().size() > 1) {
-    for (std::size_t index = 0; index < router->backends().size(); ++index) {
-      ScanBackend& backend = *router->backends()[index].backend;
-      const CalibrationResult calibration = calibrate(backend);
-      router->set_cost_model(index, calibration.model);
-      std::string samples;
-      for (const auto& sample : calibration.samples) {
-        samples += fmt::format(" {:.0f}B:{:.1f}us", sample.bytes, sample.seconds * 1e6);
-      }
-      spdlog::info("calibrated {}: fixed {:.1f} us + {:.2f} GB/s (medians{})", backend.name(),
-                   calibration.model.fixed_seconds * 1e6, calibration.model.bytes_per_second / 1e9,
-                   samples);
+  add_gpu_backends(config, *router);
+  router->set_policy({config.gpu_min_bytes});
+
+  std::vector<CostOverride> overrides;
+  std::string error;
+  if (!parse_cost_overrides(config.cost_models, &overrides, &error)) {
+    spdlog::error("--cost-model: {}", error);  // parse_config validated it already
+  }
+  auto override_for = [&](const std::string& name) -> const CostOverride* {
+    for (const auto& entry : overrides) {
+      if (entry.backend == name) return &entry;
     }
+    return nullptr;
+  };
+  for (const auto& entry : overrides) {
+    bool found = false;
+    for (const auto& registered : router->backends()) found |= registered.backend->name() == entry.backend;
+    if (!found) spdlog::warn("--cost-model: no backend named {} on this server", entry.backend);
+  }
+  // With a single backend there is nothing to choose, so startup skips the timing.
+  const bool choice = router->backends().size() > 1;
+  for (std::size_t index = 0; index < router->backends().size(); ++index) {
+    ScanBackend& backend = *router->backends()[index].backend;
+    if (const CostOverride* pinned = override_for(backend.name())) {
+      router->set_cost_model(index, {pinned->fixed_seconds, pinned->bytes_per_second}, {},
+                             CostSource::kConfigured);
+      spdlog::info("cost model of {} configured: fixed {:.1f} us + {:.2f} GB/s", backend.name(),
+                   pinned->fixed_seconds * 1e6, pinned->bytes_per_second / 1e9);
+      continue;
+    }
+    if (!choice) continue;
+    const CalibrationResult calibration =
+        calibrate(backend, backend.device_kind() == DeviceKind::kGpu ? gpu_calibration_shapes()
+                                                                     : cpu_calibration_shapes());
+    router->set_cost_model(index, calibration.model, calibration.samples);
+    std::string samples;
+    for (const auto& sample : calibration.samples) {
+      samples += fmt::format(" {:.0f}B:{:.1f}us", sample.bytes, sample.seconds * 1e6);
+    }
+    spdlog::info("calibrated {}: fixed {:.1f} us + {:.2f} GB/s (medians{})", backend.name(),
+                 calibration.model.fixed_seconds * 1e6, calibration.model.bytes_per_second / 1e9,
+                 samples);
   }
   return router;
 }

@@ -14,6 +14,7 @@
 #include "router.h"
 #include "scan_service.h"
 #include "security.h"
+#include "server_info.h"
 #include "wire_service.h"
 
 namespace scan::server {
@@ -49,12 +50,15 @@ class ScanServer {
   std::unique_ptr<ScanServiceImpl> service_;
   // What gRPC actually serves: service_'s Scan behind the zero-copy codec.
   std::unique_ptr<WireScanService> wire_service_;
+  std::unique_ptr<ServerInfoService> info_service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   std::once_flag shutdown_once_;
 };
 
-// The backends this build and machine offer (cpu-torch today).
+// The backends this build and machine offer: cpu-native and/or cpu-torch (--cpu-backend), and a
+// cuda:N backend per usable GPU (builds with CUDA, --gpu=auto); calibrated when there is a choice,
+// then --cost-model overrides applied.
 std::unique_ptr<Router> make_default_router(const ServerConfig& config);
 
 }  // namespace scan::server

@@ -5,6 +5,8 @@ add_library(scan_kernels_cuda STATIC
   ${CMAKE_CURRENT_LIST_DIR}/cumprod_f64.cu
   ${CMAKE_CURRENT_LIST_DIR}/cumprod_f16.cu
   ${CMAKE_CURRENT_LIST_DIR}/cumprod_bf16.cu
+  # The GPU backend's chunked pipeline (widening and carry passes).
+  ${CMAKE_CURRENT_LIST_DIR}/chunk_carry.cu
 )
 # PIC so that the benchmark's small C-ABI shim (loaded by its PyTorch comparison script) can link
 # it into a shared library.

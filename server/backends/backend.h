@@ -1,11 +1,20 @@
 // What every compute backend (cpu-torch, cpu-native, cuda:N) offers the router and the service.
 #pragma once
 
+#include <cstdint>
+#include <functional>
 #include <string>
 
 #include "scan/kernels/types.h"
 
 namespace scan::server {
+
+// What a backend measured while running a job, beyond the wall time the service sees (for the
+// transfer histograms of GPU backends).
+struct ScanJobStats {
+  double host_to_device_seconds = -1;  // < 0: nothing copied to a device
+  double device_to_host_seconds = -1;
+};
 
 // One scan to run: `input` and `output` hold view.numel() elements of `dtype` each. They may be
 // any address (a backend copies to satisfy its own alignment needs) and never overlap.
@@ -14,6 +23,7 @@ struct ScanJob {
   kernels::ScanShape view;
   const void* input = nullptr;
   void* output = nullptr;
+  ScanJobStats* stats = nullptr;  // optional: filled by backends that copy to a device
 };
 
 enum class DeviceKind { kCpu, kGpu };
@@ -27,6 +37,15 @@ class ScanBackend {
   virtual DeviceKind device_kind() const = 0;
   // Runs the scan on the calling thread. Thread-safe: the service calls it from many threads.
   virtual kernels::KernelStatus run(const ScanJob& job) = 0;
+
+  // False while the backend cannot serve (a GPU marked unhealthy after repeated errors); the
+  // router skips it until it is available again.
+  virtual bool available() const { return true; }
+  // `callback(available)` is called, from any thread, whenever available() changes (the metric
+  // scan_backend_up follows it). Backends whose availability never changes ignore it.
+  virtual void on_availability_change(std::function<void(bool)> callback) { (void)callback; }
+  // Device memory the backend holds (its buffer pools), for scan_gpu_memory_used_bytes.
+  virtual std::int64_t device_memory_bytes() const { return 0; }
 };
 
 }  // namespace scan::server

@@ -73,3 +73,38 @@ TEST(Config, HelpListsEveryFlagWithItsEnvironmentVariable) {
 
 }  // namespace
 }  // namespace scan::server
+
+namespace scan::server {
+namespace {
+
+TEST(Config, GpuFlagsAndCostModelOverrides) {
+  ServerConfig config;
+  const ParseResult parsed = parse_config(
+      {"--gpu", "off", "--gpu-min-bytes", "1Mi", "--cost-model", "cuda:0=60:20,cpu-native=5:8.5"},
+      {{"SCAN_GPU_LANES", "3"}}, &config);
+  ASSERT_EQ(parsed.action, ParseResult::Action::kRun) << parsed.output;
+  EXPECT_EQ(config.gpu, "off");
+  EXPECT_EQ(config.gpu_lanes, 3);
+  EXPECT_EQ(config.gpu_min_bytes, 1 << 20);
+  std::vector<CostOverride> overrides;
+  std::string error;
+  ASSERT_TRUE(parse_cost_overrides(config.cost_models, &overrides, &error)) << error;
+  ASSERT_EQ(overrides.size(), 2u);
+  EXPECT_EQ(overrides[0].backend, "cuda:0");  // the ':' of the name is not the separator
+  EXPECT_DOUBLE_EQ(overrides[0].fixed_seconds, 60e-6);
+  EXPECT_DOUBLE_EQ(overrides[0].bytes_per_second, 20e9);
+  EXPECT_DOUBLE_EQ(overrides[1].bytes_per_second, 8.5e9);
+
+  for (const char* bad : {"cuda:0", "cuda:0=60", "=1:2", "x=1:0", "x=-1:2", "x=a:2"}) {
+    ServerConfig rejected;
+    EXPECT_EQ(parse_config({"--cost-model", bad}, {}, &rejected).action,
+              ParseResult::Action::kExitFailure)
+        << bad;
+  }
+  ServerConfig gpu_typo;
+  EXPECT_EQ(parse_config({"--gpu", "on"}, {}, &gpu_typo).action,
+            ParseResult::Action::kExitFailure);
+}
+
+}  // namespace
+}  // namespace scan::server

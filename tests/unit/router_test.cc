@@ -2,6 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
+
+#include "calibration.h"
+
 namespace scan::server {
 namespace {
 
@@ -11,10 +16,13 @@ class FakeBackend final : public ScanBackend {
   const std::string& name() const override { return name_; }
   DeviceKind device_kind() const override { return kind_; }
   kernels::KernelStatus run(const ScanJob&) override { return kernels::KernelStatus::Ok(); }
+  bool available() const override { return up_; }
+  void set_available(bool up) { up_ = up; }
 
  private:
   std::string name_;
   DeviceKind kind_;
+  std::atomic<bool> up_{true};
 };
 
 ValidatedScan scan_preferring(v1::BackendPreference preference) {
@@ -103,6 +111,204 @@ TEST(CostModel, FitRecoversALineAndStaysPhysical) {
   EXPECT_GT(tilted.bytes_per_second, 0);
   EXPECT_GE(tilted.fixed_seconds, 0);
   EXPECT_FALSE(fit_cost_model({}).known());
+}
+
+}  // namespace
+}  // namespace scan::server
+
+namespace scan::server {
+namespace {
+
+constexpr double kMiB = 1 << 20;
+
+// A CPU backend and a GPU backend whose models cross at 1 MiB: the CPU streams at 10 GB/s from a
+// 5 us fixed cost, the GPU at 40 GB/s after 83.6 us (launches, synchronisation).
+struct CpuGpuRouter {
+  Router router;
+  FakeBackend* cpu = nullptr;
+  FakeBackend* gpu = nullptr;
+
+  CpuGpuRouter() {
+    auto cpu_backend = std::make_unique<FakeBackend>("cpu-fake", DeviceKind::kCpu);
+    auto gpu_backend = std::make_unique<FakeBackend>("cuda:0", DeviceKind::kGpu);
+    cpu = cpu_backend.get();
+    gpu = gpu_backend.get();
+    router.add_backend(std::move(cpu_backend), 2);
+    router.add_backend(std::move(gpu_backend), 2);
+    router.set_cost_model(0, {5e-6, 10e9});
+    router.set_cost_model(1, {5e-6 + 0.75 * kMiB / 10e9, 40e9});
+  }
+};
+
+TEST(Router, AutoSendsSmallTensorsToTheCpuAndLargeOnesToTheGpu) {
+  CpuGpuRouter setup;
+  EXPECT_EQ(routed_for_bytes(setup.router, 4096), "cpu-fake");
+  EXPECT_EQ(routed_for_bytes(setup.router, 512 * 1024), "cpu-fake");
+  EXPECT_EQ(routed_for_bytes(setup.router, 2 << 20), "cuda:0");
+  EXPECT_EQ(routed_for_bytes(setup.router, 256 << 20), "cuda:0");
+  // Preferences override the models both ways.
+  EXPECT_EQ(routed_for_bytes(setup.router, 4096, v1::BACKEND_PREFERENCE_GPU), "cuda:0");
+  EXPECT_EQ(routed_for_bytes(setup.router, 256 << 20, v1::BACKEND_PREFERENCE_CPU), "cpu-fake");
+}
+
+TEST(Router, GpuMinBytesKeepsSmallerTensorsOnTheCpuWhateverTheModels) {
+  CpuGpuRouter setup;
+  setup.router.set_cost_model(1, {1e-6, 100e9});  // a GPU model that wins everywhere
+  EXPECT_EQ(routed_for_bytes(setup.router, 4096), "cuda:0");
+  setup.router.set_policy({std::int64_t{8} << 20});
+  EXPECT_EQ(routed_for_bytes(setup.router, 4096), "cpu-fake");
+  EXPECT_EQ(routed_for_bytes(setup.router, (8 << 20) - 1), "cpu-fake");
+  EXPECT_EQ(routed_for_bytes(setup.router, 8 << 20), "cuda:0");
+  // An explicit GPU preference is not subject to the AUTO threshold.
+  EXPECT_EQ(routed_for_bytes(setup.router, 4096, v1::BACKEND_PREFERENCE_GPU), "cuda:0");
+}
+
+TEST(Router, BacklogMovesAutoRequestsToTheLessLoadedBackend) {
+  CpuGpuRouter setup;
+  const std::size_t bytes = 16 << 20;
+  ASSERT_EQ(routed_for_bytes(setup.router, bytes), "cuda:0");
+  {
+    // 1 GiB queued on the GPU is 27 ms of backlog; 16 MiB on the idle CPU takes 1.7 ms.
+    LoadLease queued(*setup.router.backends()[1].load, std::int64_t{1} << 30);
+    EXPECT_EQ(routed_for_bytes(setup.router, bytes), "cpu-fake");
+    EXPECT_GT(Router::predicted_completion(setup.router.backends()[1], bytes), 0.027);
+    {
+      // ...until the CPU is even more loaded.
+      LoadLease cpu_queued(*setup.router.backends()[0].load, std::int64_t{512} << 20);
+      EXPECT_EQ(routed_for_bytes(setup.router, bytes), "cuda:0");
+    }
+  }
+  // Leases ended: no backlog left, the GPU wins again.
+  EXPECT_EQ(setup.router.backends()[1].load->bytes.load(), 0);
+  EXPECT_EQ(setup.router.backends()[1].load->requests.load(), 0);
+  EXPECT_EQ(routed_for_bytes(setup.router, bytes), "cuda:0");
+}
+
+TEST(Router, UnhealthyGpuIsSkippedAndComesBack) {
+  CpuGpuRouter setup;
+  setup.gpu->set_available(false);
+  EXPECT_EQ(routed_for_bytes(setup.router, 256 << 20), "cpu-fake");
+  RegisteredBackend* chosen = nullptr;
+  const grpc::Status refused =
+      setup.router.route(scan_of_bytes(1 << 20, v1::BACKEND_PREFERENCE_GPU), &chosen);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(refused.error_message().find("unhealthy"), std::string::npos);
+  setup.gpu->set_available(true);
+  EXPECT_EQ(routed_for_bytes(setup.router, 256 << 20), "cuda:0");
+}
+
+TEST(Router, SeveralGpusTakeTheOneWithTheLeastOutstandingBytes) {
+  Router router;
+  router.add_backend(std::make_unique<FakeBackend>("cpu-fake", DeviceKind::kCpu), 1);
+  router.add_backend(std::make_unique<FakeBackend>("cuda:0", DeviceKind::kGpu), 2);
+  router.add_backend(std::make_unique<FakeBackend>("cuda:1", DeviceKind::kGpu), 2);
+  router.set_cost_model(0, {5e-6, 1e9});
+  router.set_cost_model(1, {50e-6, 40e9});
+  router.set_cost_model(2, {50e-6, 40e9});
+  EXPECT_EQ(routed_for_bytes(router, 64 << 20), "cuda:0");  // tie: registration order
+  LoadLease busy0(*router.backends()[1].load, 32 << 20);
+  EXPECT_EQ(routed_for_bytes(router, 64 << 20), "cuda:1");
+  EXPECT_EQ(routed_for_bytes(router, 64 << 20, v1::BACKEND_PREFERENCE_GPU), "cuda:1");
+  LoadLease busy1(*router.backends()[2].load, 48 << 20);
+  EXPECT_EQ(routed_for_bytes(router, 64 << 20, v1::BACKEND_PREFERENCE_GPU), "cuda:0");
+}
+
+TEST(Router, FallbackIsTheFirstAvailableCpuBackend) {
+  Router router;
+  router.add_backend(std::make_unique<FakeBackend>("cuda:0", DeviceKind::kGpu), 1);
+  auto first = std::make_unique<FakeBackend>("cpu-first", DeviceKind::kCpu);
+  FakeBackend* first_cpu = first.get();
+  router.add_backend(std::move(first), 1);
+  router.add_backend(std::make_unique<FakeBackend>("cpu-second", DeviceKind::kCpu), 1);
+  EXPECT_EQ(router.fallback_for(router.backends()[0])->backend->name(), "cpu-first");
+  first_cpu->set_available(false);
+  EXPECT_EQ(router.fallback_for(router.backends()[0])->backend->name(), "cpu-second");
+}
+
+TEST(Router, GpuWithoutModelWinsOverUnknownCpuButNotOverAKnownOne) {
+  Router router;
+  router.add_backend(std::make_unique<FakeBackend>("cpu-fake", DeviceKind::kCpu), 1);
+  router.add_backend(std::make_unique<FakeBackend>("cuda:0", DeviceKind::kGpu), 1);
+  EXPECT_EQ(routed_for_bytes(router, 1024), "cuda:0");
+  router.set_cost_model(0, {1e-6, 1e9});
+  EXPECT_EQ(routed_for_bytes(router, 1024), "cpu-fake");
+}
+
+TEST(CostTracker, ObservationsPullTheModelTowardsWhatIsMeasured) {
+  CostTracker tracker;
+  // Calibrated: 10 us + 10 GB/s.
+  const CostModel calibrated{10e-6, 10e9};
+  std::vector<CostSample> samples;
+  for (double bytes : {1e3, 1e5, 1e6, 4e6})
+    samples.push_back({bytes, calibrated.predict_seconds(bytes)});
+  tracker.reset(calibrated, samples, CostSource::kCalibrated);
+  EXPECT_EQ(tracker.source(), CostSource::kCalibrated);
+  // Serving shows large tensors at half the calibrated throughput (say, a loaded machine).
+  const CostModel slower{10e-6, 5e9};
+  for (int round = 0; round < 20; ++round) {
+    for (double bytes : {1e3, 1e5, 1e6, 4e6, 64e6})
+      tracker.observe(bytes, slower.predict_seconds(bytes));
+  }
+  EXPECT_EQ(tracker.source(), CostSource::kObserved);
+  EXPECT_NEAR(tracker.model().bytes_per_second, 5e9, 0.05e9);
+  EXPECT_NEAR(tracker.model().fixed_seconds, 10e-6, 1e-6);
+}
+
+TEST(CostTracker, UnobservedSizesKeepTheirCalibrationAnchor) {
+  CostTracker tracker;
+  const CostModel calibrated{100e-6, 20e9};
+  tracker.reset(calibrated,
+                {{1e3, calibrated.predict_seconds(1e3)}, {64e6, calibrated.predict_seconds(64e6)}},
+                CostSource::kCalibrated);
+  // One small request, served at exactly the calibrated speed, must not lose the large anchor.
+  tracker.observe(1e3, calibrated.predict_seconds(1e3));
+  EXPECT_NEAR(tracker.model().bytes_per_second, 20e9, 0.2e9);
+  EXPECT_NEAR(tracker.model().fixed_seconds, 100e-6, 1e-6);
+}
+
+TEST(CostTracker, ConfiguredModelsArePinnedAndNonsenseIsIgnored) {
+  CostTracker tracker;
+  tracker.reset({1e-3, 1e9}, {}, CostSource::kConfigured);
+  EXPECT_FALSE(tracker.observe(1e6, 1.0));
+  EXPECT_EQ(tracker.model().fixed_seconds, 1e-3);
+  EXPECT_EQ(tracker.source(), CostSource::kConfigured);
+  CostTracker fresh;
+  EXPECT_FALSE(fresh.observe(1e6, 0));
+  EXPECT_FALSE(fresh.observe(1e6, -1));
+  EXPECT_FALSE(fresh.model().known());
+  EXPECT_EQ(fresh.source(), CostSource::kUnknown);
+}
+
+// A backend that takes exactly fixed + bytes / throughput of wall time (busy-waiting, so the
+// scheduler's sleep granularity does not blur it).
+class TimedBackend final : public ScanBackend {
+ public:
+  TimedBackend(double fixed_seconds, double bytes_per_second)
+      : model_{fixed_seconds, bytes_per_second} {}
+  const std::string& name() const override { return name_; }
+  DeviceKind device_kind() const override { return DeviceKind::kCpu; }
+  kernels::KernelStatus run(const ScanJob& job) override {
+    const double bytes = static_cast<double>(job.view.numel() * kernels::element_size(job.dtype));
+    const auto until = std::chrono::steady_clock::now() +
+                       std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                           std::chrono::duration<double>(model_.predict_seconds(bytes)));
+    while (std::chrono::steady_clock::now() < until) {
+    }
+    return kernels::KernelStatus::Ok();
+  }
+
+ private:
+  std::string name_ = "timed";
+  CostModel model_;
+};
+
+TEST(Calibration, RecoversTheCostModelOfABackend) {
+  TimedBackend backend(200e-6, 2e9);
+  const CalibrationResult result = calibrate(backend);
+  ASSERT_EQ(result.samples.size(), cpu_calibration_shapes().size());
+  // Medians of busy-waits: only preemption on a loaded machine can stretch them.
+  EXPECT_NEAR(result.model.bytes_per_second, 2e9, 0.5e9);
+  EXPECT_NEAR(result.model.fixed_seconds, 200e-6, 100e-6);
 }
 
 }  // namespace

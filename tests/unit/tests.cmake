@@ -2,6 +2,8 @@ scan_test(scan_unit_tests
   SOURCES
     unit/request_validation_test.cc
     unit/router_test.cc
+    unit/chunk_plan_test.cc
+    unit/device_health_test.cc
     unit/config_test.cc
     unit/half_conversion_test.cc
     unit/npy_test.cc

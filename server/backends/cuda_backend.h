@@ -1,0 +1,40 @@
+// The GPU backend ("cuda:<ordinal>", one per usable device) and GPU discovery. Compiled only when
+// SCAN_HAVE_CUDA; this header itself is plain C++ (no CUDA headers), like cuda_cumprod.h.
+//
+// Everything a request needs is allocated when the backend is made: per device a few "lanes" (one
+// request each at a time), each with a ring of CUDA streams, pinned host staging buffers and device
+// buffers, so the request path never calls cudaMalloc or cudaHostAlloc. A request is cut into
+// pieces (chunk_plan.h) that flow through the ring: while piece i is copied in, piece i-1 is
+// scanned and piece i-2 copied out, so a large tensor costs about one PCIe transfer rather than the
+// sum of three. Host-side staging copies (request -> pinned, pinned -> response) run on a small
+// thread pool so they keep up with the PCIe link.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "backends/backend.h"
+#include "gpu_inventory.h"
+
+namespace scan::server {
+
+struct CudaBackendOptions {
+  int lanes = 2;                                     // requests served at once per device
+  int slots_per_lane = 4;                            // pieces of one request in flight
+  std::int64_t chunk_bytes = std::int64_t{8} << 20;  // staging buffer size (largest piece)
+  int copy_threads = 8;                              // host threads copying to/from staging buffers
+  int max_consecutive_errors = 3;                    // then the device is marked unhealthy
+  double probe_interval_seconds = 10;                // how often an unhealthy device is probed
+  int injected_failures = 0;  // tests only: the first N requests fail as if the device had
+};
+
+// Every CUDA device the runtime sees, with `usable` set for those the kernels run on (compute
+// capability 8.0 or newer). No driver or no device is a normal answer (empty, status says why).
+GpuInventory discover_gpus();
+
+// The backend of device `ordinal`, its buffers allocated; null with *error set when that fails.
+std::unique_ptr<ScanBackend> make_cuda_backend(int ordinal, const CudaBackendOptions& options,
+                                               std::string* error);
+
+}  // namespace scan::server

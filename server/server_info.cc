@@ -1,0 +1,68 @@
+#include "server_info.h"
+
+#include <grpcpp/impl/rpc_service_method.h>
+#include <grpcpp/support/method_handler.h>
+
+namespace scan::server {
+
+v1::GetServerInfoResponse describe_server(const Router& router, const std::string& version) {
+  v1::GetServerInfoResponse info;
+  info.set_version(version);
+  for (const RegisteredBackend& registered : router.backends()) {
+    v1::BackendInfo* backend = info.add_backends();
+    backend->set_name(registered.backend->name());
+    backend->set_kind(registered.backend->device_kind() == DeviceKind::kGpu ? v1::DEVICE_KIND_GPU
+                                                                            : v1::DEVICE_KIND_CPU);
+    backend->set_available(registered.backend->available());
+    const CostModel cost = registered.cost->model();
+    backend->mutable_cost_model()->set_fixed_seconds(cost.fixed_seconds);
+    backend->mutable_cost_model()->set_bytes_per_second(cost.bytes_per_second);
+    backend->mutable_cost_model()->set_source(cost_source_name(registered.cost->source()));
+    backend->set_concurrency(registered.concurrency);
+    backend->set_outstanding_requests(registered.load->requests.load());
+    backend->set_outstanding_bytes(registered.load->bytes.load());
+  }
+  const GpuInventory& inventory = router.gpu_inventory();
+  for (const GpuDevice& device : inventory.devices) {
+    v1::GpuInfo* gpu = info.add_gpus();
+    gpu->set_ordinal(device.ordinal);
+    gpu->set_name(device.name);
+    gpu->set_total_memory_bytes(device.total_memory_bytes);
+    gpu->set_compute_capability_major(device.compute_capability_major);
+    gpu->set_compute_capability_minor(device.compute_capability_minor);
+    gpu->set_multiprocessors(device.multiprocessors);
+    gpu->set_usable(device.usable);
+    gpu->set_detail(device.detail);
+  }
+  info.set_gpu_status(inventory.status);
+  info.set_gpu_min_bytes(router.policy().gpu_min_bytes);
+  return info;
+}
+
+ServerInfoService::ServerInfoService(const Router& router, const TokenAuthenticator* authenticator)
+    : router_(router), authenticator_(authenticator) {
+  // What protoc generates for one sync unary method: registering the generated ScanService here
+  // would also claim Scan, which WireScanService serves on raw buffers.
+  using Handler = grpc::internal::RpcMethodHandler<ServerInfoService, v1::GetServerInfoRequest,
+                                                   v1::GetServerInfoResponse>;
+  AddMethod(new grpc::internal::RpcServiceMethod(
+      "/scan.v1.ScanService/GetServerInfo", grpc::internal::RpcMethod::NORMAL_RPC,
+      new Handler(
+          [](ServerInfoService* service, grpc::ServerContext* context,
+             const v1::GetServerInfoRequest* request, v1::GetServerInfoResponse* response) {
+            return service->handle(context, *request, response);
+          },
+          this)));
+}
+
+grpc::Status ServerInfoService::handle(grpc::ServerContext* context,
+                                       const v1::GetServerInfoRequest& /*request*/,
+                                       v1::GetServerInfoResponse* response) {
+  if (authenticator_ != nullptr) {
+    if (grpc::Status status = authenticator_->check(*context); !status.ok()) return status;
+  }
+  *response = describe_server(router_, SCAN_VERSION);
+  return grpc::Status::OK;
+}
+
+}  // namespace scan::server

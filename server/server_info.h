@@ -1,0 +1,33 @@
+// ScanService.GetServerInfo: what the server runs with (version, backends with their state, load
+// and current cost models, GPUs, routing thresholds), so operators can see why a request went where
+// it did. The description is built by a plain function (unit-testable with fake backends); the
+// service registers only that method, beside the zero-copy Scan of wire_service.h.
+#pragma once
+
+#include <grpcpp/impl/service_type.h>
+#include <grpcpp/server_context.h>
+
+#include <string>
+
+#include "router.h"
+#include "scan/v1/scan.grpc.pb.h"
+#include "security.h"
+
+namespace scan::server {
+
+v1::GetServerInfoResponse describe_server(const Router& router, const std::string& version);
+
+class ServerInfoService final : public grpc::Service {
+ public:
+  // `authenticator` null: no token needed. Both must outlive the service.
+  ServerInfoService(const Router& router, const TokenAuthenticator* authenticator);
+
+ private:
+  grpc::Status handle(grpc::ServerContext* context, const v1::GetServerInfoRequest& request,
+                      v1::GetServerInfoResponse* response);
+
+  const Router& router_;
+  const TokenAuthenticator* authenticator_;
+};
+
+}  // namespace scan::server

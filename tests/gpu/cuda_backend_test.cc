@@ -1,0 +1,170 @@
+// The GPU backend (server/backends/cuda_backend.h) against the float64 reference: every dtype
+// through the chunked pipeline with tiny pieces (carried rows, rows split into column ranges,
+// 16-bit widening), the production shape with the default pieces, concurrent requests sharing
+// lanes, and the unhealthy/probe cycle. Skips where there is no usable GPU (CI has nvcc only).
+#include "backends/cuda_backend.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "scan/kernels/cuda_cumprod.h"
+#include "scan/kernels/reference.h"
+
+namespace scan::server {
+namespace {
+
+using kernels::DType;
+using kernels::ScanShape;
+
+#define SCAN_REQUIRE_GPU()                                                             \
+  do {                                                                                 \
+    if (!kernels::cuda_device_available()) {                                           \
+      GTEST_SKIP() << "no usable CUDA device: " << kernels::cuda_device_description(); \
+    }                                                                                  \
+  } while (false)
+
+std::unique_ptr<ScanBackend> make_backend(const CudaBackendOptions& options) {
+  std::string error;
+  auto backend = make_cuda_backend(0, options, &error);
+  EXPECT_NE(backend, nullptr) << error;
+  return backend;
+}
+
+// Runs `shape` of `dtype` on `backend` (inputs drawn near 1 so that long scans stay normal
+// numbers and every carry matters) and checks every element; returns the job's stats.
+ScanJobStats expect_correct(ScanBackend& backend, DType dtype, ScanShape shape,
+                            std::uint64_t seed) {
+  const std::int64_t count = shape.numel();
+  std::mt19937_64 generator(seed);
+  std::uniform_real_distribution<double> decay(0.995, 1.003);
+  std::vector<double> values(static_cast<std::size_t>(count));
+  for (double& value : values) value = decay(generator);
+  const std::size_t bytes = static_cast<std::size_t>(count) * kernels::element_size(dtype);
+  std::vector<char> input(bytes), output(bytes, 0x55);
+  kernels::narrow_from_f64(values.data(), count, dtype, input.data());
+  const std::vector<double> stored = kernels::widen_to_f64(input.data(), dtype, count);
+  std::vector<double> expected(stored.size());
+  kernels::reference_cumprod(stored.data(), expected.data(), shape);
+
+  ScanJobStats stats;
+  const kernels::KernelStatus status =
+      backend.run({dtype, shape, input.data(), output.data(), &stats});
+  EXPECT_TRUE(status.ok()) << status.message();
+  const kernels::Comparison comparison =
+      kernels::compare_to_reference(expected.data(), output.data(), dtype, count,
+                                    kernels::cumprod_tolerance(dtype, shape.length));
+  EXPECT_TRUE(comparison.ok()) << kernels::dtype_name(dtype) << " {" << shape.outer << ", "
+                               << shape.length << ", " << shape.inner
+                               << "}: " << comparison.mismatches << " mismatches, first at "
+                               << comparison.first_mismatch << ", seed " << seed;
+  return stats;
+}
+
+TEST(CudaBackend, DiscoveryFindsTheDevice) {
+  SCAN_REQUIRE_GPU();
+  const GpuInventory inventory = discover_gpus();
+  ASSERT_FALSE(inventory.devices.empty()) << inventory.status;
+  EXPECT_TRUE(inventory.devices[0].usable) << inventory.devices[0].detail;
+  EXPECT_GT(inventory.devices[0].total_memory_bytes, 0);
+  EXPECT_GE(inventory.devices[0].compute_capability_major, 8);
+}
+
+TEST(CudaBackend, EveryDtypeThroughTinyPieces) {
+  SCAN_REQUIRE_GPU();
+  CudaBackendOptions options;
+  options.lanes = 1;
+  options.slots_per_lane = 3;
+  options.chunk_bytes = 64 << 10;  // 16K float32 elements: most shapes below span many pieces
+  auto backend = make_backend(options);
+  ASSERT_NE(backend, nullptr);
+  const ScanShape shapes[] = {{1, 1, 1},     {3, 257, 5},    {2, 3000, 17}, {1, 40000, 1},
+                              {2, 5, 20000}, {16, 512, 128}, {7, 1, 3}};
+  const std::uint64_t seed = std::random_device{}();
+  for (const DType dtype : {DType::kFloat32, DType::kFloat64, DType::kFloat16, DType::kBFloat16}) {
+    for (const ScanShape shape : shapes) expect_correct(*backend, dtype, shape, seed);
+  }
+}
+
+TEST(CudaBackend, ProductionShapeWithDefaultPieces) {
+  SCAN_REQUIRE_GPU();
+  auto backend = make_backend({});
+  ASSERT_NE(backend, nullptr);
+  EXPECT_GT(backend->device_memory_bytes(), 0);
+  for (const DType dtype : {DType::kFloat32, DType::kBFloat16}) {
+    const ScanShape shape{16, 32768, 128};      // [2, 8, 32768, 128] along seq_len
+    expect_correct(*backend, dtype, shape, 1);  // warm-up, also checked
+    const auto start = std::chrono::steady_clock::now();
+    const ScanJobStats stats = expect_correct(*backend, dtype, shape, 2);
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    EXPECT_GT(stats.host_to_device_seconds, 0);
+    EXPECT_GT(stats.device_to_host_seconds, 0);
+    std::printf("%s [2,8,32768,128]: %.0f MiB, run+check %.1f ms, H2D %.2f ms, D2H %.2f ms\n",
+                kernels::dtype_name(dtype),
+                static_cast<double>(shape.numel() * kernels::element_size(dtype)) / (1 << 20),
+                seconds * 1e3, stats.host_to_device_seconds * 1e3,
+                stats.device_to_host_seconds * 1e3);
+  }
+}
+
+TEST(CudaBackend, ConcurrentRequestsShareTheLanes) {
+  SCAN_REQUIRE_GPU();
+  CudaBackendOptions options;
+  options.lanes = 2;
+  options.chunk_bytes = 256 << 10;
+  auto backend = make_backend(options);
+  ASSERT_NE(backend, nullptr);
+  std::vector<std::thread> threads;
+  for (int thread = 0; thread < 4; ++thread) {
+    threads.emplace_back([&backend, thread] {
+      const ScanShape shapes[] = {{4, 1000, 33}, {1, 70000, 2}, {8, 64, 64}};
+      for (int round = 0; round < 3; ++round) {
+        for (const ScanShape shape : shapes) {
+          const DType dtype = (thread + round) % 2 == 0 ? DType::kFloat32 : DType::kBFloat16;
+          expect_correct(*backend, dtype, shape, static_cast<std::uint64_t>(thread * 100 + round));
+        }
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+}
+
+TEST(CudaBackend, RepeatedErrorsMarkItUnhealthyUntilAProbePasses) {
+  SCAN_REQUIRE_GPU();
+  CudaBackendOptions options;
+  options.lanes = 1;
+  options.chunk_bytes = 1 << 20;
+  options.max_consecutive_errors = 3;
+  options.probe_interval_seconds = 0.2;
+  options.injected_failures = 3;
+  auto backend = make_backend(options);
+  ASSERT_NE(backend, nullptr);
+  std::atomic<int> downs{0}, ups{0};
+  backend->on_availability_change([&](bool up) { ++(up ? ups : downs); });
+
+  std::vector<float> input(1000, 0.5f), output(1000);
+  const ScanJob job{DType::kFloat32, {10, 100, 1}, input.data(), output.data()};
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    EXPECT_TRUE(backend->available());
+    EXPECT_EQ(backend->run(job).code(), kernels::KernelStatus::Code::kDeviceError);
+  }
+  EXPECT_FALSE(backend->available());
+  EXPECT_EQ(downs.load(), 1);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!backend->available() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(backend->available());
+  EXPECT_EQ(ups.load(), 1);
+  expect_correct(*backend, DType::kFloat32, {3, 300, 7}, 5);
+  backend->on_availability_change(nullptr);
+}
+
+}  // namespace
+}  // namespace scan::server
