@@ -111,12 +111,20 @@ grpc::Status Client::call(const grpc::ByteBuffer& request, std::chrono::millisec
                           v1::ScanResponse* response) {
   // The generated stub would serialise through protobuf and copy the tensor; the raw method sends
   // the zero-copy buffer instead. Same method name, same bytes on the wire.
-  grpc::ClientContext context;
-  apply_timeout(&context, timeout);
-  grpc::ByteBuffer response_buffer;
-  grpc::Status status = grpc::internal::BlockingUnaryCall<grpc::ByteBuffer, grpc::ByteBuffer>(
-      channel_.get(), scan_method_, &context, request, &response_buffer);
-  if (status.ok()) status = wire::decode(&response_buffer, response);
+  const auto deadline = std::chrono::system_clock::now() + timeout;
+  grpc::Status status;
+  // gRPC's own retries (the channel's service config) stop once a replica has started answering;
+  // a replica that dies mid-answer leaves UNAVAILABLE. A scan is a pure function of its request,
+  // so sending it again is always safe: a few more attempts, within the same overall deadline.
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    grpc::ClientContext context;
+    if (timeout.count() > 0) context.set_deadline(deadline);
+    grpc::ByteBuffer response_buffer;
+    status = grpc::internal::BlockingUnaryCall<grpc::ByteBuffer, grpc::ByteBuffer>(
+        channel_.get(), scan_method_, &context, request, &response_buffer);
+    if (status.ok()) return wire::decode(&response_buffer, response);
+    if (status.error_code() != grpc::StatusCode::UNAVAILABLE) break;
+  }
   return status;
 }
 

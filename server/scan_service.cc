@@ -97,6 +97,9 @@ kernels::KernelStatus ScanServiceImpl::compute(RegisteredBackend& chosen, ScanJo
 grpc::Status ScanServiceImpl::serve(grpc::ServerContext& context, const v1::ScanRequest& request,
                                     v1::ScanResponse& response, RequestRecord& record) {
   const auto received = Clock::now();
+  if (draining_.load(std::memory_order_relaxed)) {
+    return {grpc::StatusCode::UNAVAILABLE, "server is shutting down; retry on another replica"};
+  }
   if (authenticator_ != nullptr) {
     if (auto status = authenticator_->check(context); !status.ok()) return status;
   }

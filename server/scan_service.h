@@ -2,6 +2,8 @@
 // every finished call to the metrics.
 #pragma once
 
+#include <atomic>
+
 #include "byte_budget.h"
 #include "metrics.h"
 #include "request_validation.h"
@@ -25,6 +27,10 @@ class ScanServiceImpl final : public v1::ScanService::Service {
   grpc::Status Scan(grpc::ServerContext* context, const v1::ScanRequest* request,
                     v1::ScanResponse* response) override;
 
+  // From now on new calls are refused with UNAVAILABLE (retryable on another replica); calls
+  // already inside the handler finish normally.
+  void stop_admitting() { draining_.store(true, std::memory_order_relaxed); }
+
  private:
   grpc::Status serve(grpc::ServerContext& context, const v1::ScanRequest& request,
                      v1::ScanResponse& response, RequestRecord& record);
@@ -38,6 +44,7 @@ class ScanServiceImpl final : public v1::ScanService::Service {
   const ServiceMetrics& metrics_;
   ByteBudget& inflight_bytes_;
   const TokenAuthenticator* authenticator_;
+  std::atomic<bool> draining_{false};
 };
 
 }  // namespace scan::server

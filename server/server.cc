@@ -87,6 +87,9 @@ bool ScanServer::start() {
   configure_transport(builder, config_.effective_max_message_bytes());
   grpc::ResourceQuota quota("scan-server");
   quota.SetMaxThreads(config_.effective_rpc_threads());
+  // gRPC reads a whole message before any handler runs, so the handler's byte budget alone cannot
+  // bound memory: the memory quota makes gRPC itself slow down reading when buffers reach it.
+  quota.Resize(static_cast<std::size_t>(config_.effective_max_inflight_bytes()));
   builder.SetResourceQuota(quota);
   // Abuse limits: a client may not hog a connection with streams, flood it with pings, or park
   // idle connections forever.
@@ -133,6 +136,10 @@ void ScanServer::shutdown_now() {
                  config_.drain_delay_seconds);
     std::this_thread::sleep_for(std::chrono::duration<double>(config_.drain_delay_seconds));
   }
+  // gRPC cancels calls that arrive while it shuts down, before a handler sees them; refusing new
+  // calls ourselves first, for a moment, makes late clients see a retryable UNAVAILABLE instead.
+  service_->stop_admitting();
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
   const auto grace = std::chrono::duration_cast<std::chrono::milliseconds>(
       std::chrono::duration<double>(config_.shutdown_grace_seconds));
   server_->Shutdown(std::chrono::system_clock::now() + grace);

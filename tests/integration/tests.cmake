@@ -5,3 +5,12 @@ scan_test(scan_integration_tests
   LABELS integration)
 target_compile_definitions(scan_integration_tests PRIVATE
   SCAN_TEST_CERT_SCRIPT="${CMAKE_CURRENT_SOURCE_DIR}/integration/make_test_certs.sh")
+
+# Tests that run scan-server as separate processes (memory, signals, replicas).
+scan_test(scan_resilience_tests
+  SOURCES integration/resilience_test.cc
+  LIBS scan_client_lib
+  LABELS integration)
+target_compile_definitions(scan_resilience_tests PRIVATE
+  SCAN_SERVER_BINARY="$<TARGET_FILE:scan-server>")
+add_dependencies(scan_resilience_tests scan-server)

@@ -1,0 +1,257 @@
+// Overload and shutdown against real scan-server processes on loopback: bounded memory, precise
+// refusals, and no accepted request ever lost. Every loop here is bounded in count and time.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "scan_client.h"
+#include "server_process.h"
+
+namespace scan {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using testing::ServerProcess;
+
+// Tallies outcomes by status code, and answers that were OK but wrong.
+struct Tally {
+  std::mutex mutex;
+  std::map<grpc::StatusCode, int> by_code;
+  std::map<std::string, int> messages;  // of failures, to tell gRPC's refusals from ours
+  int wrong = 0;
+
+  void add(const grpc::Status& status) {
+    std::lock_guard<std::mutex> lock(mutex);
+    ++by_code[status.error_code()];
+    if (!status.ok()) ++messages[status.error_message().substr(0, 60)];
+  }
+  int count(grpc::StatusCode code) {
+    std::lock_guard<std::mutex> lock(mutex);
+    return by_code[code];
+  }
+  std::string describe() {
+    std::lock_guard<std::mutex> lock(mutex);
+    std::string text;
+    for (const auto& [code, count] : by_code) {
+      text += std::string(client::status_code_name(code)) + "=" + std::to_string(count) + " ";
+    }
+    text += "wrong=" + std::to_string(wrong);
+    for (const auto& [message, count] : messages) {
+      text += "\n  " + std::to_string(count) + " x " + message;
+    }
+    return text;
+  }
+};
+
+// A request whose answer is known: decays of `shape`, scanned along dim 1, and the expected
+// result bytes from the first answer verified against the float64 reference.
+struct KnownScan {
+  client::HostTensor gamma;
+  v1::ScanRequest request;
+
+  explicit KnownScan(const std::vector<std::int64_t>& shape) {
+    gamma = client::random_gamma(kernels::DType::kFloat32, shape, 0.5, 1.0, std::random_device{}());
+    request.mutable_gamma()->set_dtype(v1::DATA_TYPE_FLOAT32);
+    for (const auto size : shape) request.mutable_gamma()->add_shape(size);
+    request.set_dim(1);
+    request.mutable_gamma()->set_data(gamma.data);
+  }
+
+  // One call; the client library moves the data out of the request, so each call gets a copy.
+  grpc::Status send(client::Client& client, v1::ScanResponse* response,
+                    std::chrono::microseconds* round_trip) const {
+    v1::ScanRequest copy = request;
+    return client.Scan(&copy, std::chrono::seconds(60), response, round_trip);
+  }
+
+  bool correct(const v1::ScanResponse& response) const {
+    client::HostTensor result{kernels::DType::kFloat32,
+                              {response.result().shape().begin(), response.result().shape().end()},
+                              response.result().data()};
+    return client::check_cumprod(gamma, result, 1).ok();
+  }
+};
+
+TEST(Overload, TenTimesTheInflightBoundKeepsMemoryBoundedAndAnswersCorrectOrExhausted) {
+  constexpr std::int64_t kTensorBytes = 16 << 20;
+  constexpr std::int64_t kInflightBytes = 96 << 20;  // three requests with their responses
+  constexpr int kClients = 24;                       // 24 x 2 x 16 MiB offered: 8x the bound
+  ServerProcess server({"--cpu-backend", "cpu-native", "--max-tensor-bytes", "16Mi",
+                        "--max-inflight-bytes", "96Mi", "--max-queue", "2", "--worker-threads", "2",
+                        "--rpc-threads", "32"});
+  ASSERT_TRUE(server.running());
+  const KnownScan known({4, 1024, kTensorBytes / 4 / 4096});
+
+  // Warm up once, and remember what a quiet server looks like.
+  client::Client probe(server.target());
+  v1::ScanResponse response;
+  std::chrono::microseconds quiet{0};
+  ASSERT_TRUE(known.send(probe, &response, &quiet).ok());
+  ASSERT_TRUE(known.correct(response));
+  const std::string expected = response.result().data();
+  const std::int64_t baseline_rss = server.rss_bytes();
+
+  Tally tally;
+  const auto storm_end = Clock::now() + std::chrono::seconds(12);
+  std::vector<std::thread> clients;
+  for (int index = 0; index < kClients; ++index) {
+    clients.emplace_back([&] {
+      client::Client own(server.target());
+      for (int call = 0; call < 40 && Clock::now() < storm_end; ++call) {
+        v1::ScanResponse answer;
+        std::chrono::microseconds round_trip{0};
+        const grpc::Status status = known.send(own, &answer, &round_trip);
+        tally.add(status);
+        if (status.ok() && answer.result().data() != expected) {
+          std::lock_guard<std::mutex> lock(tally.mutex);
+          ++tally.wrong;
+        }
+      }
+    });
+  }
+  for (auto& thread : clients) thread.join();
+  const std::int64_t peak_rss = server.peak_rss_bytes();
+
+  // Every answer is either the right one or a precise refusal.
+  const int ok = tally.count(grpc::StatusCode::OK);
+  const int exhausted = tally.count(grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(tally.wrong, 0) << tally.describe();
+  EXPECT_GT(ok, 0) << tally.describe();
+  EXPECT_GT(exhausted, 0) << "the storm never hit the bound: " << tally.describe();
+  int total = 0;
+  for (const auto& [code, count] : tally.by_code) total += count;
+  EXPECT_EQ(ok + exhausted, total) << tally.describe();
+
+  // Memory: the handler's in-flight bound, plus what gRPC holds before any handler runs (it
+  // assembles every arriving message whole: about one message per client sending at once), plus
+  // a fixed 256 MiB for allocator slack and the runtime. See docs/reliability.md.
+  const std::int64_t growth = peak_rss - baseline_rss;
+  std::printf("overload: %s; baseline RSS %lld MiB, peak %lld MiB (growth %lld MiB)\n",
+              tally.describe().c_str(), static_cast<long long>(baseline_rss >> 20),
+              static_cast<long long>(peak_rss >> 20), static_cast<long long>(growth >> 20));
+  EXPECT_LT(growth, kInflightBytes + kClients * kTensorBytes + (256 << 20));
+
+  // Normal latency again within seconds of the storm.
+  std::chrono::microseconds after{0};
+  bool recovered = false;
+  for (int attempt = 0; attempt < 10 && !recovered; ++attempt) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    const grpc::Status status = known.send(probe, &response, &after);
+    recovered = status.ok() && response.result().data() == expected &&
+                after < 4 * quiet + std::chrono::milliseconds(200);
+  }
+  EXPECT_TRUE(recovered) << "quiet " << quiet.count() << " us, after the storm " << after.count()
+                         << " us";
+  server.signal(SIGTERM);
+  EXPECT_EQ(server.wait_exit(std::chrono::seconds(30)), 0);
+}
+
+TEST(Shutdown, SigtermUnderLoadLosesNoAcceptedRequest) {
+  ServerProcess server({"--cpu-backend", "cpu-native", "--drain-delay-seconds", "1",
+                        "--shutdown-grace-seconds", "15"});
+  ASSERT_TRUE(server.running());
+  const KnownScan known({2, 256, 512});  // 1 MiB
+
+  Tally tally;
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> clients;
+  for (int index = 0; index < 8; ++index) {
+    clients.emplace_back([&] {
+      client::Client own(server.target());
+      for (int call = 0; call < 2000 && !stop; ++call) {
+        v1::ScanResponse answer;
+        std::chrono::microseconds round_trip{0};
+        const grpc::Status status = known.send(own, &answer, &round_trip);
+        tally.add(status);
+        if (status.ok() && !known.correct(answer)) {
+          std::lock_guard<std::mutex> lock(tally.mutex);
+          ++tally.wrong;
+        }
+      }
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  const int ok_before = tally.count(grpc::StatusCode::OK);
+  const auto signalled = Clock::now();
+  server.signal(SIGTERM);
+  const int exit_code = server.wait_exit(std::chrono::seconds(20));
+  const auto exited = Clock::now();
+  // Keep calling a little after the exit, so refusals of the stopped server are seen too.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  stop = true;
+  for (auto& thread : clients) thread.join();
+
+  std::printf(
+      "shutdown: %s; exit after %lld ms\n", tally.describe().c_str(),
+      static_cast<long long>(
+          std::chrono::duration_cast<std::chrono::milliseconds>(exited - signalled).count()));
+  EXPECT_EQ(exit_code, 0);
+  EXPECT_EQ(tally.wrong, 0);
+  // During the drain delay the server keeps serving.
+  EXPECT_GT(tally.count(grpc::StatusCode::OK), ok_before) << tally.describe();
+  // Accepted calls all completed: the only failures are refusals of calls the server never took.
+  const int ok = tally.count(grpc::StatusCode::OK);
+  const int refused = tally.count(grpc::StatusCode::UNAVAILABLE);
+  int total = 0;
+  for (const auto& [code, count] : tally.by_code) total += count;
+  EXPECT_EQ(ok + refused, total) << tally.describe();
+  EXPECT_GT(refused, 0) << tally.describe();
+}
+
+TEST(ReplicaLoss, KillingAndRestartingOneOfThreeReplicasFailsNoRequest) {
+  const std::vector<std::string> args = {"--cpu-backend", "cpu-native"};
+  std::vector<std::unique_ptr<ServerProcess>> replicas;
+  std::string target = "ipv4:";
+  for (int index = 0; index < 3; ++index) {
+    replicas.push_back(std::make_unique<ServerProcess>(args));
+    ASSERT_TRUE(replicas.back()->running());
+    target += (index ? "," : "") + replicas.back()->target();
+  }
+  const KnownScan known({2, 128, 256});  // 256 KiB
+
+  // One channel over all three addresses, as a client of a headless Service would have.
+  client::Client shared(target);
+  Tally tally;
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> clients;
+  for (int index = 0; index < 6; ++index) {
+    clients.emplace_back([&] {
+      for (int call = 0; call < 5000 && !stop; ++call) {
+        v1::ScanResponse answer;
+        std::chrono::microseconds round_trip{0};
+        const grpc::Status status = known.send(shared, &answer, &round_trip);
+        tally.add(status);
+        if (status.ok() && !known.correct(answer)) {
+          std::lock_guard<std::mutex> lock(tally.mutex);
+          ++tally.wrong;
+        }
+      }
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  const int port = replicas[1]->port();
+  replicas[1]->kill_now();
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  const int ok_while_down = tally.count(grpc::StatusCode::OK);
+  replicas[1] = std::make_unique<ServerProcess>(args, port);
+  EXPECT_TRUE(replicas[1]->running());
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  stop = true;
+  for (auto& thread : clients) thread.join();
+
+  std::printf("replica loss: %s\n", tally.describe().c_str());
+  const int ok = tally.count(grpc::StatusCode::OK);
+  int total = 0;
+  for (const auto& [code, count] : tally.by_code) total += count;
+  EXPECT_EQ(ok, total) << tally.describe();
+  EXPECT_EQ(tally.wrong, 0);
+  EXPECT_GT(ok, ok_while_down) << "no progress after the restart";
+}
+
+}  // namespace
+}  // namespace scan
