@@ -1,6 +1,7 @@
 // libFuzzer harness for what every Scan call does with the bytes a client sends: the wire decoder
-// the server runs (scan::wire::decode over gRPC slices), validate_scan_request, and, for a request
-// that passes, the cpu-native backend on the validated view, exactly as the service would run it.
+// as WireScanService::handle runs it (scan::wire::decode over gRPC slices into a pooled buffer),
+// validate_scan_request, and, for a request that passes, the cpu-native backend on the validated
+// view.
 // Validation is the only thing between the network and the kernels, so an input that validates
 // but then makes a kernel read or write out of bounds, or fail, is a bug in one of the two.
 #include <grpc/grpc.h>
@@ -15,6 +16,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backends/cpu_native_backend.h"
@@ -33,6 +35,10 @@ struct Harness {
   std::unique_ptr<scan::server::ScanBackend> backend =
       scan::server::make_cpu_native_backend(pool, pool.max_parallelism());
   scan::server::ValidationLimits limits;
+  // Tiny minimum, unlike the server's, so that fuzz-sized buffers are recycled between inputs:
+  // a decoder that trusted a reused buffer's old bytes or capacity would show here.
+  std::shared_ptr<scan::wire::BufferPool> buffers =
+      std::make_shared<scan::wire::BufferPool>(std::size_t{1} << 20, 16);
 
   Harness() {
     // Far below the server's default, so no single input can spend seconds in a kernel; the
@@ -66,10 +72,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   grpc::ByteBuffer buffer = as_slices(data, size);
   scan::v1::ScanRequest request;
-  if (!scan::wire::decode(&buffer, &request).ok()) return 0;
-
+  std::string* input = request.mutable_gamma()->mutable_data();
+  const bool decoded = scan::wire::decode(&buffer, &request, input, harness->buffers.get()).ok();
   scan::server::ValidatedScan scan;
-  if (!scan::server::validate_scan_request(request, harness->limits, &scan).ok()) return 0;
+  if (!decoded || !scan::server::validate_scan_request(request, harness->limits, &scan).ok()) {
+    harness->buffers->give(std::move(*request.mutable_gamma()->mutable_data()));
+    return 0;
+  }
 
   // The service allocates the output from the validated size; so does the harness, so that ASan
   // catches a kernel writing past what validation promised.
@@ -85,5 +94,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     std::fprintf(stderr, "cpu-native refused a validated request: %s\n", status.message().c_str());
     std::abort();
   }
+  harness->buffers->give(std::move(*request.mutable_gamma()->mutable_data()));
   return 0;
 }

@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <string>
+#include <utility>
 
 namespace scan::client {
 namespace {
@@ -88,6 +90,52 @@ TEST_F(NpyTest, RejectsWhatItCannotRead) {
   std::ofstream(path("text.npy")) << "not numpy";
   EXPECT_FALSE(read_npy(path("text.npy"), &tensor, &error));
   EXPECT_THAT(error, HasSubstr("magic"));
+}
+
+// A version 2 file (4-byte header length) around `header`, followed by `data`.
+std::string npy_v2(const std::string& header, const std::string& data = {}) {
+  const auto length = static_cast<std::uint32_t>(header.size());
+  std::string file("\x93NUMPY\x02\x00", 8);
+  for (int shift = 0; shift < 32; shift += 8) file.push_back(static_cast<char>(length >> shift));
+  return file + header + data;
+}
+
+TEST(ParseNpyTest, ParsesWhatWriteNpyWrites) {
+  const HostTensor written = random_gamma(kernels::DType::kFloat32, {2, 3}, 0.5, 1.0, 3);
+  HostTensor read;
+  std::string error;
+  ASSERT_TRUE(parse_npy(
+      npy_v2("{'shape': (2, 3), 'fortran_order': False, 'descr': '<f4', }\n", written.data), &read,
+      &error))
+      << error;
+  EXPECT_EQ(read.shape, written.shape);
+  EXPECT_EQ(read.data, written.data);
+}
+
+// Inputs the fuzzer (tests/fuzz/npy_fuzzer.cc) found crashing the regex-based reader: a stack
+// overflow on long headers, std::stoll throwing, a signed overflow and a huge allocation for a
+// shape the file cannot back, and "-2" silently read as 2.
+TEST(ParseNpyTest, RejectsHostileHeadersWithAnError) {
+  const std::string huge(200000, '1');
+  const std::pair<std::string, std::string> cases[] = {
+      {"{'descr': '" + std::string(300000, 'A') + "', 'shape': (2,), }\n", "not supported"},
+      {"{'descr': '<f4', 'shape': (" + std::string(300000, ' ') + "4,), }\n", "shorter"},
+      {"{'descr': '<f4', 'shape': (99999999999999999999999,), }\n", "overflows"},
+      {"{'descr': '<f4', 'shape': (" + huge + ",), }\n", "overflows"},
+      {"{'descr': '<f4', 'shape': (1099511627776, 1099511627776), }\n", "too large"},
+      {"{'descr': '<f4', 'shape': (1099511627776,), }\n", "shorter"},
+      {"{'descr': '<f4', 'shape': (-2,), }\n", "non-negative"},
+      {"{'descr': '<f4', 'shape': (2,), 'shape': (3,)}\n", "repeated"},
+      {"{'descr': '<f4', 'shape': (2,) 'fortran_order': False}\n", "expected ','"},
+      {"{'descr': '<f4', }\n", "no 'shape'"},
+  };
+  for (const auto& [header, complaint] : cases) {
+    HostTensor tensor;
+    std::string error;
+    EXPECT_FALSE(parse_npy(npy_v2(header, std::string(8, '\0')), &tensor, &error))
+        << header.substr(0, 80);
+    EXPECT_THAT(error, HasSubstr(complaint)) << header.substr(0, 80);
+  }
 }
 
 }  // namespace
