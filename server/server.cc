@@ -104,7 +104,8 @@ bool ScanServer::start() {
   wire_service_ = std::make_unique<WireScanService>(
       [this](grpc::ServerContext* context, v1::ScanRequest* request, v1::ScanResponse* response) {
         return service_->Scan(context, request, response);
-      });
+      },
+      static_cast<std::size_t>(config_.effective_max_inflight_bytes()));
   builder.RegisterService(wire_service_.get());
   info_service_ =
       std::make_unique<ServerInfoService>(*router_, authenticator_ ? &*authenticator_ : nullptr);
@@ -164,6 +165,7 @@ void add_gpu_backends(const ServerConfig& config, Router& router) {
     options.lanes = config.gpu_lanes;
     options.chunk_bytes = config.gpu_chunk_bytes;
     options.copy_threads = config.gpu_copy_threads;
+    options.streaming_copies = config.gpu_streaming_copies;
     for (GpuDevice& device : inventory.devices) {
       spdlog::info("GPU {}: {}, {:.1f} GiB, compute capability {}.{}, {} SMs{}{}", device.ordinal,
                    device.name, static_cast<double>(device.total_memory_bytes) / (1 << 30),

@@ -21,14 +21,8 @@ void configure_transport(grpc::ServerBuilder& builder, std::int64_t message_limi
   for (const auto& [name, value] : overrides) builder.AddChannelArgument(name, value);
 }
 
-namespace {
-// Up to 1 GiB of idle tensor buffers stay allocated: a request and a response buffer for each of
-// two in-flight 256 MiB scans, so a steady stream of the largest tensors never page-faults.
-constexpr std::size_t kPooledBytes = std::size_t{1} << 30;
-}  // namespace
-
-WireScanService::WireScanService(Handler handler)
-    : handler_(std::move(handler)), buffers_(std::make_shared<wire::BufferPool>(kPooledBytes)) {
+WireScanService::WireScanService(Handler handler, std::size_t pooled_bytes)
+    : handler_(std::move(handler)), buffers_(std::make_shared<wire::BufferPool>(pooled_bytes)) {
   // What protoc generates for a sync unary method, with ByteBuffer in place of the messages: the
   // sync API has no raw variant of its own.
   using RawHandler =

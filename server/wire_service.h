@@ -7,6 +7,7 @@
 #include <grpcpp/server_builder.h>
 #include <grpcpp/server_context.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -27,7 +28,10 @@ class WireScanService final : public grpc::Service {
  public:
   using Handler =
       std::function<grpc::Status(grpc::ServerContext*, v1::ScanRequest*, v1::ScanResponse*)>;
-  explicit WireScanService(Handler handler);
+  // Keeps up to `pooled_bytes` of idle tensor buffers for reuse (see wire::BufferPool); the
+  // server passes its in-flight byte budget, so idle memory never exceeds what busy requests may
+  // hold anyway.
+  WireScanService(Handler handler, std::size_t pooled_bytes);
 
  private:
   grpc::Status handle(grpc::ServerContext* context, const grpc::ByteBuffer& request,

@@ -22,6 +22,10 @@ constexpr const char* kUsage = R"(Usage: scan-bench-echo [--listen ADDR] [--port
 Serves /scan.v1.ScanService/Scan by echoing gamma as result (backend "echo"), for benchmarks.
 )";
 
+// scan-server's default in-flight byte budget (4 x its 256 MiB tensor limit), which it also
+// grants its buffer pool.
+constexpr std::size_t kPooledBytes = std::size_t{1} << 30;
+
 grpc::Server* g_server = nullptr;
 
 void stop(int) {
@@ -59,7 +63,8 @@ int main(int argc, char** argv) {
         response->mutable_result()->Swap(request->mutable_gamma());
         response->set_backend("echo");
         return grpc::Status::OK;
-      });
+      },
+      kPooledBytes);
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);

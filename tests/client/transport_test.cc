@@ -27,7 +27,8 @@ class Replica {
               response->mutable_result()->Swap(request->mutable_gamma());
               response->set_backend(name);
               return grpc::Status::OK;
-            }) {
+            },
+            std::size_t{64} << 20) {
     grpc::ServerBuilder builder;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
     server::configure_transport(builder, std::int64_t{64} << 20);
