@@ -250,6 +250,14 @@ smoke_run() {
   grep -q "^scan_requests_total{.*backend=\"$backend\"" "$scrape" ||
     die "scan_requests_total has no series for backend $backend"
   log "metrics: $(grep -c '^scan_' "$scrape") scan_* samples scraped"
+  if [ "$variant" = gpu ]; then
+    # The server's own account of its GPUs: none usable here, and no GPU backend up.
+    local gpus
+    gpus=$(awk '$1 == "scan_gpu_devices" {print $2}' "$scrape")
+    [ "${gpus:-0}" = 0 ] || die "scan_gpu_devices is $gpus on a machine without a GPU"
+    ! grep -Eq '^scan_backend_up\{backend="cuda[^}]*\} 1' "$scrape" || die "a cuda backend reports itself up"
+    log "metrics: scan_gpu_devices ${gpus:-absent}, no GPU backend up"
+  fi
 
   # SIGTERM, as the kubelet sends it: NOT_SERVING at once, still serving during the drain delay,
   # then a clean exit (status 0) within drain delay + grace.
