@@ -7,7 +7,9 @@
 #include <grpcpp/support/channel_arguments.h>
 #include <grpcpp/support/client_callback.h>
 
+#include <fstream>
 #include <limits>
+#include <sstream>
 
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "scan/v1/dtype.h"
@@ -20,8 +22,10 @@ constexpr const char* kScanMethod = "/scan.v1.ScanService/Scan";
 // Idle response buffers a client keeps for StartScan: enough for a few of the largest tensors.
 constexpr std::size_t kPooledBytes = std::size_t{1} << 30;
 
-void apply_timeout(grpc::ClientContext* context, std::chrono::milliseconds timeout) {
-  if (timeout.count() > 0) context->set_deadline(std::chrono::system_clock::now() + timeout);
+// The deadline `timeout` from now; the default time point (no deadline) when it is 0.
+std::chrono::system_clock::time_point deadline_after(std::chrono::milliseconds timeout) {
+  return timeout.count() > 0 ? std::chrono::system_clock::now() + timeout
+                             : std::chrono::system_clock::time_point();
 }
 
 }  // namespace
@@ -49,7 +53,8 @@ const char* status_code_name(grpc::StatusCode code) {
 }
 
 std::shared_ptr<grpc::Channel> make_channel(const std::string& target,
-                                            const transport::ChannelArgs& overrides) {
+                                            const transport::ChannelArgs& overrides,
+                                            std::shared_ptr<grpc::ChannelCredentials> credentials) {
   grpc::ChannelArguments arguments;
   arguments.SetMaxReceiveMessageSize(std::numeric_limits<int>::max());
   arguments.SetMaxSendMessageSize(std::numeric_limits<int>::max());
@@ -74,7 +79,8 @@ std::shared_ptr<grpc::Channel> make_channel(const std::string& target,
   // Retries resend from a buffer that only references the request's slices (the tensor bytes
   // are not copied), so it can cover every request size instead of gRPC's default 256 KiB.
   arguments.SetInt(GRPC_ARG_PER_RPC_RETRY_BUFFER_SIZE, std::numeric_limits<int>::max());
-  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), arguments);
+  if (!credentials) credentials = grpc::InsecureChannelCredentials();
+  return grpc::CreateCustomChannel(target, credentials, arguments);
 }
 
 std::vector<std::string> split_targets(const std::string& text) {
@@ -102,6 +108,39 @@ Client& RoundRobinClients::next() {
 
 Client::Client(const std::string& target) : Client(make_channel(target)) {}
 
+std::unique_ptr<Client> Client::Connect(const std::string& target, const Security& security,
+                                        std::string* error) {
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  if (security.tls()) {
+    grpc::SslCredentialsOptions options;
+    const std::pair<const std::string*, std::string*> files[] = {
+        {&security.tls_ca_file, &options.pem_root_certs},
+        {&security.tls_cert_file, &options.pem_cert_chain},
+        {&security.tls_key_file, &options.pem_private_key}};
+    for (const auto& [path, contents] : files) {
+      if (path->empty()) continue;
+      std::ifstream file(*path, std::ios::binary);
+      std::ostringstream text;
+      text << file.rdbuf();
+      if (!file || text.str().empty()) {
+        *error = "cannot read " + *path;
+        return nullptr;
+      }
+      *contents = text.str();
+    }
+    credentials = grpc::SslCredentials(options);
+  }
+  auto client = std::make_unique<Client>(make_channel(target, {}, credentials));
+  client->set_auth_token(security.auth_token);
+  return client;
+}
+
+void Client::prepare(grpc::ClientContext* context,
+                     std::chrono::system_clock::time_point deadline) const {
+  if (deadline != std::chrono::system_clock::time_point()) context->set_deadline(deadline);
+  if (!auth_token_.empty()) context->AddMetadata("authorization", "Bearer " + auth_token_);
+}
+
 Client::Client(std::shared_ptr<grpc::Channel> channel)
     : channel_(std::move(channel)),
       scan_method_(kScanMethod, grpc::internal::RpcMethod::NORMAL_RPC, channel_),
@@ -118,7 +157,7 @@ grpc::Status Client::call(const grpc::ByteBuffer& request, std::chrono::millisec
   // so sending it again is always safe: a few more attempts, within the same overall deadline.
   for (int attempt = 0; attempt < 3; ++attempt) {
     grpc::ClientContext context;
-    if (timeout.count() > 0) context.set_deadline(deadline);
+    prepare(&context, timeout.count() > 0 ? deadline : std::chrono::system_clock::time_point());
     grpc::ByteBuffer response_buffer;
     status = grpc::internal::BlockingUnaryCall<grpc::ByteBuffer, grpc::ByteBuffer>(
         channel_.get(), scan_method_, &context, request, &response_buffer);
@@ -146,7 +185,7 @@ void Client::StartScan(const v1::ScanRequest& request, std::shared_ptr<const std
     Done done;
   };
   auto* call = new Call;
-  apply_timeout(&call->context, timeout);
+  prepare(&call->context, deadline_after(timeout));
   call->request = wire::encode_request(request, std::move(payload));
   call->done = std::move(done);
   grpc::internal::CallbackUnaryCall<grpc::ByteBuffer, grpc::ByteBuffer>(
@@ -193,7 +232,7 @@ grpc::Status Client::CheckHealth(const std::string& service, bool* serving,
   request.set_service(service);
   grpc::health::v1::HealthCheckResponse response;
   grpc::ClientContext context;
-  apply_timeout(&context, timeout);
+  prepare(&context, deadline_after(timeout));
   grpc::Status status = health->Check(&context, request, &response);
   *serving = status.ok() && response.status() == grpc::health::v1::HealthCheckResponse::SERVING;
   return status;
@@ -204,7 +243,7 @@ grpc::Status Client::GetServerInfo(v1::GetServerInfoResponse* info,
   // A plain generated stub: the reply is small, the zero-copy path is for tensors.
   auto stub = v1::ScanService::NewStub(channel_);
   grpc::ClientContext context;
-  apply_timeout(&context, timeout);
+  prepare(&context, deadline_after(timeout));
   return stub->GetServerInfo(&context, v1::GetServerInfoRequest(), info);
 }
 

@@ -4,6 +4,7 @@
 
 #include <grpcpp/channel.h>
 #include <grpcpp/impl/rpc_method.h>
+#include <grpcpp/security/credentials.h>
 #include <grpcpp/support/status.h>
 
 #include <atomic>
@@ -33,11 +34,28 @@ struct ScanResult {
   std::chrono::microseconds round_trip{0};
 };
 
+// How to reach a server that requires TLS, mutual TLS or a bearer token. Empty fields: off.
+struct Security {
+  std::string tls_ca_file;    // PEM CA bundle to verify the server; set: the channel uses TLS
+  std::string tls_cert_file;  // PEM client certificate, for servers that require one (mTLS)
+  std::string tls_key_file;   // PEM private key of that certificate
+  std::string auth_token;     // sent with every call as "authorization: Bearer <token>"
+
+  bool tls() const { return !tls_ca_file.empty(); }
+};
+
 class Client {
  public:
   // `target` is a gRPC target, e.g. "localhost:50051" or "dns:///scan.example:50051".
   explicit Client(const std::string& target);
   explicit Client(std::shared_ptr<grpc::Channel> channel);
+  // A client of a server with TLS and/or token auth; null, with *error set, when a certificate
+  // or key file cannot be read.
+  static std::unique_ptr<Client> Connect(const std::string& target, const Security& security,
+                                         std::string* error);
+
+  // Every later call carries "authorization: Bearer <token>" (empty: no header).
+  void set_auth_token(std::string token) { auth_token_ = std::move(token); }
 
   // Sends `gamma` (moved into the request, so pass a copy to keep it) and waits for the answer.
   // The tensor bytes go to gRPC without a copy (see wire_codec.h).
@@ -67,6 +85,10 @@ class Client {
   grpc::Status call(const grpc::ByteBuffer& request, std::chrono::milliseconds timeout,
                     v1::ScanResponse* response);
 
+  // Sets the deadline (0 = none) and the credentials every call carries.
+  void prepare(grpc::ClientContext* context, std::chrono::system_clock::time_point deadline) const;
+
+  std::string auth_token_;
   std::shared_ptr<grpc::Channel> channel_;
   // Scan, registered with the channel once; called with raw buffers (see wire_codec.h).
   grpc::internal::RpcMethod scan_method_;
@@ -100,7 +122,9 @@ const char* status_code_name(grpc::StatusCode code);
 // A channel with message limits raised to gRPC's maximum (tensors are large by nature), the
 // transport tuning of transport.h, then `overrides`, and round_robin over every address the
 // target resolves to.
-std::shared_ptr<grpc::Channel> make_channel(const std::string& target,
-                                            const transport::ChannelArgs& overrides = {});
+// `credentials` null means plaintext.
+std::shared_ptr<grpc::Channel> make_channel(
+    const std::string& target, const transport::ChannelArgs& overrides = {},
+    std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
 
 }  // namespace scan::client

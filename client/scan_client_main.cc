@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <map>
 #include <random>
 #include <string>
@@ -29,6 +30,10 @@ constexpr const char* kUsage = R"(Usage: scan-client --target HOST:PORT [options
   --health [SERVICE]       only ask grpc.health.v1 whether SERVICE ("" = server) is SERVING
   --info                   only print the server's version, backends (state, load, cost models)
                            and GPUs (ScanService.GetServerInfo)
+  --tls-ca FILE            use TLS, verifying the server against this PEM CA bundle
+  --tls-cert FILE          client certificate (PEM) for servers that require one (mTLS)
+  --tls-key FILE           private key (PEM) of --tls-cert
+  --auth-token-file FILE   send the token in FILE as "authorization: Bearer <token>"
   --help
 
 Exit status: 0 success, 1 the call failed, 2 bad usage or file, 3 --check found mismatches.
@@ -111,8 +116,9 @@ int main(int argc, char** argv) {
     return found == flags.end() ? fallback : found->second;
   };
   static const std::vector<std::string> known = {
-      "--target", "--shape", "--dtype", "--dim",    "--backend",    "--input", "--output",
-      "--check",  "--seed",  "--help",  "--health", "--timeout-ms", "--info"};
+      "--target", "--shape",  "--dtype",    "--dim",     "--backend",        "--input",
+      "--output", "--check",  "--seed",     "--help",    "--health",         "--timeout-ms",
+      "--info",   "--tls-ca", "--tls-cert", "--tls-key", "--auth-token-file"};
   for (const auto& [name, value] : flags) {
     if (std::find(known.begin(), known.end(), name) == known.end()) {
       return usage_error("unknown flag " + name);
@@ -124,7 +130,22 @@ int main(int argc, char** argv) {
   }
   if (!flags.count("--target")) return usage_error("--target is required");
 
-  scan::client::Client client(flag("--target", ""));
+  scan::client::Security security;
+  security.tls_ca_file = flag("--tls-ca", "");
+  security.tls_cert_file = flag("--tls-cert", "");
+  security.tls_key_file = flag("--tls-key", "");
+  if (flags.count("--auth-token-file")) {
+    std::ifstream token_file(flags["--auth-token-file"]);
+    if (!(token_file >> security.auth_token)) {
+      return usage_error("--auth-token-file: cannot read a token from " +
+                         flags["--auth-token-file"]);
+    }
+  }
+  std::string connect_error;
+  const auto connected =
+      scan::client::Client::Connect(flag("--target", ""), security, &connect_error);
+  if (!connected) return usage_error(connect_error);
+  scan::client::Client& client = *connected;
   const auto timeout = std::chrono::milliseconds(std::atoll(flag("--timeout-ms", "60000").c_str()));
 
   if (flags.count("--health")) {

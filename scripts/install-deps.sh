@@ -8,7 +8,7 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libspdlog-dev prometheus-cpp-dev libtorch-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  clang-format prometheus curl python3
+  clang-format prometheus curl python3 openssl
   # Sanitizer builds and libFuzzer harnesses (scripts/ci-sanitizers.sh): Debian's clang, its
   # sanitizer/libFuzzer runtimes (only recommended by clang, so named here) and llvm-symbolizer
   # (package llvm) for readable sanitizer stacks.
