@@ -63,6 +63,10 @@ for (const [variant, objects] of Object.entries(rendered)) {
     const env = containerEnv(container);
     assert.equal(portOf(env.SCAN_LISTEN), ports.grpc, "SCAN_LISTEN uses the grpc port");
     assert.equal(portOf(env.SCAN_METRICS_LISTEN), ports.metrics, "SCAN_METRICS_LISTEN uses the metrics port");
+    const annotations = deployment.spec.template.metadata.annotations ?? {};
+    if (annotations["prometheus.io/port"]) {
+      assert.equal(Number(annotations["prometheus.io/port"]), ports.metrics, "prometheus.io/port is the metrics port");
+    }
 
     // Native gRPC probes: liveness on the server as a whole, readiness on the scan service.
     const probes = {
