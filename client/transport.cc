@@ -11,12 +11,14 @@ namespace scan::transport {
 
 ChannelArgs tuned_channel_args() {
   return {
-      // A fixed 64 MiB stream window instead of BDP probing: the probe starts at 64 KiB and needs
-      // many round trips to open up, which a single large request never gives it.
+      // A fixed 64 MiB stream window instead of BDP probing, which starts at 64 KiB and needs
+      // several round trips to open up: a large tensor on a new connection over a link with a
+      // real round-trip time goes at full speed at once. On loopback it measures the same as the
+      // defaults; so did larger read chunks and write buffers, while a larger minimum read chunk
+      // was slower for small messages (bench/RESULTS.md, "Transport and service overhead").
       {GRPC_ARG_HTTP2_BDP_PROBE, 0},
       {GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 64 << 20},
-  };
-}
+  };}
 
 void keep_buffers_on_heap() {
   // 32 MiB is the most glibc accepts for the threshold; setting it also stops glibc's own dynamic

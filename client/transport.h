@@ -1,7 +1,6 @@
-// gRPC transport settings shared by the service and its clients. Tensors are large and mostly
-// travel over fast local or datacentre links, where gRPC's defaults (small TCP reads, a 64 KiB
-// flow-control window grown by BDP probes) leave most of the wire idle; bench/RESULTS.md
-// ("Transport and service overhead") has the measurements behind each value.
+// gRPC transport settings shared by the service and its clients: the channel arguments and the
+// allocator setting that large tensors need. bench/RESULTS.md ("Transport and service overhead")
+// has the measurements behind each choice.
 #pragma once
 
 #include <string>
