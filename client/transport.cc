@@ -18,7 +18,8 @@ ChannelArgs tuned_channel_args() {
       // was slower for small messages (bench/RESULTS.md, "Transport and service overhead").
       {GRPC_ARG_HTTP2_BDP_PROBE, 0},
       {GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 64 << 20},
-  };}
+  };
+}
 
 void keep_buffers_on_heap() {
   // 32 MiB is the most glibc accepts for the threshold; setting it also stops glibc's own dynamic
