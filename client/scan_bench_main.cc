@@ -4,6 +4,7 @@
 // hide its queueing by slowing the sender down (coordinated omission).
 #include <arpa/inet.h>
 #include <fmt/format.h>
+#include <grpc/grpc.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -58,6 +59,7 @@ Requests:
 Transport:
   --protocol grpc|tcp      tcp: raw length-prefixed copy against scan-bench-tcp-echo
   --channel-arg NAME=INT   extra gRPC channel argument (repeatable)
+  --retries                let the client library retry (off: every answer counts as sent)
   Several targets are used in turn (client-side round robin); a dns:/// target is balanced
   over every address it resolves to.
 Output:
@@ -85,6 +87,7 @@ struct Options {
   scan::transport::ChannelArgs channel_args;
   std::string label, json, csv, plot;
   bool quiet = false;
+  bool retries = false;
 };
 
 // One request kind: the message without its tensor bytes, and the bytes, shared by every send.
@@ -531,8 +534,8 @@ int main(int argc, char** argv) {
       std::fputs(kUsage, stdout);
       return 0;
     }
-    if (arg == "--quiet") {
-      options.quiet = true;
+    if (arg == "--quiet" || arg == "--retries") {
+      (arg == "--quiet" ? options.quiet : options.retries) = true;
       continue;
     }
     if (index + 1 >= argc) return usage_error("missing value for " + arg);
@@ -611,6 +614,11 @@ int main(int argc, char** argv) {
     if (!ok) return usage_error("bad value '" + value + "' for " + arg);
   }
   if (options.targets.empty()) return usage_error("--target is required");
+  // The client library retries refusals (RESOURCE_EXHAUSTED, UNAVAILABLE) on its own; a load
+  // generator must see them, and must not send more than it reports.
+  if (!options.retries) {
+    options.channel_args.insert(options.channel_args.begin(), {GRPC_ARG_ENABLE_RETRIES, 0});
+  }
 
   scan::transport::keep_buffers_on_heap();
   const auto payloads = make_payloads(options);
