@@ -10,14 +10,16 @@ bash scripts/install-deps.sh
 
 jobs=$(nproc)
 fuzz_seconds=${SCAN_FUZZ_SECONDS:-60}
+failed=()
 step() { echo "== ci-sanitizers: $* (${SECONDS}s)"; }
 
+# Every stage runs even when an earlier one failed, so one CI run reports all findings.
 for preset in asan tsan; do
   step "$preset: build"
   cmake --preset "$preset" >/dev/null
   cmake --build --preset "$preset" -j "$jobs"
   step "$preset: unit and integration suites"
-  ctest --preset "$preset" -j "$jobs"
+  ctest --preset "$preset" -j "$jobs" || failed+=("$preset")
 done
 
 step "fuzz: build"
@@ -25,8 +27,13 @@ cmake --preset fuzz -DSCAN_FUZZ_SECONDS="$fuzz_seconds" >/dev/null
 cmake --build --preset fuzz -j "$jobs" --target scan_fuzzers
 step "fuzz: each harness for ${fuzz_seconds}s"
 if ! ctest --preset fuzz -j "$jobs"; then
+  failed+=(fuzz)
   # The reproducers are what a developer needs to debug the failure; show where they are.
   find build/fuzz/tests/fuzz/artifacts -type f -exec ls -l {} + || true
+fi
+
+if [ ${#failed[@]} -gt 0 ]; then
+  step "FAILED: ${failed[*]}"
   exit 1
 fi
 step "done"
