@@ -30,28 +30,6 @@ std::chrono::system_clock::time_point deadline_after(std::chrono::milliseconds t
 
 }  // namespace
 
-const char* status_code_name(grpc::StatusCode code) {
-  static constexpr const char* kNames[] = {"OK",
-                                           "CANCELLED",
-                                           "UNKNOWN",
-                                           "INVALID_ARGUMENT",
-                                           "DEADLINE_EXCEEDED",
-                                           "NOT_FOUND",
-                                           "ALREADY_EXISTS",
-                                           "PERMISSION_DENIED",
-                                           "RESOURCE_EXHAUSTED",
-                                           "FAILED_PRECONDITION",
-                                           "ABORTED",
-                                           "OUT_OF_RANGE",
-                                           "UNIMPLEMENTED",
-                                           "INTERNAL",
-                                           "UNAVAILABLE",
-                                           "DATA_LOSS",
-                                           "UNAUTHENTICATED"};
-  const auto index = static_cast<std::size_t>(code);
-  return index < std::size(kNames) ? kNames[index] : "UNKNOWN_CODE";
-}
-
 std::shared_ptr<grpc::Channel> make_channel(const std::string& target,
                                             const transport::ChannelArgs& overrides,
                                             std::shared_ptr<grpc::ChannelCredentials> credentials) {

@@ -16,6 +16,7 @@
 
 #include "host_tensor.h"
 #include "scan/v1/scan.grpc.pb.h"
+#include "scan/v1/status_code_name.h"
 #include "transport.h"
 #include "wire_codec.h"
 
@@ -116,8 +117,7 @@ class RoundRobinClients {
 // "a,b,c" -> {"a", "b", "c"}; empty parts are dropped.
 std::vector<std::string> split_targets(const std::string& text);
 
-// "INVALID_ARGUMENT" and so on, as gRPC's documentation names the codes.
-const char* status_code_name(grpc::StatusCode code);
+using v1::status_code_name;
 
 // A channel with message limits raised to gRPC's maximum (tensors are large by nature), the
 // transport tuning of transport.h, then `overrides`, and round_robin over every address the

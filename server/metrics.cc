@@ -13,28 +13,6 @@ constexpr const char* kRouteReasons[kRouteReasonCount] = {"preference_cpu", "pre
 
 }  // namespace
 
-const char* status_code_label(grpc::StatusCode code) {
-  static constexpr const char* kNames[kStatusCodeCount] = {"OK",
-                                                           "CANCELLED",
-                                                           "UNKNOWN",
-                                                           "INVALID_ARGUMENT",
-                                                           "DEADLINE_EXCEEDED",
-                                                           "NOT_FOUND",
-                                                           "ALREADY_EXISTS",
-                                                           "PERMISSION_DENIED",
-                                                           "RESOURCE_EXHAUSTED",
-                                                           "FAILED_PRECONDITION",
-                                                           "ABORTED",
-                                                           "OUT_OF_RANGE",
-                                                           "UNIMPLEMENTED",
-                                                           "INTERNAL",
-                                                           "UNAVAILABLE",
-                                                           "DATA_LOSS",
-                                                           "UNAUTHENTICATED"};
-  const auto index = static_cast<int>(code);
-  return index >= 0 && index < kStatusCodeCount ? kNames[index] : "UNKNOWN";
-}
-
 const prometheus::Histogram::BucketBoundaries& ServiceMetrics::latency_buckets() {
   // 10 us to 30 s in 1-2.5-5 steps: fine enough for histogram_quantile at every scale a scan
   // spans, from a tiny tensor on a warm CPU to a 256 MiB tensor on a slow one.
@@ -155,7 +133,7 @@ ServiceMetrics::ServiceMetrics(const std::vector<BackendDescription>& backends,
     }
     for (int code = 0; code < kStatusCodeCount; ++code) {
       series.requests[code] = &requests.Add(
-          {{"backend", name}, {"code", status_code_label(static_cast<grpc::StatusCode>(code))}});
+          {{"backend", name}, {"code", v1::status_code_name(static_cast<grpc::StatusCode>(code))}});
     }
     series.request_bytes = &request_bytes.Add({{"backend", name}});
     series.response_bytes = &response_bytes.Add({{"backend", name}});

@@ -19,6 +19,7 @@
 #include "backends/backend.h"
 #include "cost_model.h"
 #include "scan/kernels/types.h"
+#include "scan/v1/status_code_name.h"
 
 namespace scan::server {
 
@@ -101,6 +102,5 @@ class ServiceMetrics {
   std::unique_ptr<prometheus::Exposer> exposer_;
 };
 
-const char* status_code_label(grpc::StatusCode code);
 
 }  // namespace scan::server

@@ -51,7 +51,7 @@ grpc::Status ScanServiceImpl::Scan(grpc::ServerContext* context, const v1::ScanR
     record.response_bytes = response->result().data().size();
   } else {
     spdlog::debug("scan from {} answered {}: {}", context->peer(),
-                  status_code_label(status.error_code()), status.error_message());
+                  v1::status_code_name(status.error_code()), status.error_message());
   }
   record.code = status.error_code();
   record.seconds = seconds_between(received, Clock::now());
