@@ -8,10 +8,9 @@
 // per thread. Shared memory pads 16 bytes after every 128, which makes both the striped and the
 // blocked 16-byte accesses free of bank conflicts.
 //
-// Two ways to chain tiles: with look-back (one tile per block, a row's tiles in parallel), or a
-// walk (one block per row, its tiles in sequence, the next tile's loads in flight while the
-// current one is scanned and stored) for rows of a few tiles when there are rows enough to fill
-// the GPU: no tile state, no waiting on other blocks.
+// Two ways to chain tiles: look-back (one block per tile, a row's tiles scanned in parallel), or a
+// walk (one block per row, its tiles in sequence) for rows of a few tiles when there are rows
+// enough to fill the GPU: no tile state, no waiting on other blocks.
 #pragma once
 
 #include "block_scan.cuh"
@@ -77,6 +76,29 @@ struct ContigTile {
     }
   }
 
+  // Copies the tile straight into shared memory (cp.async: the loads hold no registers, so more
+  // blocks, and more loads, fit on a multiprocessor). Packets past `valid` hold the identity.
+  // Callers wait with wait_copies() and then synchronise the block.
+  __device__ static void copy_to_shared(const Storage* source, int valid, unsigned char* shared) {
+    static_assert(kVec * sizeof(Storage) == 16, "cp.async moves whole 16-byte packets here");
+#pragma unroll
+    for (int k = 0; k < kPackets; ++k) {
+      const int index = striped(k);
+      Storage* destination = slot(shared, index);
+      if (index + kVec <= valid) {
+        const auto address = static_cast<unsigned>(__cvta_generic_to_shared(destination));
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(address), "l"(source + index)
+                     : "memory");
+      } else {
+#pragma unroll
+        for (int j = 0; j < kVec; ++j) {
+          destination[j] = index + j < valid ? source[index + j] : Traits::kOne;
+        }
+      }
+    }
+  }
+  __device__ static void wait_copies() { asm volatile("cp.async.wait_all;" ::: "memory"); }
+
   __device__ static void to_shared(const Packet<Storage, kVec> (&packets)[kPackets],
                                    unsigned char* shared) {
 #pragma unroll
@@ -102,9 +124,15 @@ struct ContigTile {
   }
 };
 
+// Look-back mode: one tile per block (tile = blockIdx.x), a row's tiles in parallel. Walk mode:
+// one block per row, its chunks in sequence, the next chunk's loads in flight (staged in
+// registers) while the current one is scanned and stored. Tiles are numbered chunk-major
+// (tile = chunk * rows + row): every row's first chunks come first (blocks start in index order,
+// so a tile's predecessors are always running or done), and a row's next chunk is `rows` on.
 template <typename Traits, int kVec, bool kLookback>
 __global__ void __launch_bounds__(ScanPolicy<Traits>::kBlockThreads,
-                                  ScanPolicy<Traits>::kContigMinBlocksPerSm)
+                                  kLookback ? ScanPolicy<Traits>::kContigLookbackBlocksPerSm
+                                            : ScanPolicy<Traits>::kContigWalkBlocksPerSm)
     contig_cumprod_kernel(const typename Traits::Storage* in, typename Traits::Storage* out,
                           ContigParams params, ScalarTileState<typename Traits::Acc> state) {
   using Policy = ScanPolicy<Traits>;
@@ -114,46 +142,43 @@ __global__ void __launch_bounds__(ScanPolicy<Traits>::kBlockThreads,
   using Scan = ColumnScan<Acc, 1, Policy::kMaxWarps, 1>;
   using Line = Packet<Storage, Tile::kLineVec>;
 
-  __shared__ alignas(16) unsigned char tile[Tile::kPaddedBytes];
+  __shared__ alignas(16) unsigned char tile_shared[Tile::kPaddedBytes];
   __shared__ typename Scan::Storage scan_storage;
 
-  // Look-back: block = one tile, chunk-major so that every row's first tiles start first. Walk:
-  // block = one row, all of its chunks.
-  const long long row = kLookback ? blockIdx.x % params.rows : blockIdx.x;
-  const long long first_chunk = kLookback ? blockIdx.x / params.rows : 0;
-  const long long end_chunk = kLookback ? first_chunk + 1 : params.chunks;
-  const Storage* source = in + row * params.length;
-  Storage* destination = out + row * params.length;
+  const long long tiles = params.chunks * params.rows;
   // This thread's 128 bytes, blocked.
   unsigned char* mine =
-      reinterpret_cast<unsigned char*>(Tile::slot(tile, threadIdx.x * Tile::kItems));
-  // Elements of the row from `base` on that belong to the tile (all but in a row's last tile).
-  const auto valid_from = [&](long long base) {
-    return static_cast<int>(min(params.length - base, params.tile_elems));
+      reinterpret_cast<unsigned char*>(Tile::slot(tile_shared, threadIdx.x * Tile::kItems));
+  // The tile's first element and its elements in the row (all but in a row's last tile).
+  const auto tile_offset = [&](long long tile) {
+    return (tile % params.rows) * params.length + (tile / params.rows) * params.tile_elems;
+  };
+  const auto valid_in = [&](long long tile) {
+    return static_cast<int>(
+        min(params.length - (tile / params.rows) * params.tile_elems, params.tile_elems));
   };
 
-  // Element-wise rows (unaligned) load each chunk when they get to it, see load_to_shared.
-  constexpr bool kPrefetch = kVec > 1;
-  Packet<Storage, kVec> staged[kPrefetch ? Tile::kPackets : 1];
-  if constexpr (kPrefetch) {
-    Tile::load(staged, source + first_chunk * params.tile_elems,
-               valid_from(first_chunk * params.tile_elems));
-  }
+  // Walks with whole packets stage the next chunk in registers; element-wise rows (unaligned) load
+  // each tile when they get to it (see load_to_shared), look-back tiles copy asynchronously.
+  constexpr bool kStaged = !kLookback && kVec > 1;
+  Packet<Storage, kVec> staged[kStaged ? Tile::kPackets : 1];
+  long long tile = blockIdx.x;
+  if constexpr (kStaged) Tile::load(staged, in + tile_offset(tile), valid_in(tile));
   Acc carry = Acc(1);  // walk, warp 0: the product of the row's chunks so far
-  for (long long chunk = first_chunk; chunk < end_chunk; ++chunk) {
-    const long long base = chunk * params.tile_elems;
-    if constexpr (kPrefetch) {
-      Tile::to_shared(staged, tile);
+  for (;;) {
+    const long long chunk = tile / params.rows;
+    if constexpr (kStaged) {
+      Tile::to_shared(staged, tile_shared);
+    } else if constexpr (kVec > 1) {
+      Tile::copy_to_shared(in + tile_offset(tile), valid_in(tile), tile_shared);
+      Tile::wait_copies();
     } else {
-      Tile::load_to_shared(source + base, valid_from(base), tile);
+      Tile::load_to_shared(in + tile_offset(tile), valid_in(tile), tile_shared);
     }
     __syncthreads();
-    // The next chunk's loads fly while this one is scanned and stored.
-    if constexpr (kPrefetch) {
-      if (chunk + 1 < end_chunk) {
-        const long long next = base + params.tile_elems;
-        Tile::load(staged, source + next, valid_from(next));
-      }
+    const long long next = kLookback ? tiles : tile + params.rows;
+    if constexpr (kStaged) {
+      if (next < tiles) Tile::load(staged, in + tile_offset(next), valid_in(next));
     }
 
     Line lines[Tile::kLines];
@@ -170,15 +195,15 @@ __global__ void __launch_bounds__(ScanPolicy<Traits>::kBlockThreads,
       for (int j = 1; j < Tile::kLineVec; ++j) line_product *= Traits::widen(lines[i].get(j));
       product[0] *= line_product;
     }
-
     Acc exclusive[1];
     Acc tile_total[1];
     Scan::exclusive(scan_storage, 0, product, exclusive, tile_total);
     if (threadIdx.x < 32) {
       Acc tile_exclusive;
       if constexpr (kLookback) {
+        if (threadIdx.x == 0) state.publish_aggregate(tile, chunk, params.chunks, tile_total[0]);
         tile_exclusive =
-            state.exclusive_prefix(blockIdx.x, chunk, params.rows, params.chunks, tile_total[0]);
+            state.exclusive_prefix(tile, chunk, params.rows, params.chunks, tile_total[0]);
       } else {
         tile_exclusive = carry;
         carry *= tile_total[0];
@@ -194,18 +219,21 @@ __global__ void __launch_bounds__(ScanPolicy<Traits>::kBlockThreads,
     Acc running = scan_storage.tile_prefix[0][0] * exclusive[0];
 #pragma unroll
     for (int i = 0; i < Tile::kLines; ++i) {
-      lines[i].load(reinterpret_cast<const Storage*>(mine + 16 * i));
+      Line line;
+      line.load(reinterpret_cast<const Storage*>(mine + 16 * i));
 #pragma unroll
       for (int j = 0; j < Tile::kLineVec; ++j) {
-        running *= Traits::widen(lines[i].get(j));
-        lines[i].set(j, Traits::narrow(static_cast<typename Traits::Run>(running)));
+        running *= Traits::widen(line.get(j));
+        line.set(j, Traits::narrow(static_cast<typename Traits::Run>(running)));
       }
-      lines[i].store(reinterpret_cast<Storage*>(mine + 16 * i));
+      line.store(reinterpret_cast<Storage*>(mine + 16 * i));
     }
     __syncthreads();
-    Tile::store(tile, destination + base, valid_from(base));
-    // The next chunk overwrites the tile in shared memory once every thread has stored from it.
-    if (chunk + 1 < end_chunk) __syncthreads();
+    Tile::store(tile_shared, out + tile_offset(tile), valid_in(tile));
+    if (next >= tiles) break;
+    // The next chunk overwrites shared memory once every thread has stored from it.
+    __syncthreads();
+    tile = next;
   }
 }
 

@@ -109,7 +109,7 @@ KernelStatus launch_contig(const typename Traits::Storage* in, typename Traits::
   if (error != cudaSuccess) return cuda_error("querying the multiprocessor count", error);
   const bool walk =
       chunks == 1 || (chunks <= Policy::kContigMaxWalkChunks &&
-                      shape.outer >= 2LL * Policy::kContigMinBlocksPerSm * multiprocessors);
+                      shape.outer >= 2LL * Policy::kContigWalkBlocksPerSm * multiprocessors);
   if (walk) {
     contig_cumprod_kernel<Traits, kVec, false>
         <<<dim3(static_cast<unsigned>(shape.outer)), block, 0, stream>>>(in, out, params, {});

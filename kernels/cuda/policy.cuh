@@ -26,11 +26,14 @@ struct ScanPolicy {
   // Contiguous scans: each thread owns 128 consecutive bytes of its tile (32 float32, 64 bf16), so
   // a tile is 32 KiB: a long row is a chain of few, large tiles, each one look-back step. The
   // elements reach a thread through shared memory (see agent_contig.cuh), so a thread scans one
-  // value, not a vector of segments. Two blocks per multiprocessor (128 registers, 36 KiB of shared
-  // memory each) keep 64 KiB of loads in flight on it; a register cap for three spills (ptxas -v).
+  // value, not a vector of segments. A look-back block copies its tile straight into shared memory
+  // (cp.async, no registers), so four fit on a multiprocessor (64 registers; only the unaligned
+  // float64 path spills, 20 bytes) with 128 KiB of loads in flight; a walking block stages its next
+  // tile in registers (128 of them), two per multiprocessor.
   static constexpr int kContigBytesPerThread = 128;
   static constexpr int kContigItems = kContigBytesPerThread / static_cast<int>(sizeof(Storage));
-  static constexpr int kContigMinBlocksPerSm = 2;
+  static constexpr int kContigLookbackBlocksPerSm = 4;
+  static constexpr int kContigWalkBlocksPerSm = 2;
   // Rows of up to this many tiles are walked by one block in sequence (carrying the product) rather
   // than scanned by one block per tile with look-back, when there are rows enough to fill the GPU.
   static constexpr int kContigMaxWalkChunks = 8;

@@ -203,19 +203,26 @@ struct ScalarTileState {
     return {static_cast<ulonglong2*>(workspace), tag};
   }
 
-  // Warp 0 of tile `tile` (chunk `chunk` of `chunks` in its chain; the chain's tiles are `stride`
-  // apart) calls this with the whole warp and the tile's aggregate in every lane. Returns, in
-  // lane 0, the product of everything before the tile in its chain.
+  // Step one, as soon as tile `tile` (chunk `chunk` of `chunks` in its chain) has its aggregate:
+  // successors may fold it from now on. The first tile's aggregate is its inclusive prefix; the
+  // chain's last tile has no successor to tell.
+  __device__ void publish_aggregate(long long tile, long long chunk, long long chunks,
+                                    Acc aggregate) const {
+    if (chunk == 0) {
+      publish(tile, kTilePrefix, aggregate);
+    } else if (chunk != chunks - 1) {
+      publish(tile, kTileAggregate, aggregate);
+    }
+  }
+
+  // Step two, by a whole warp with the tile's aggregate in every lane (the chain's tiles are
+  // `stride` apart): returns, in lane 0, the product of everything before the tile in its chain,
+  // and publishes the tile's inclusive prefix.
   __device__ Acc exclusive_prefix(long long tile, long long chunk, long long stride,
                                   long long chunks, Acc aggregate) const {
     const int lane = static_cast<int>(threadIdx.x & 31);
-    if (chunk == 0) {
-      if (lane == 0) publish(tile, kTilePrefix, aggregate);
-      return Acc(1);
-    }
-    // The chain's last tile has no successor to tell: it only reads.
+    if (chunk == 0) return Acc(1);
     const bool last = chunk == chunks - 1;
-    if (!last && lane == 0) publish(tile, kTileAggregate, aggregate);
 
     Acc exclusive = Acc(1);
     for (long long window_end = chunk;; window_end -= kWindow) {
