@@ -9,7 +9,9 @@
 #include <random>
 #include <vector>
 
+#include "scan/kernels/cpu_cumprod.h"
 #include "scan/kernels/reference.h"
+#include "scan/kernels/thread_pool.h"
 
 namespace scan::server {
 namespace {
@@ -136,6 +138,43 @@ TEST(CpuTorchBackend, MisalignedBuffersAreHandled) {
   EXPECT_TRUE(kernels::compare_to_reference(expected.data(), output.data() + 1, DType::kFloat32,
                                             3 * 37, kernels::cumprod_tolerance(DType::kFloat32, 37))
                   .ok());
+}
+
+// The native kernel and LibTorch agree with each other, not only each with the reference: both
+// are within the sequential-product bound of the same float64 result, so of each other within
+// twice that bound.
+TEST(CpuTorchBackend, AgreesWithTheNativeKernelOnEveryShapeClass) {
+  auto torch_backend = make_cpu_torch_backend();
+  kernels::ThreadPool pool(1);
+  std::mt19937_64 generator(std::random_device{}());
+  const kernels::ScanShape shapes[] = {{2 * 8, 1024, 128},  // MM-Rec layout, scanned along seq_len
+                                       {3, 1021, 7},        // odd inner, prime length
+                                       {64, 33, 1},         // many short contiguous rows
+                                       {1, 1 << 16, 1},     // one long contiguous row
+                                       {4, 1, 5}};          // length 1
+  for (const DType dtype : kAllDtypes) {
+    for (const auto& shape : shapes) {
+      const std::int64_t count = shape.numel();
+      const auto values = random_decays(generator, count);
+      const std::size_t bytes = static_cast<std::size_t>(count) * kernels::element_size(dtype);
+      std::vector<unsigned char> input(bytes), from_torch(bytes, 0xA5), native(bytes, 0x5A);
+      kernels::narrow_from_f64(values.data(), count, dtype, input.data());
+      ASSERT_TRUE(torch_backend->run({dtype, shape, input.data(), from_torch.data()}).ok());
+      kernels::CpuScanOptions options;
+      options.pool = &pool;
+      ASSERT_TRUE(kernels::cpu_cumprod(input.data(), native.data(), shape, dtype, options).ok());
+      const std::vector<double> torch_wide = kernels::widen_to_f64(from_torch.data(), dtype, count);
+      kernels::Tolerance tolerance = kernels::cumprod_tolerance(dtype, shape.length);
+      tolerance.rtol *= 2;
+      tolerance.atol *= 2;
+      const auto comparison =
+          kernels::compare_to_reference(torch_wide.data(), native.data(), dtype, count, tolerance);
+      EXPECT_TRUE(comparison.ok())
+          << kernels::dtype_name(dtype) << " (" << shape.outer << "," << shape.length << ","
+          << shape.inner << "): " << comparison.mismatches << " differ, first at "
+          << comparison.first_mismatch;
+    }
+  }
 }
 
 TEST(CpuTorchBackend, EmptyTensorIsANoOp) {
