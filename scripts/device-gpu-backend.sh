@@ -8,7 +8,7 @@
 # measures through the real client: a size sweep from 4 KiB to 256 MiB with AUTO (every answer
 # checked against float64), the production shape [2,8,32768,128] in float32 and bfloat16 on the GPU,
 # the same 256 MiB against one pinned host-to-device copy (PyTorch, same run), and the server's
-# routing table (scan-client --info) and GPU metrics. Logs and summary.md go to $OUT (or
+# routing table (scan-client --info) and GPU metrics. summary.md and logs.tar.gz go to $OUT (or
 # /tmp/device-out). Later steps run even if earlier ones fail; the exit status says whether all
 # passed.
 set -uo pipefail
@@ -16,9 +16,12 @@ set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 out=${OUT:-/tmp/device-out}
 build=${SCAN_DEVICE_BUILD:-/tmp/scan-build-gpu-backend}
-mkdir -p "$out"
+# Every log goes here; $out gets summary.md and one archive of them (the device tool brings back
+# few files).
+logs=/tmp/gpu-backend-logs
+mkdir -p "$out" "$logs"
 failed=()
-summary="$out/summary.md"
+summary="$logs/summary.md"
 : >"$summary"
 
 # shellcheck source=scripts/device-env.sh
@@ -27,43 +30,50 @@ source "$root/scripts/device-env.sh" || exit 1
   date -u
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
   nproc
-} 2>&1 | tee "$out/env.log"
+} 2>&1 | tee "$logs/env.log"
 
 step() {  # step NAME COMMAND...: runs COMMAND, logs to $out/NAME.log, records a failure
   local name=$1
   shift
   echo "=== $name: $*"
-  if ! "$@" >"$out/$name.log" 2>&1; then
+  if ! "$@" >"$logs/$name.log" 2>&1; then
     failed+=("$name")
-    tail -40 "$out/$name.log"
+    tail -40 "$logs/$name.log"
     return 1
   fi
-  tail -5 "$out/$name.log"
+  tail -5 "$logs/$name.log"
 }
 
 step configure cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_CUDA_ARCHITECTURES=90 -DSCAN_BUILD_BENCH=OFF -DSCAN_BUILD_TESTS=ON || exit 1
 step build cmake --build "$build" -j "$(nproc)" --target scan-server scan-client \
   cuda_backend_test cuda_cumprod_test || exit 1
-step ctest bash -c "cd '$build' && ctest -L gpu -j 4 --output-on-failure --timeout 300"
-grep -h "MiB, run+check" "$build"/Testing/Temporary/LastTest.log 2>/dev/null | tee -a "$summary"
+if [ "${SCAN_SKIP_GPU_TESTS:-0}" != 1 ]; then
+  step ctest bash -c "cd '$build' && ctest -L gpu -j 4 --output-on-failure --timeout 300"
+  grep -h "MiB, run+check" "$build"/Testing/Temporary/LastTest.log 2>/dev/null | tee -a "$summary"
+fi
 
 server="$build/server/scan-server"
 client="$build/client/scan-client"
+
+# SCAN_METRICS_PORT=0 (metrics off): civetweb from the unpacked .deb could not bind there.
+metrics_port=${SCAN_METRICS_PORT:-19464}
+metrics_listen=127.0.0.1:$metrics_port
+[ "$metrics_port" = 0 ] && metrics_listen=
 
 # start_server NAME ARGS...: serves on a free port, waits until it answers; sets $port, $pid.
 start_server() {
   local name=$1
   shift
-  rm -f "$out/$name.port" "$out/$name.metrics-port"
-  "$server" --listen 127.0.0.1:0 --port-file "$out/$name.port" --metrics-listen 127.0.0.1:0 \
-    --metrics-port-file "$out/$name.metrics-port" "$@" >"$out/server-$name.log" 2>&1 &
+  rm -f "$logs/$name.port"
+  "$server" --listen 127.0.0.1:0 --port-file "$logs/$name.port" \
+    --metrics-listen "$metrics_listen" "$@" >"$logs/server-$name.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 600); do
-    [ -s "$out/$name.port" ] && break
+    [ -s "$logs/$name.port" ] && break
     sleep 0.1
   done
-  port=$(cat "$out/$name.port" 2>/dev/null || echo 0)
+  port=$(cat "$logs/$name.port" 2>/dev/null || echo 0)
   [ "$port" != 0 ] || {
     echo "server $name did not start"
     failed+=("server-$name")
@@ -75,24 +85,31 @@ start_server() {
 scan() {
   local label=$1
   shift
-  local log="$out/client.log"
+  local log="$logs/client.log"
   echo "--- $label: $*" >>"$log"
-  if "$client" --target "127.0.0.1:$port" --check --seed 7 "$@" >"$out/last.txt" 2>&1; then
+  if "$client" --target "127.0.0.1:$port" --check --seed 7 "$@" >"$logs/last.txt" 2>&1; then
     :
   else
     failed+=("scan-$label")
   fi
-  cat "$out/last.txt" >>"$log"
+  cat "$logs/last.txt" >>"$log"
   local backend compute total check
-  backend=$(awk '/^backend:/ {print $2}' "$out/last.txt")
-  compute=$(sed -n 's/.*compute \([0-9]*\) us.*/\1/p' "$out/last.txt")
-  total=$(sed -n 's/.*total \([0-9]*\) us.*/\1/p' "$out/last.txt")
-  check=$(awk '/^check:/ {print $2}' "$out/last.txt")
+  backend=$(awk '/^backend:/ {print $2}' "$logs/last.txt")
+  compute=$(sed -n 's/.*compute \([0-9]*\) us.*/\1/p' "$logs/last.txt")
+  total=$(sed -n 's/.*total \([0-9]*\) us.*/\1/p' "$logs/last.txt")
+  check=$(awk '/^check:/ {print $2}' "$logs/last.txt")
   echo "| $label | $* | ${backend:-?} | ${compute:-?} | ${total:-?} | ${check:-FAILED} |" >>"$summary"
 }
 
 if start_server main; then
-  "$client" --target "127.0.0.1:$port" --info | tee "$out/info-start.txt"
+  "$client" --target "127.0.0.1:$port" --info | tee "$logs/info-start.txt"
+  {
+    echo '### Startup (server log) and scan-client --info'
+    echo
+    grep -E "GPU|cuda:|calibrated" "$logs/server-main.log" | cut -c28- | sed 's/^/    /'
+    echo
+    sed 's/^/    /' "$logs/info-start.txt"
+  } >>"$summary"
   {
     echo
     echo '### Routing with AUTO (float32, scanned along dim 2)'
@@ -117,8 +134,14 @@ if start_server main; then
     done
   done
   for run in 1 2; do scan "cpu-$run" --backend cpu --shape 2,8,32768,128 --dtype f32; done
-  "$client" --target "127.0.0.1:$port" --info | tee "$out/info-end.txt"
-  python3 - "$(cat "$out/main.metrics-port")" >"$out/metrics.txt" <<'PY' || true
+  "$client" --target "127.0.0.1:$port" --info | tee "$logs/info-end.txt"
+  {
+    echo
+    echo '### scan-client --info after the runs (models refreshed from observed times)'
+    echo
+    sed 's/^/    /' "$logs/info-end.txt"
+  } >>"$summary"
+  [ -n "$metrics_listen" ] && python3 - "$metrics_port" >"$logs/metrics.txt" <<'PY' || true
 import sys, urllib.request
 text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics").read().decode()
 for line in text.splitlines():
@@ -127,12 +150,18 @@ for line in text.splitlines():
                         "scan_routing_decisions_total")):
         print(line)
 PY
+  [ -s "$logs/metrics.txt" ] && {
+    echo
+    echo '### GPU metrics'
+    echo
+    grep -vE '^scan_router_cost|routing_decisions_total\{.*\} 0$' "$logs/metrics.txt" | sed 's/^/    /'
+  } >>"$summary"
   kill "$pid"
   wait "$pid"
 fi
 
 # The yardstick: one pinned host-to-device copy of 256 MiB (and the other directions), same run.
-PYTHONUNBUFFERED=1 python3 - >"$out/pcie.txt" 2>&1 <<'PY' || failed+=("pcie")
+PYTHONUNBUFFERED=1 python3 - >"$logs/pcie.txt" 2>&1 <<'PY' || failed+=("pcie")
 import statistics, torch
 n = 256 << 20
 pinned = torch.empty(n, dtype=torch.uint8, pin_memory=True)
@@ -148,29 +177,42 @@ def timed(copy):
         start.record(); copy(); end.record(); end.synchronize()
         times.append(start.elapsed_time(end))
     return statistics.median(times)
-for name, copy in [("pinned H2D", lambda: device.copy_(pinned, non_blocking=True)),
+for name, copy in [("host memcpy (torch, all threads)", lambda: pageable.copy_(pinned)),
+                   ("pinned H2D", lambda: device.copy_(pinned, non_blocking=True)),
                    ("pinned D2H", lambda: pinned.copy_(device, non_blocking=True)),
                    ("pageable H2D", lambda: device.copy_(pageable)),
                    ("pageable D2H", lambda: pageable.copy_(device))]:
     ms = timed(copy)
     print(f"{name}: 256 MiB in {ms:.3f} ms = {n / ms / 1e6:.1f} GB/s")
+# What registering a request's own pageable buffer would cost instead of staging copies.
+import time
+cudart = torch.cuda.cudart()
+fresh = torch.ones(n, dtype=torch.uint8)
+start = time.perf_counter()
+cudart.cudaHostRegister(fresh.data_ptr(), n, 0)
+registered = time.perf_counter() - start
+start = time.perf_counter()
+cudart.cudaHostUnregister(fresh.data_ptr())
+print(f"cudaHostRegister of 256 MiB: {registered * 1e3:.2f} ms, unregister "
+      f"{(time.perf_counter() - start) * 1e3:.2f} ms")
 PY
-cat "$out/pcie.txt"
+cat "$logs/pcie.txt"
 {
   echo
   echo '### One PCIe copy of 256 MiB (PyTorch, median of 10)'
   echo
-  sed 's/^/    /' "$out/pcie.txt"
+  sed 's/^/    /' "$logs/pcie.txt"
 } >>"$summary"
 
 # Pipeline settings against the same 256 MiB float32 on the GPU (3 runs each).
-for setting in "8 8Mi" "16 8Mi" "8 16Mi" "16 32Mi"; do
-  read -r threads chunk <<<"$setting"
-  name="t${threads}-c${chunk}"
-  if start_server "$name" --gpu-copy-threads "$threads" --gpu-chunk-bytes "$chunk" --cpu-backend cpu-native; then
+for setting in "8 8Mi false" "8 8Mi true" "16 8Mi true" "16 16Mi true" "12 4Mi true"; do
+  read -r threads chunk streaming <<<"$setting"
+  name="t${threads}-c${chunk}-s${streaming}"
+  if start_server "$name" --gpu-copy-threads "$threads" --gpu-chunk-bytes "$chunk" \
+    --gpu-streaming-copies "$streaming" --cpu-backend cpu-native; then
     {
       echo
-      echo "### --gpu-copy-threads $threads --gpu-chunk-bytes $chunk"
+      echo "### --gpu-copy-threads $threads --gpu-chunk-bytes $chunk --gpu-streaming-copies $streaming"
       echo
       echo '| run | arguments | backend | compute us | server total us | check |'
       echo '|---|---|---|---|---|---|'
@@ -182,6 +224,8 @@ for setting in "8 8Mi" "16 8Mi" "8 16Mi" "16 32Mi"; do
 done
 
 cat "$summary"
+cp "$summary" "$out/"
+tar czf "$out/logs.tar.gz" -C "$logs" .
 if [ ${#failed[@]} -ne 0 ]; then
   echo "device-gpu-backend: FAILED: ${failed[*]}"
   exit 1

@@ -180,8 +180,12 @@ const std::vector<Option>& options() {
        "size of a GPU pipeline piece (staging buffer); larger tensors stream through in pieces",
        int64_setter(&ServerConfig::gpu_chunk_bytes, 64 << 10)},
       {"gpu-copy-threads", "SCAN_GPU_COPY_THREADS",
-       "host threads copying between request memory and pinned staging buffers, per GPU",
-       int_setter(&ServerConfig::gpu_copy_threads, 1, 256)},
+       "host threads copying between request memory and pinned staging buffers, per GPU; "
+       "0 = one per core",
+       int_setter(&ServerConfig::gpu_copy_threads, 0, 256)},
+      {"gpu-streaming-copies", "SCAN_GPU_STREAMING_COPIES",
+       "copy to and from pinned staging buffers with non-temporal stores (true|false)",
+       bool_setter(&ServerConfig::gpu_streaming_copies)},
       {"gpu-min-bytes", "SCAN_GPU_MIN_BYTES",
        "AUTO sends tensors smaller than this to a CPU backend whatever the cost models predict "
        "(0 = the cost models decide)",
@@ -260,6 +264,11 @@ int ServerConfig::effective_worker_threads() const {
   return std::max(1u, std::thread::hardware_concurrency());
 }
 
+int ServerConfig::effective_gpu_copy_threads() const {
+  if (gpu_copy_threads > 0) return gpu_copy_threads;
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
 int ServerConfig::effective_rpc_threads() const {
   if (rpc_threads > 0) return rpc_threads;
   return std::max(64, 8 * effective_worker_threads());
@@ -267,7 +276,7 @@ int ServerConfig::effective_rpc_threads() const {
 
 std::string ServerConfig::describe() const {
   auto or_dash = [](const std::string& text) { return text.empty() ? std::string("-") : text; };
-  return fmt::format(
+  std::string text = fmt::format(
       "listen={} metrics_listen={} max_tensor_bytes={} max_message_bytes={} max_rank={} "
       "worker_threads={} rpc_threads={} cpu_backend={} log_level={} log_format={} "
       "shutdown_grace_seconds={} drain_delay_seconds={} port_file={} metrics_port_file={} "
@@ -279,11 +288,13 @@ std::string ServerConfig::describe() const {
       shutdown_grace_seconds, drain_delay_seconds, or_dash(port_file), or_dash(metrics_port_file),
       effective_max_inflight_bytes(), max_queue, max_concurrent_streams,
       min_client_ping_interval_seconds, idle_connection_timeout_seconds, !tls_cert.empty(),
-      !tls_client_ca.empty(), !auth_token_file.empty(), reflection) +
-         fmt::format(
-             " gpu={} gpu_lanes={} gpu_chunk_bytes={} gpu_copy_threads={} gpu_min_bytes={} "
-             "cost_model={}",
-             gpu, gpu_lanes, gpu_chunk_bytes, gpu_copy_threads, gpu_min_bytes, or_dash(cost_models));
+      !tls_client_ca.empty(), !auth_token_file.empty(), reflection);
+  text += fmt::format(
+      " gpu={} gpu_lanes={} gpu_chunk_bytes={} gpu_copy_threads={} gpu_streaming_copies={} "
+      "gpu_min_bytes={} cost_model={}",
+      gpu, gpu_lanes, gpu_chunk_bytes, effective_gpu_copy_threads(), gpu_streaming_copies,
+      gpu_min_bytes, or_dash(cost_models));
+  return text;
 }
 
 ParseResult parse_config(const std::vector<std::string>& args,
@@ -369,8 +380,8 @@ bool parse_cost_overrides(const std::string& text, std::vector<CostOverride>* ov
         continue;
       }
     }
-    *error = "expected BACKEND=FIXED_US:GBPS[,...] with FIXED_US >= 0 and GBPS > 0, got '" +
-             entry + "'";
+    *error =
+        "expected BACKEND=FIXED_US:GBPS[,...] with FIXED_US >= 0 and GBPS > 0, got '" + entry + "'";
     return false;
   }
   return true;

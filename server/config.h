@@ -33,7 +33,10 @@ struct ServerConfig {
   std::string gpu = "auto";
   int gpu_lanes = 2;  // requests one GPU serves at once (each with its own streams and buffers)
   std::int64_t gpu_chunk_bytes = std::int64_t{8} << 20;  // pipeline piece / staging buffer size
-  int gpu_copy_threads = 8;  // host threads copying between request memory and pinned buffers
+  // Host threads copying between request memory and pinned buffers; 0 means one per core (these
+  // copies bound the GPU path: see bench/RESULTS.md, "GPU backend (H100)").
+  int gpu_copy_threads = 0;
+  bool gpu_streaming_copies = true;  // those copies with non-temporal stores
   // AUTO sends tensors smaller than this to a CPU whatever the cost models say (0: models decide).
   std::int64_t gpu_min_bytes = 0;
   // Pinned cost models replacing calibration: "BACKEND=FIXED_US:GBPS[,...]", e.g.
@@ -61,6 +64,7 @@ struct ServerConfig {
   std::int64_t effective_max_message_bytes() const;
   int effective_worker_threads() const;
   int effective_rpc_threads() const;
+  int effective_gpu_copy_threads() const;
   // One line per setting, for the startup log.
   std::string describe() const;
 };

@@ -35,7 +35,8 @@ ScanServer::ScanServer(ServerConfig config, std::unique_ptr<Router> router)
     registered.backend->on_availability_change(
         [up = series.up](bool available) { up->Set(available ? 1 : 0); });
     if (series.device_memory_used != nullptr) {
-      series.device_memory_used->Set(static_cast<double>(registered.backend->device_memory_bytes()));
+      series.device_memory_used->Set(
+          static_cast<double>(registered.backend->device_memory_bytes()));
     }
   }
 }
@@ -164,7 +165,7 @@ void add_gpu_backends(const ServerConfig& config, Router& router) {
     CudaBackendOptions options;
     options.lanes = config.gpu_lanes;
     options.chunk_bytes = config.gpu_chunk_bytes;
-    options.copy_threads = config.gpu_copy_threads;
+    options.copy_threads = config.effective_gpu_copy_threads();
     options.streaming_copies = config.gpu_streaming_copies;
     for (GpuDevice& device : inventory.devices) {
       spdlog::info("GPU {}: {}, {:.1f} GiB, compute capability {}.{}, {} SMs{}{}", device.ordinal,
@@ -228,7 +229,8 @@ std::unique_ptr<Router> make_default_router(const ServerConfig& config) {
   };
   for (const auto& entry : overrides) {
     bool found = false;
-    for (const auto& registered : router->backends()) found |= registered.backend->name() == entry.backend;
+    for (const auto& registered : router->backends())
+      found |= registered.backend->name() == entry.backend;
     if (!found) spdlog::warn("--cost-model: no backend named {} on this server", entry.backend);
   }
   // With a single backend there is nothing to choose, so startup skips the timing.

@@ -23,10 +23,11 @@ struct CudaBackendOptions {
   int lanes = 2;                                     // requests served at once per device
   int slots_per_lane = 4;                            // pieces of one request in flight
   std::int64_t chunk_bytes = std::int64_t{8} << 20;  // staging buffer size (largest piece)
-  int copy_threads = 8;                              // host threads copying to/from staging buffers
-  int max_consecutive_errors = 3;                    // then the device is marked unhealthy
-  double probe_interval_seconds = 10;                // how often an unhealthy device is probed
-  int injected_failures = 0;  // tests only: the first N requests fail as if the device had
+  int copy_threads = 16;                             // host threads copying to/from staging buffers
+  bool streaming_copies = true;        // non-temporal stores for those copies (x86-64)
+  int max_consecutive_errors = 3;      // then the device is marked unhealthy
+  double probe_interval_seconds = 10;  // how often an unhealthy device is probed
+  int injected_failures = 0;           // tests only: the first N requests fail as if the device had
 };
 
 // Every CUDA device the runtime sees, with `usable` set for those the kernels run on (compute
