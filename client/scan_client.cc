@@ -86,6 +86,11 @@ Client& RoundRobinClients::next() {
 
 Client::Client(const std::string& target) : Client(make_channel(target)) {}
 
+Client::~Client() {
+  std::unique_lock<std::mutex> lock(pending_->mutex);
+  pending_->idle.wait(lock, [this] { return pending_->calls == 0; });
+}
+
 std::unique_ptr<Client> Client::Connect(const std::string& target, const Security& security,
                                         std::string* error) {
   std::shared_ptr<grpc::ChannelCredentials> credentials;
@@ -162,19 +167,25 @@ void Client::StartScan(const v1::ScanRequest& request, std::shared_ptr<const std
     grpc::ByteBuffer response;
     Done done;
   };
+  {
+    std::lock_guard<std::mutex> lock(pending_->mutex);
+    ++pending_->calls;
+  }
   auto* call = new Call;
   prepare(&call->context, deadline_after(timeout));
   call->request = wire::encode_request(request, std::move(payload));
   call->done = std::move(done);
   grpc::internal::CallbackUnaryCall<grpc::ByteBuffer, grpc::ByteBuffer>(
       channel_.get(), scan_method_, &call->context, &call->request, &call->response,
-      [call, buffers = buffers_](grpc::Status status) {
+      [call, buffers = buffers_, pending = pending_](grpc::Status status) {
         v1::ScanResponse response;
         std::string* data = response.mutable_result()->mutable_data();
         if (status.ok()) status = wire::decode(&call->response, &response, data, buffers.get());
         call->done(status, response);
         buffers->give(std::move(*response.mutable_result()->mutable_data()));
         delete call;
+        std::lock_guard<std::mutex> lock(pending->mutex);
+        if (--pending->calls == 0) pending->idle.notify_all();
       });
 }
 

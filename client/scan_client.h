@@ -9,8 +9,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -50,6 +52,10 @@ class Client {
   // `target` is a gRPC target, e.g. "localhost:50051" or "dns:///scan.example:50051".
   explicit Client(const std::string& target);
   explicit Client(std::shared_ptr<grpc::Channel> channel);
+  // Waits for the callbacks of StartScan calls still running.
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
   // A client of a server with TLS and/or token auth; null, with *error set, when a certificate
   // or key file cannot be read.
   static std::unique_ptr<Client> Connect(const std::string& target, const Security& security,
@@ -95,6 +101,15 @@ class Client {
   grpc::internal::RpcMethod scan_method_;
   // Response buffers of StartScan calls, reused: their answers are not handed out.
   std::shared_ptr<wire::BufferPool> buffers_;
+  // StartScan calls whose callback has not returned yet. The destructor waits for them: the last
+  // reference to the channel must not go away inside a callback, where gRPC 1.51 would shut down
+  // the very completion queue running it (assertion in grpc_cq_internal_unref).
+  struct Pending {
+    std::mutex mutex;
+    std::condition_variable idle;
+    int calls = 0;
+  };
+  std::shared_ptr<Pending> pending_ = std::make_shared<Pending>();
 };
 
 // Spreads calls over several replicas given as separate targets, one channel each, in turn.
