@@ -51,6 +51,7 @@ class MetricsTest : public ::testing::Test {
     config.metrics_listen = "127.0.0.1:0";
     config.worker_threads = 2;
     config.cpu_backend = cpu_backend_;
+    config.gpu = "off";  // exact per-backend counts: no GPU backend to share AUTO traffic with
     server_ = std::make_unique<server::ScanServer>(config, server::make_default_router(config));
     ASSERT_TRUE(server_->start());
     ASSERT_GT(server_->metrics_port(), 0);

@@ -30,6 +30,7 @@ class ServiceTest : public ::testing::TestWithParam<const char*> {
     config.worker_threads = 2;
     config.shutdown_grace_seconds = 5;
     config.cpu_backend = GetParam();
+    config.gpu = "off";  // these cases pin the CPU backends; a GPU machine would route AUTO there
     server_ = std::make_unique<server::ScanServer>(config, server::make_default_router(config));
     ASSERT_TRUE(server_->start());
     client_ = std::make_unique<client::Client>("127.0.0.1:" + std::to_string(server_->port()));
