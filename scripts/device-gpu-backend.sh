@@ -32,7 +32,7 @@ source "$root/scripts/device-env.sh" || exit 1
   nproc
 } 2>&1 | tee "$logs/env.log"
 
-step() {  # step NAME COMMAND...: runs COMMAND, logs to $out/NAME.log, records a failure
+step() {  # step NAME COMMAND...: runs COMMAND, logs to $logs/NAME.log, records a failure
   local name=$1
   shift
   echo "=== $name: $*"
@@ -141,6 +141,7 @@ if start_server main; then
     echo
     sed 's/^/    /' "$logs/info-end.txt"
   } >>"$summary"
+  # shellcheck disable=SC2015  # metrics are a bonus: neither branch may fail the run
   [ -n "$metrics_listen" ] && python3 - "$metrics_port" >"$logs/metrics.txt" <<'PY' || true
 import sys, urllib.request
 text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics").read().decode()
