@@ -48,7 +48,11 @@ owner_of() {
 packages=()
 for binary in "$prefix"/bin/*; do
   for lib in $(objdump -p "$binary" | awk '$1 == "NEEDED" {print $2}'); do
-    path=$(ldd "$binary" | awk -v lib="$lib" '$1 == lib && $2 == "=>" {print $3}')
+    # "libfoo.so.1 => /path (addr)", or "/path/ld-linux-x86-64.so.2 (addr)" for the loader, which
+    # the statically linked CUDA runtime names explicitly.
+    path=$(ldd "$binary" | awk -v lib="$lib" '
+      $1 == lib && $2 == "=>" {print $3; exit}
+      substr($1, 1, 1) == "/" && substr($1, length($1) - length(lib)) == "/" lib {print $1; exit}')
     if [ "$path" = "not" ] || [ -z "$path" ]; then
       [ "$lib" = libcuda.so.1 ] && continue
       echo "compile.sh: $binary needs $lib, which is not installed" >&2
