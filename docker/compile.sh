@@ -39,7 +39,7 @@ owner_of() {
   local candidate spelling owner
   for candidate in "$1" "$(readlink -f "$1")"; do
     for spelling in "$candidate" "/usr$candidate" "${candidate#/usr}"; do
-      owner=$(dpkg -S "$spelling" 2>/dev/null | head -n 1) && { echo "${owner%%:*}"; return; }
+      owner=$(dpkg -S "$spelling" 2>/dev/null | sed -n 1p) && { echo "${owner%%:*}"; return; }
     done
   done
   echo "compile.sh: no Debian package ships $1" >&2
@@ -47,12 +47,14 @@ owner_of() {
 }
 packages=()
 for binary in "$prefix"/bin/*; do
+  resolved=$(ldd "$binary")
   for lib in $(objdump -p "$binary" | awk '$1 == "NEEDED" {print $2}'); do
     # "libfoo.so.1 => /path (addr)", or "/path/ld-linux-x86-64.so.2 (addr)" for the loader, which
     # the statically linked CUDA runtime names explicitly.
-    path=$(ldd "$binary" | awk -v lib="$lib" '
-      $1 == lib && $2 == "=>" {print $3; exit}
-      substr($1, 1, 1) == "/" && substr($1, length($1) - length(lib)) == "/" lib {print $1; exit}')
+    path=$(awk -v lib="$lib" '
+      $1 == lib && $2 == "=>" && !found {print $3; found = 1}
+      substr($1, 1, 1) == "/" && substr($1, length($1) - length(lib)) == "/" lib && !found {print $1; found = 1}
+    ' <<<"$resolved")
     if [ "$path" = "not" ] || [ -z "$path" ]; then
       [ "$lib" = libcuda.so.1 ] && continue
       echo "compile.sh: $binary needs $lib, which is not installed" >&2
