@@ -159,34 +159,55 @@ grpc::Status Client::Scan(v1::ScanRequest* request, std::chrono::milliseconds ti
   return status;
 }
 
+namespace {
+
+// One StartScan call. A reactor rather than a completion callback: gRPC runs a unary call's
+// completion callback before releasing the call, so a Client destroyed as soon as the last
+// callback signalled could free the channel's completion queue under gRPC's feet (seen as a
+// double free under ASan). OnDone runs after gRPC has released the call.
+class PendingScan final : public grpc::ClientUnaryReactor {
+ public:
+  PendingScan(Client::Done done, std::shared_ptr<wire::BufferPool> buffers,
+              std::shared_ptr<Client::PendingCalls> pending)
+      : done_(std::move(done)), buffers_(std::move(buffers)), pending_(std::move(pending)) {}
+
+  grpc::ClientContext context;
+  grpc::ByteBuffer request;
+  grpc::ByteBuffer response;
+
+  void OnDone(const grpc::Status& finished) override {
+    grpc::Status status = finished;
+    v1::ScanResponse decoded;
+    std::string* data = decoded.mutable_result()->mutable_data();
+    if (status.ok()) status = wire::decode(&response, &decoded, data, buffers_.get());
+    done_(status, decoded);
+    buffers_->give(std::move(*decoded.mutable_result()->mutable_data()));
+    const std::shared_ptr<Client::PendingCalls> pending = pending_;
+    delete this;
+    std::lock_guard<std::mutex> lock(pending->mutex);
+    if (--pending->calls == 0) pending->idle.notify_all();
+  }
+
+ private:
+  Client::Done done_;
+  std::shared_ptr<wire::BufferPool> buffers_;
+  std::shared_ptr<Client::PendingCalls> pending_;
+};
+
+}  // namespace
+
 void Client::StartScan(const v1::ScanRequest& request, std::shared_ptr<const std::string> payload,
                        std::chrono::milliseconds timeout, Done done) {
-  struct Call {
-    grpc::ClientContext context;
-    grpc::ByteBuffer request;
-    grpc::ByteBuffer response;
-    Done done;
-  };
   {
     std::lock_guard<std::mutex> lock(pending_->mutex);
     ++pending_->calls;
   }
-  auto* call = new Call;
+  auto* call = new PendingScan(std::move(done), buffers_, pending_);
   prepare(&call->context, deadline_after(timeout));
   call->request = wire::encode_request(request, std::move(payload));
-  call->done = std::move(done);
-  grpc::internal::CallbackUnaryCall<grpc::ByteBuffer, grpc::ByteBuffer>(
-      channel_.get(), scan_method_, &call->context, &call->request, &call->response,
-      [call, buffers = buffers_, pending = pending_](grpc::Status status) {
-        v1::ScanResponse response;
-        std::string* data = response.mutable_result()->mutable_data();
-        if (status.ok()) status = wire::decode(&call->response, &response, data, buffers.get());
-        call->done(status, response);
-        buffers->give(std::move(*response.mutable_result()->mutable_data()));
-        delete call;
-        std::lock_guard<std::mutex> lock(pending->mutex);
-        if (--pending->calls == 0) pending->idle.notify_all();
-      });
+  grpc::internal::ClientCallbackUnaryFactory::Create<grpc::ByteBuffer, grpc::ByteBuffer>(
+      channel_.get(), scan_method_, &call->context, &call->request, &call->response, call);
+  call->StartCall();
 }
 
 grpc::Status Client::Scan(HostTensor gamma, const ScanOptions& options, ScanResult* result) {

@@ -75,6 +75,12 @@ class Client {
   // once; `done` runs on a gRPC thread when the answer is in. For load generators: no thread
   // waits per call in flight.
   using Done = std::function<void(const grpc::Status&, v1::ScanResponse&)>;
+  // Count of StartScan calls not finished yet (shared with the calls themselves).
+  struct PendingCalls {
+    std::mutex mutex;
+    std::condition_variable idle;
+    int calls = 0;
+  };
   void StartScan(const v1::ScanRequest& request, std::shared_ptr<const std::string> payload,
                  std::chrono::milliseconds timeout, Done done);
 
@@ -104,12 +110,7 @@ class Client {
   // StartScan calls whose callback has not returned yet. The destructor waits for them: the last
   // reference to the channel must not go away inside a callback, where gRPC 1.51 would shut down
   // the very completion queue running it (assertion in grpc_cq_internal_unref).
-  struct Pending {
-    std::mutex mutex;
-    std::condition_variable idle;
-    int calls = 0;
-  };
-  std::shared_ptr<Pending> pending_ = std::make_shared<Pending>();
+  std::shared_ptr<PendingCalls> pending_ = std::make_shared<PendingCalls>();
 };
 
 // Spreads calls over several replicas given as separate targets, one channel each, in turn.
