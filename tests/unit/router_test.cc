@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 
 #include "calibration.h"
 
@@ -304,9 +305,17 @@ class TimedBackend final : public ScanBackend {
 
 TEST(Calibration, RecoversTheCostModelOfABackend) {
   TimedBackend backend(200e-6, 2e9);
-  const CalibrationResult result = calibrate(backend);
-  ASSERT_EQ(result.samples.size(), cpu_calibration_shapes().size());
-  // Medians of busy-waits: only preemption on a loaded machine can stretch them.
+  // Medians of busy-waits: only preemption on a loaded machine can stretch them, so a machine
+  // busy with other work gets three tries; a wrong fit fails all three.
+  CalibrationResult result;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    result = calibrate(backend);
+    ASSERT_EQ(result.samples.size(), cpu_calibration_shapes().size());
+    if (std::abs(result.model.bytes_per_second - 2e9) < 0.5e9 &&
+        std::abs(result.model.fixed_seconds - 200e-6) < 100e-6) {
+      break;
+    }
+  }
   EXPECT_NEAR(result.model.bytes_per_second, 2e9, 0.5e9);
   EXPECT_NEAR(result.model.fixed_seconds, 200e-6, 100e-6);
 }
