@@ -16,11 +16,10 @@ export const variants = {
   "gpu+monitoring": "deploy/k8s/tests/with-monitoring/gpu",
 };
 
-// The overlays render with kustomize's default load restrictor, so `kubectl apply -k` works on
-// them; the monitoring component reads deploy/grafana and deploy/prometheus and needs it off.
+// Everything renders with kustomize's default load restrictor, so `kubectl apply -k` works on
+// each path as it is.
 export function render(path) {
   const args = ["kustomize", join(repo, path)];
-  if (path.includes("with-monitoring")) args.push("--load-restrictor", "LoadRestrictionsNone");
   const text = execFileSync("kubectl", args, {
     encoding: "utf8",
     maxBuffer: 64 << 20,
