@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <random>
@@ -76,6 +77,31 @@ struct KnownScan {
     return client::check_cumprod(gamma, result, 1).ok();
   }
 };
+
+// Starts `threads` callers, each sending `known` in a closed loop through `client_of(index)` up to
+// `calls` times or until `stop`, and tallying every outcome and every wrong answer.
+std::vector<std::thread> start_callers(int threads, int calls,
+                                       const std::function<client::Client&(int)>& client_of,
+                                       const KnownScan& known, Tally& tally,
+                                       const std::atomic<bool>& stop) {
+  std::vector<std::thread> callers;
+  for (int index = 0; index < threads; ++index) {
+    callers.emplace_back([&, index] {
+      client::Client& client = client_of(index);
+      for (int call = 0; call < calls && !stop; ++call) {
+        v1::ScanResponse answer;
+        std::chrono::microseconds round_trip{0};
+        const grpc::Status status = known.send(client, &answer, &round_trip);
+        tally.add(status);
+        if (status.ok() && !known.correct(answer)) {
+          std::lock_guard<std::mutex> lock(tally.mutex);
+          ++tally.wrong;
+        }
+      }
+    });
+  }
+  return callers;
+}
 
 TEST(Overload, TenTimesTheInflightBoundKeepsMemoryBoundedAndAnswersCorrectOrExhausted) {
   constexpr std::int64_t kTensorBytes = 16 << 20;
@@ -161,22 +187,12 @@ TEST(Shutdown, SigtermUnderLoadLosesNoAcceptedRequest) {
 
   Tally tally;
   std::atomic<bool> stop{false};
-  std::vector<std::thread> clients;
+  std::vector<std::unique_ptr<client::Client>> own;  // one connection per caller
   for (int index = 0; index < 8; ++index) {
-    clients.emplace_back([&] {
-      client::Client own(server.target());
-      for (int call = 0; call < 2000 && !stop; ++call) {
-        v1::ScanResponse answer;
-        std::chrono::microseconds round_trip{0};
-        const grpc::Status status = known.send(own, &answer, &round_trip);
-        tally.add(status);
-        if (status.ok() && !known.correct(answer)) {
-          std::lock_guard<std::mutex> lock(tally.mutex);
-          ++tally.wrong;
-        }
-      }
-    });
+    own.push_back(std::make_unique<client::Client>(server.target()));
   }
+  std::vector<std::thread> clients = start_callers(
+      8, 2000, [&own](int index) -> client::Client& { return *own[index]; }, known, tally, stop);
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));
   const int ok_before = tally.count(grpc::StatusCode::OK);
   const auto signalled = Clock::now();
@@ -220,21 +236,8 @@ TEST(ReplicaLoss, KillingAndRestartingOneOfThreeReplicasFailsNoRequest) {
   client::Client shared(target);
   Tally tally;
   std::atomic<bool> stop{false};
-  std::vector<std::thread> clients;
-  for (int index = 0; index < 6; ++index) {
-    clients.emplace_back([&] {
-      for (int call = 0; call < 5000 && !stop; ++call) {
-        v1::ScanResponse answer;
-        std::chrono::microseconds round_trip{0};
-        const grpc::Status status = known.send(shared, &answer, &round_trip);
-        tally.add(status);
-        if (status.ok() && !known.correct(answer)) {
-          std::lock_guard<std::mutex> lock(tally.mutex);
-          ++tally.wrong;
-        }
-      }
-    });
-  }
+  std::vector<std::thread> clients = start_callers(
+      6, 5000, [&shared](int) -> client::Client& { return shared; }, known, tally, stop);
   std::this_thread::sleep_for(std::chrono::seconds(1));
   const int port = replicas[1]->port();
   replicas[1]->kill_now();
