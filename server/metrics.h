@@ -102,5 +102,4 @@ class ServiceMetrics {
   std::unique_ptr<prometheus::Exposer> exposer_;
 };
 
-
 }  // namespace scan::server

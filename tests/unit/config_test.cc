@@ -102,8 +102,7 @@ TEST(Config, GpuFlagsAndCostModelOverrides) {
         << bad;
   }
   ServerConfig gpu_typo;
-  EXPECT_EQ(parse_config({"--gpu", "on"}, {}, &gpu_typo).action,
-            ParseResult::Action::kExitFailure);
+  EXPECT_EQ(parse_config({"--gpu", "on"}, {}, &gpu_typo).action, ParseResult::Action::kExitFailure);
 }
 
 }  // namespace
