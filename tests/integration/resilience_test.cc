@@ -86,7 +86,8 @@ std::vector<std::thread> start_callers(int threads, int calls,
                                        const std::atomic<bool>& stop) {
   std::vector<std::thread> callers;
   for (int index = 0; index < threads; ++index) {
-    callers.emplace_back([&, index] {
+    // `client_of` by value: the caller's std::function is often a temporary.
+    callers.emplace_back([&known, &tally, &stop, client_of, calls, index] {
       client::Client& client = client_of(index);
       for (int call = 0; call < calls && !stop; ++call) {
         v1::ScanResponse answer;

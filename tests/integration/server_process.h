@@ -2,6 +2,7 @@
 // process shows: its memory (peak RSS), its exit status, being killed.
 #pragma once
 
+#include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -45,7 +46,17 @@ class ServerProcess {
     std::vector<char*> pointers;
     for (auto& arg : argv) pointers.push_back(arg.data());
     pointers.push_back(nullptr);
-    if (posix_spawn(&pid_, SCAN_SERVER_BINARY, nullptr, nullptr, pointers.data(), environ) != 0) {
+    // The server's output goes to a file, not to the test's stdout: a server outliving a crashed
+    // test would otherwise hold ctest's pipe open and stall the whole run.
+    const std::string log = (directory_ / "server.log").string();
+    posix_spawn_file_actions_t files;
+    posix_spawn_file_actions_init(&files);
+    posix_spawn_file_actions_addopen(&files, STDOUT_FILENO, log.c_str(), O_WRONLY | O_CREAT, 0644);
+    posix_spawn_file_actions_adddup2(&files, STDOUT_FILENO, STDERR_FILENO);
+    const int spawned =
+        posix_spawn(&pid_, SCAN_SERVER_BINARY, &files, nullptr, pointers.data(), environ);
+    posix_spawn_file_actions_destroy(&files);
+    if (spawned != 0) {
       pid_ = -1;
       return;
     }
