@@ -25,21 +25,55 @@ namespace scan::wire {
 // Thread-safe; hand it around as a shared_ptr, since slices in flight may outlive its user.
 class BufferPool {
  public:
+  // Told about the memory of pooled buffers, e.g. to register it with a GPU driver once (the
+  // server's CUDA backend DMAs straight from and into registered memory). A buffer is "known" from
+  // its first entry into the pool until it leaves the pool for good: kept() is called once, when it
+  // first enters (with the pool's lock held: keep it quick, hand slow work to another thread), and
+  // dropped() once, before its memory is freed (without the lock; it may block, e.g. until the
+  // memory is unregistered). A known buffer that take() hands out stays known: it must come back
+  // through give() (as every user in this project does), not be freed elsewhere. `data` and `bytes`
+  // are the buffer's data() and capacity().
+  class Listener {
+   public:
+    virtual ~Listener() = default;
+    virtual void kept(const void* data, std::size_t bytes) = 0;
+    virtual void dropped(const void* data, std::size_t bytes) = 0;
+  };
+
   // Keeps buffers of at least `min_bytes` capacity, at most `max_total_bytes` of them in all.
   explicit BufferPool(std::size_t max_total_bytes, std::size_t min_bytes = std::size_t{1} << 20);
+  // Every known buffer is dropped (the listener's last calls).
+  ~BufferPool();
+  BufferPool(const BufferPool&) = delete;
+  BufferPool& operator=(const BufferPool&) = delete;
 
-  // An empty string whose capacity is at least `bytes` if the pool has one, else a new one.
+  // Sets the listener (once; false if one is set already). Buffers pooled already are kept() now.
+  bool set_listener(std::shared_ptr<Listener> listener);
+
+  // An empty string whose capacity is at least `bytes` if the pool has one, else a new one (of
+  // `bytes` rounded up to 64 KiB when it may be pooled).
   std::string take(std::size_t bytes);
   // Returns a buffer; kept if large enough and there is room (smaller pooled ones make way).
   void give(std::string buffer);
   std::size_t pooled_bytes() const;
 
+  struct Range {
+    const char* data;
+    std::size_t bytes;
+  };
+
  private:
+  // Forgets `buffer` if known (appending it to `dropped`); call with the lock held.
+  void forget_locked(const std::string& buffer, std::vector<Range>* dropped);
+  void notify_dropped(const std::vector<Range>& dropped);
+
   const std::size_t max_total_bytes_;
   const std::size_t min_bytes_;
   mutable std::mutex mutex_;
   std::vector<std::string> buffers_;
   std::size_t total_ = 0;
+  std::shared_ptr<Listener> listener_;
+  std::vector<Range> known_;  // with a listener: every known buffer, pooled or handed out
 };
 
 // Moves request->gamma().data() into the buffer (the request is left without it).

@@ -186,6 +186,10 @@ const std::vector<Option>& options() {
       {"gpu-streaming-copies", "SCAN_GPU_STREAMING_COPIES",
        "copy to and from pinned staging buffers with non-temporal stores (true|false)",
        bool_setter(&ServerConfig::gpu_streaming_copies)},
+      {"gpu-register-pool", "SCAN_GPU_REGISTER_POOL",
+       "register the pooled request/response buffers with CUDA once (in the background), so GPU "
+       "requests skip the staging copies; false: always stage (true|false)",
+       bool_setter(&ServerConfig::gpu_register_pool)},
       {"gpu-min-bytes", "SCAN_GPU_MIN_BYTES",
        "AUTO sends tensors smaller than this to a CPU backend whatever the cost models predict "
        "(0 = the cost models decide)",
@@ -291,9 +295,9 @@ std::string ServerConfig::describe() const {
       !tls_client_ca.empty(), !auth_token_file.empty(), reflection);
   text += fmt::format(
       " gpu={} gpu_lanes={} gpu_chunk_bytes={} gpu_copy_threads={} gpu_streaming_copies={} "
-      "gpu_min_bytes={} cost_model={}",
+      "gpu_register_pool={} gpu_min_bytes={} cost_model={}",
       gpu, gpu_lanes, gpu_chunk_bytes, effective_gpu_copy_threads(), gpu_streaming_copies,
-      gpu_min_bytes, or_dash(cost_models));
+      gpu_register_pool, gpu_min_bytes, or_dash(cost_models));
   return text;
 }
 

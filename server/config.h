@@ -37,6 +37,9 @@ struct ServerConfig {
   // copies bound the GPU path: see bench/RESULTS.md, "GPU backend (H100)").
   int gpu_copy_threads = 0;
   bool gpu_streaming_copies = true;  // those copies with non-temporal stores
+  // Register the wire buffer pool's buffers with CUDA once, so GPU jobs DMA straight from the
+  // request and into the response (no staging copies); false: always stage.
+  bool gpu_register_pool = true;
   // AUTO sends tensors smaller than this to a CPU whatever the cost models say (0: models decide).
   std::int64_t gpu_min_bytes = 0;
   // Pinned cost models replacing calibration: "BACKEND=FIXED_US:GBPS[,...]", e.g.

@@ -21,7 +21,22 @@ namespace scan::server {
 
 namespace {
 constexpr const char* kScanServiceName = "scan.v1.ScanService";
-}
+
+#if SCAN_HAVE_CUDA
+// --gpu-register-pool: the wire pool's buffers are registered with CUDA while pooled, so GPU jobs
+// DMA straight from the request and into the response.
+class PoolRegistrar final : public wire::BufferPool::Listener {
+ public:
+  void kept(const void* data, std::size_t bytes) override {
+    registry_->register_async(data, bytes);
+  }
+  void dropped(const void* data, std::size_t bytes) override { registry_->unregister(data, bytes); }
+
+ private:
+  const std::shared_ptr<CudaHostRegistry> registry_ = process_cuda_host_registry();
+};
+#endif
+}  // namespace
 
 ScanServer::ScanServer(ServerConfig config, std::unique_ptr<Router> router)
     : config_(std::move(config)),
@@ -108,6 +123,14 @@ bool ScanServer::start() {
       },
       static_cast<std::size_t>(config_.effective_max_inflight_bytes()));
   builder.RegisterService(wire_service_.get());
+#if SCAN_HAVE_CUDA
+  if (config_.gpu_register_pool && router_->has(DeviceKind::kGpu)) {
+    wire_service_->buffer_pool().set_listener(std::make_shared<PoolRegistrar>());
+    spdlog::info(
+        "GPU: pooled tensor buffers are registered with CUDA as they are first reused "
+        "(--gpu-register-pool); requests in them skip the staging copies");
+  }
+#endif
   info_service_ =
       std::make_unique<ServerInfoService>(*router_, authenticator_ ? &*authenticator_ : nullptr);
   builder.RegisterService(info_service_.get());
@@ -167,6 +190,7 @@ void add_gpu_backends(const ServerConfig& config, Router& router) {
     options.chunk_bytes = config.gpu_chunk_bytes;
     options.copy_threads = config.effective_gpu_copy_threads();
     options.streaming_copies = config.gpu_streaming_copies;
+    if (config.gpu_register_pool) options.host_registry = process_cuda_host_registry();
     for (GpuDevice& device : inventory.devices) {
       spdlog::info("GPU {}: {}, {:.1f} GiB, compute capability {}.{}, {} SMs{}{}", device.ordinal,
                    device.name, static_cast<double>(device.total_memory_bytes) / (1 << 30),

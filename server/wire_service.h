@@ -33,6 +33,9 @@ class WireScanService final : public grpc::Service {
   // hold anyway.
   WireScanService(Handler handler, std::size_t pooled_bytes);
 
+  // The pool of request and response tensor buffers (the server registers them with CUDA).
+  wire::BufferPool& buffer_pool() { return *buffers_; }
+
  private:
   grpc::Status handle(grpc::ServerContext* context, const grpc::ByteBuffer& request,
                       grpc::ByteBuffer* response);

@@ -9,8 +9,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstring>
+#include <deque>
+#include <iterator>
+#include <map>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -49,6 +53,185 @@ KernelStatus cuda_failure(const std::string& what, cudaError_t error) {
 
 constexpr int kMinComputeCapability = 8;
 
+// CudaHostRegistry: ranges by start address; a background thread registers queued ones.
+class HostRegistry final : public CudaHostRegistry {
+ public:
+  // Keeps a registered range registered while a job copies from or into it.
+  class Lease {
+   public:
+    Lease() = default;
+    Lease(HostRegistry* registry, std::uintptr_t key) : registry_(registry), key_(key) {}
+    Lease(Lease&& other) noexcept : registry_(other.registry_), key_(other.key_) {
+      other.registry_ = nullptr;
+    }
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
+    Lease& operator=(Lease&&) = delete;
+    ~Lease() {
+      if (registry_ != nullptr) registry_->release(key_);
+    }
+    bool held() const { return registry_ != nullptr; }
+
+   private:
+    HostRegistry* registry_ = nullptr;
+    std::uintptr_t key_ = 0;
+  };
+
+  ~HostRegistry() override {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+    }
+    changed_.notify_all();
+    if (worker_.joinable()) worker_.join();
+    // Normally empty: pools unregister their buffers before they free them.
+    for (const auto& [key, entry] : entries_) {
+      if (entry.state == State::kRegistered) cudaHostUnregister(reinterpret_cast<void*>(key));
+    }
+    cudaGetLastError();
+  }
+
+  void register_async(const void* data, std::size_t bytes) override {
+    if (data == nullptr || bytes == 0) return;
+    const auto key = reinterpret_cast<std::uintptr_t>(data);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (stopping_ || !entries_.emplace(key, Entry{bytes}).second) return;
+      queue_.push_back(key);
+      if (!worker_.joinable()) worker_ = std::thread([this] { work(); });
+    }
+    changed_.notify_all();
+  }
+
+  void unregister(const void* data, std::size_t bytes) override {
+    const auto key = reinterpret_cast<std::uintptr_t>(data);
+    std::unique_lock<std::mutex> lock(mutex_);
+    auto found = entries_.find(key);
+    if (found == entries_.end()) return;
+    changed_.wait(lock, [&] {
+      found = entries_.find(key);
+      return found == entries_.end() ||
+             (found->second.state != State::kRegistering && found->second.users == 0);
+    });
+    if (found == entries_.end()) return;
+    if (found->second.state != State::kRegistered) {
+      entries_.erase(found);  // queued (the worker skips it) or failed
+      changed_.notify_all();
+      return;
+    }
+    found->second.state = State::kLeaving;  // no new leases
+    lock.unlock();
+    const cudaError_t error = cudaHostUnregister(const_cast<void*>(data));
+    if (error != cudaSuccess) cudaGetLastError();
+    lock.lock();
+    registered_bytes_ -= static_cast<std::int64_t>(bytes);
+    entries_.erase(key);
+    const std::int64_t registered = registered_bytes_;
+    lock.unlock();
+    changed_.notify_all();
+    spdlog::debug("unregistered a pooled buffer of {:.1f} MiB ({:.1f} MiB registered for DMA)",
+                  static_cast<double>(bytes) / (1 << 20),
+                  static_cast<double>(registered) / (1 << 20));
+  }
+
+  std::int64_t registered_bytes() const override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return registered_bytes_;
+  }
+  std::int64_t direct_transfers() const override { return direct_transfers_.load(); }
+
+  void wait_idle() override {
+    std::unique_lock<std::mutex> lock(mutex_);
+    changed_.wait(lock, [this] { return queue_.empty() && registering_ == 0; });
+  }
+
+  // A lease on the registered range holding [data, data + bytes), or none (staging path).
+  Lease hold(const void* data, std::size_t bytes) {
+    const auto start = reinterpret_cast<std::uintptr_t>(data);
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto next = entries_.upper_bound(start);
+    if (next == entries_.begin()) return {};
+    auto& [key, entry] = *std::prev(next);
+    if (entry.state != State::kRegistered || start + bytes > key + entry.bytes) return {};
+    ++entry.users;
+    direct_transfers_.fetch_add(1);
+    return {this, key};
+  }
+
+ private:
+  enum class State { kQueued, kRegistering, kRegistered, kFailed, kLeaving };
+  struct Entry {
+    std::size_t bytes = 0;
+    State state = State::kQueued;
+    int users = 0;
+  };
+
+  void release(std::uintptr_t key) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto found = entries_.find(key);
+      if (found != entries_.end()) --found->second.users;
+    }
+    changed_.notify_all();
+  }
+
+  void work() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    while (true) {
+      changed_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      if (stopping_) return;
+      const std::uintptr_t key = queue_.front();
+      queue_.pop_front();
+      auto found = entries_.find(key);
+      if (found == entries_.end() || found->second.state != State::kQueued) continue;
+      found->second.state = State::kRegistering;
+      const std::size_t bytes = found->second.bytes;
+      ++registering_;
+      lock.unlock();
+      const auto started = std::chrono::steady_clock::now();
+      const cudaError_t error =
+          cudaHostRegister(reinterpret_cast<void*>(key), bytes, cudaHostRegisterPortable);
+      const double milliseconds =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started)
+              .count();
+      if (error != cudaSuccess) cudaGetLastError();
+      lock.lock();
+      --registering_;
+      // Only unregister() removes an entry, and it waits while the entry is being registered.
+      found = entries_.find(key);
+      found->second.state = error == cudaSuccess ? State::kRegistered : State::kFailed;
+      if (error == cudaSuccess) registered_bytes_ += static_cast<std::int64_t>(bytes);
+      const std::int64_t registered = registered_bytes_;
+      lock.unlock();
+      changed_.notify_all();
+      // The server's pool registers buffers of 1 MiB and more, a few times per size.
+      const auto level =
+          bytes >= (std::size_t{1} << 20) ? spdlog::level::info : spdlog::level::debug;
+      if (error == cudaSuccess) {
+        spdlog::log(level,
+                    "registered a pooled buffer of {:.1f} MiB for DMA in {:.1f} ms ({:.1f} MiB "
+                    "registered)",
+                    static_cast<double>(bytes) / (1 << 20), milliseconds,
+                    static_cast<double>(registered) / (1 << 20));
+      } else {
+        spdlog::log(level, "cannot register a pooled buffer of {:.1f} MiB for DMA ({}): staged",
+                    static_cast<double>(bytes) / (1 << 20), cudaGetErrorName(error));
+      }
+      lock.lock();
+    }
+  }
+
+  mutable std::mutex mutex_;
+  std::condition_variable changed_;
+  std::map<std::uintptr_t, Entry> entries_;
+  std::deque<std::uintptr_t> queue_;
+  int registering_ = 0;
+  std::int64_t registered_bytes_ = 0;
+  std::atomic<std::int64_t> direct_transfers_{0};
+  bool stopping_ = false;
+  std::thread worker_;
+};
+
 class CudaBackend final : public ScanBackend {
  public:
   CudaBackend(int ordinal, const CudaBackendOptions& options)
@@ -59,7 +242,8 @@ class CudaBackend final : public ScanBackend {
         health_(options.max_consecutive_errors,
                 std::chrono::duration_cast<DeviceHealth::Clock::duration>(
                     std::chrono::duration<double>(options.probe_interval_seconds))),
-        injected_failures_(options.injected_failures) {}
+        injected_failures_(options.injected_failures),
+        registry_(static_cast<HostRegistry*>(options.host_registry.get())) {}
 
   ~CudaBackend() override {
     {
@@ -253,7 +437,16 @@ class CudaBackend final : public ScanBackend {
   // `piece_elements` 0: as many as a staging buffer holds.
   KernelStatus run_on_lane(Lane& lane, const ScanJob& job, std::int64_t piece_elements = 0) {
     SCAN_CUDA_CHECK("cudaSetDevice", cudaSetDevice(ordinal_));
-    KernelStatus status = stream_pieces(lane, job, piece_elements);
+    // Input or output in registered memory: DMA straight from / into it. The leases keep the
+    // ranges registered until nothing of this job runs any more (they end after the syncs below).
+    const std::size_t bytes =
+        static_cast<std::size_t>(job.view.numel()) * kernels::element_size(job.dtype);
+    const HostRegistry::Lease direct_in =
+        registry_ != nullptr ? registry_->hold(job.input, bytes) : HostRegistry::Lease();
+    const HostRegistry::Lease direct_out =
+        registry_ != nullptr ? registry_->hold(job.output, bytes) : HostRegistry::Lease();
+    KernelStatus status =
+        stream_pieces(lane, job, piece_elements, direct_in.held(), direct_out.held());
     if (!status.ok()) {
       // Nothing of this request may still be running when the lane serves the next one.
       for (Slot& slot : lane.slots) cudaStreamSynchronize(slot.stream);
@@ -262,7 +455,10 @@ class CudaBackend final : public ScanBackend {
     return status;
   }
 
-  KernelStatus stream_pieces(Lane& lane, const ScanJob& job, std::int64_t piece_elements) {
+  // `direct_in` / `direct_out`: the job's input / output is registered memory, copied by DMA
+  // without the staging buffer.
+  KernelStatus stream_pieces(Lane& lane, const ScanJob& job, std::int64_t piece_elements,
+                             bool direct_in, bool direct_out) {
     const DType dtype = job.dtype;
     const std::size_t element = kernels::element_size(dtype);
     const bool sixteen_bit = element == 2;
@@ -287,8 +483,10 @@ class CudaBackend final : public ScanBackend {
       SCAN_CUDA_CHECK("cudaEventElapsedTime",
                       cudaEventElapsedTime(&milliseconds, slot.d2h_start, slot.d2h_end));
       to_host_ms += milliseconds;
-      parallel_copy(output + piece.offset * element, slot.pinned,
-                    static_cast<std::size_t>(piece.numel()) * element);
+      if (!direct_out) {
+        parallel_copy(output + piece.offset * element, slot.pinned,
+                      static_cast<std::size_t>(piece.numel()) * element);
+      }
       return KernelStatus::Ok();
     };
 
@@ -297,13 +495,16 @@ class CudaBackend final : public ScanBackend {
       Slot& slot = lane.slots[index % ring];
       if (index >= ring) SCAN_KERNEL_CHECK(drain(index - ring));
       const std::size_t bytes = static_cast<std::size_t>(piece.numel()) * element;
-      parallel_copy(slot.pinned, input + piece.offset * element, bytes);
+      const char* from = input + piece.offset * element;
+      if (!direct_in) {
+        parallel_copy(slot.pinned, from, bytes);
+        from = static_cast<const char*>(slot.pinned);
+      }
 
       cudaStream_t stream = slot.stream;
       SCAN_CUDA_CHECK("cudaEventRecord", cudaEventRecord(slot.h2d_start, stream));
-      SCAN_CUDA_CHECK(
-          "cudaMemcpyAsync (to device)",
-          cudaMemcpyAsync(slot.device, slot.pinned, bytes, cudaMemcpyHostToDevice, stream));
+      SCAN_CUDA_CHECK("cudaMemcpyAsync (to device)",
+                      cudaMemcpyAsync(slot.device, from, bytes, cudaMemcpyHostToDevice, stream));
       SCAN_CUDA_CHECK("cudaEventRecord", cudaEventRecord(slot.h2d_end, stream));
       if (!piece.needs_carry()) {
         SCAN_KERNEL_CHECK(
@@ -331,8 +532,9 @@ class CudaBackend final : public ScanBackend {
         last_carry = slot.carry_done;
       }
       SCAN_CUDA_CHECK("cudaEventRecord", cudaEventRecord(slot.d2h_start, stream));
-      SCAN_CUDA_CHECK("cudaMemcpyAsync (to host)", cudaMemcpyAsync(slot.pinned, slot.device, bytes,
-                                                                   cudaMemcpyDeviceToHost, stream));
+      void* to = direct_out ? static_cast<void*>(output + piece.offset * element) : slot.pinned;
+      SCAN_CUDA_CHECK("cudaMemcpyAsync (to host)",
+                      cudaMemcpyAsync(to, slot.device, bytes, cudaMemcpyDeviceToHost, stream));
       SCAN_CUDA_CHECK("cudaEventRecord", cudaEventRecord(slot.d2h_end, stream));
     }
     const std::size_t first_undrained = pieces.size() > ring ? pieces.size() - ring : 0;
@@ -414,6 +616,7 @@ class CudaBackend final : public ScanBackend {
   kernels::ThreadPool copy_pool_;
   DeviceHealth health_;
   std::atomic<int> injected_failures_;
+  HostRegistry* const registry_;  // owned by options_.host_registry; null: always stage
   std::int64_t device_bytes_ = 0;
   std::int64_t pinned_bytes_ = 0;
 
@@ -471,6 +674,15 @@ GpuInventory discover_gpus() {
   inventory.status = fmt::format("{} of {} GPUs usable (driver {}.{})", usable, count,
                                  driver / 1000, driver % 1000 / 10);
   return inventory;
+}
+
+std::unique_ptr<CudaHostRegistry> make_cuda_host_registry() {
+  return std::make_unique<HostRegistry>();
+}
+
+std::shared_ptr<CudaHostRegistry> process_cuda_host_registry() {
+  static const std::shared_ptr<CudaHostRegistry> registry = make_cuda_host_registry();
+  return registry;
 }
 
 std::unique_ptr<ScanBackend> make_cuda_backend(int ordinal, const CudaBackendOptions& options,

@@ -4,7 +4,13 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace scan::wire {
@@ -128,6 +134,141 @@ TEST(BufferPool, TakesTheBestFitAndKeepsWithinItsBound) {
   const std::size_t bigger_capacity = bigger.capacity();
   pool.give(std::move(bigger));  // evicts the 6 MiB buffer to stay within 10 MiB
   EXPECT_EQ(pool.pooled_bytes(), bigger_capacity);
+}
+
+// Records the listener calls and checks their contract as they come: a buffer is kept at most once
+// until dropped, dropped only when kept, kept ranges never overlap, and a dropped buffer's memory
+// is still allocated and intact (its first bytes hold the pattern written before give()).
+class RecordingListener final : public BufferPool::Listener {
+ public:
+  void kept(const void* data, std::size_t bytes) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const auto start = reinterpret_cast<std::uintptr_t>(data);
+    for (const auto& [other, other_bytes] : live_) {
+      EXPECT_FALSE(other < start + bytes && start < other + other_bytes) << "overlapping kept";
+    }
+    EXPECT_TRUE(live_.emplace(start, bytes).second) << "kept twice";
+    ++kept_;
+  }
+  void dropped(const void* data, std::size_t bytes) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const auto found = live_.find(reinterpret_cast<std::uintptr_t>(data));
+    ASSERT_NE(found, live_.end()) << "dropped without kept, or twice";
+    EXPECT_EQ(found->second, bytes);
+    live_.erase(found);
+    ++dropped_;
+    // Still allocated (ASan would catch a read of freed memory) and untouched.
+    EXPECT_EQ(static_cast<const unsigned char*>(data)[0], 0xa5) << "memory reused before dropped";
+  }
+  std::size_t live() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return live_.size();
+  }
+  int kept_count() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return kept_;
+  }
+  int dropped_count() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return dropped_;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::map<std::uintptr_t, std::size_t> live_;
+  int kept_ = 0, dropped_ = 0;
+};
+
+// A buffer of at least `bytes` capacity, marked for RecordingListener.
+std::string marked(std::string buffer, std::size_t bytes) {
+  buffer.resize(std::max<std::size_t>(bytes, 1), '\0');
+  buffer[0] = static_cast<char>(0xa5);
+  return buffer;
+}
+
+TEST(BufferPool, ListenerSeesEachBufferKeptOnceAndDroppedBeforeItIsFreed) {
+  constexpr std::size_t kMi = std::size_t{1} << 20;
+  auto listener = std::make_shared<RecordingListener>();
+  auto pool = std::make_unique<BufferPool>(10 * kMi, kMi);
+  EXPECT_TRUE(pool->set_listener(listener));
+  EXPECT_FALSE(pool->set_listener(std::make_shared<RecordingListener>())) << "only once";
+
+  pool->give(marked({}, 100));       // too small for the pool: never kept
+  pool->give(marked({}, 11 * kMi));  // larger than the whole pool: never kept
+  EXPECT_EQ(listener->kept_count(), 0);
+
+  pool->give(marked({}, 4 * kMi));
+  EXPECT_EQ(listener->kept_count(), 1);
+  // Taken and given back, again and again: still the one buffer, kept once.
+  for (int round = 0; round < 3; ++round) {
+    std::string buffer = pool->take(3 * kMi);
+    EXPECT_EQ(pool->pooled_bytes(), 0u);
+    pool->give(marked(std::move(buffer), 3 * kMi));
+  }
+  EXPECT_EQ(listener->kept_count(), 1);
+  EXPECT_EQ(listener->dropped_count(), 0);
+
+  // A larger buffer evicts the known one: dropped, before its memory is freed.
+  pool->give(marked({}, 8 * kMi));
+  EXPECT_EQ(listener->kept_count(), 2);
+  EXPECT_EQ(listener->dropped_count(), 1);
+  EXPECT_EQ(listener->live(), 1u);
+
+  // Handed out, and no room any more when it comes back: dropped, not kept again.
+  std::string out = pool->take(5 * kMi);
+  pool->give(marked({}, 9 * kMi));
+  EXPECT_EQ(listener->kept_count(), 3);
+  pool->give(marked(std::move(out), 5 * kMi));
+  EXPECT_EQ(listener->kept_count(), 3);
+  EXPECT_EQ(listener->dropped_count(), 2);
+
+  // A known buffer still handed out when the pool goes is dropped with the rest.
+  std::string held = marked(pool->take(9 * kMi), 9 * kMi);
+  EXPECT_EQ(listener->live(), 1u);
+  pool.reset();
+  EXPECT_EQ(listener->live(), 0u) << "the handed-out one too";
+  EXPECT_EQ(listener->kept_count(), listener->dropped_count());
+}
+
+TEST(BufferPool, ListenerSetLaterKeepsWhatIsPooledAlready) {
+  constexpr std::size_t kMi = std::size_t{1} << 20;
+  auto listener = std::make_shared<RecordingListener>();
+  auto pool = std::make_unique<BufferPool>(10 * kMi, kMi);
+  pool->give(marked({}, 2 * kMi));
+  pool->give(marked({}, 3 * kMi));
+  EXPECT_TRUE(pool->set_listener(listener));
+  EXPECT_EQ(listener->kept_count(), 2);
+  pool.reset();
+  EXPECT_EQ(listener->dropped_count(), 2);
+  EXPECT_EQ(listener->live(), 0u);
+}
+
+TEST(BufferPool, ListenerCallsPairUpUnderConcurrentUse) {
+  constexpr std::size_t kMi = std::size_t{1} << 20;
+  auto listener = std::make_shared<RecordingListener>();
+  {
+    auto pool = std::make_shared<BufferPool>(16 * kMi, kMi);
+    pool->set_listener(listener);
+    std::vector<std::thread> threads;
+    for (int thread = 0; thread < 4; ++thread) {
+      threads.emplace_back([pool, thread] {
+        std::mt19937 generator(static_cast<unsigned>(thread));
+        std::uniform_int_distribution<std::size_t> size(kMi / 2, 5 * kMi);
+        for (int round = 0; round < 200; ++round) {
+          const std::size_t bytes = size(generator);
+          std::string buffer = pool->take(bytes);
+          std::string second = pool->take(size(generator));
+          pool->give(marked(std::move(buffer), bytes));
+          pool->give(marked(std::move(second), 1));
+        }
+      });
+    }
+    for (auto& thread : threads) thread.join();
+    EXPECT_GT(listener->kept_count(), 0);
+    EXPECT_LE(pool->pooled_bytes(), 16 * kMi);
+  }
+  EXPECT_EQ(listener->live(), 0u);
+  EXPECT_EQ(listener->kept_count(), listener->dropped_count());
 }
 
 }  // namespace
