@@ -105,5 +105,21 @@ TEST(Config, GpuFlagsAndCostModelOverrides) {
   EXPECT_EQ(parse_config({"--gpu", "on"}, {}, &gpu_typo).action, ParseResult::Action::kExitFailure);
 }
 
+TEST(Config, GpuRegisterPoolDefaultsOnAndCanBeTurnedOff) {
+  ServerConfig defaults;
+  ASSERT_EQ(parse_config({}, {}, &defaults).action, ParseResult::Action::kRun);
+  EXPECT_TRUE(defaults.gpu_register_pool);
+  ServerConfig from_env;
+  ASSERT_EQ(parse_config({}, {{"SCAN_GPU_REGISTER_POOL", "false"}}, &from_env).action,
+            ParseResult::Action::kRun);
+  EXPECT_FALSE(from_env.gpu_register_pool);
+  ServerConfig from_flag;
+  ASSERT_EQ(parse_config({"--gpu-register-pool", "true"}, {{"SCAN_GPU_REGISTER_POOL", "false"}},
+                         &from_flag)
+                .action,
+            ParseResult::Action::kRun);
+  EXPECT_TRUE(from_flag.gpu_register_pool);
+}
+
 }  // namespace
 }  // namespace scan::server
