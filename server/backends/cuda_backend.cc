@@ -111,7 +111,8 @@ class HostRegistry final : public CudaHostRegistry {
     changed_.wait(lock, [&] {
       found = entries_.find(key);
       return found == entries_.end() ||
-             (found->second.state != State::kRegistering && found->second.users == 0);
+             (found->second.state != State::kRegistering &&
+              found->second.state != State::kLeaving && found->second.users == 0);
     });
     if (found == entries_.end()) return;
     if (found->second.state != State::kRegistered) {
@@ -120,6 +121,7 @@ class HostRegistry final : public CudaHostRegistry {
       return;
     }
     found->second.state = State::kLeaving;  // no new leases
+    bytes = found->second.bytes;
     lock.unlock();
     const cudaError_t error = cudaHostUnregister(const_cast<void*>(data));
     if (error != cudaSuccess) cudaGetLastError();
