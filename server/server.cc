@@ -81,7 +81,8 @@ bool ScanServer::start() {
   }
   service_ = std::make_unique<ScanServiceImpl>(
       *router_, ValidationLimits{config_.max_tensor_bytes, config_.max_rank}, *metrics_,
-      inflight_bytes_, authenticator_ ? &*authenticator_ : nullptr);
+      inflight_bytes_, authenticator_ ? &*authenticator_ : nullptr,
+      StreamChunking{config_.max_stream_input_chunk_bytes(), config_.stream_chunk_bytes});
 
   grpc::ServerBuilder builder;
   builder.AddListeningPort(config_.listen, credentials, &port_);
@@ -106,7 +107,10 @@ bool ScanServer::start() {
       [this](grpc::ServerContext* context, v1::ScanRequest* request, v1::ScanResponse* response) {
         return service_->Scan(context, request, response);
       },
-      static_cast<std::size_t>(config_.effective_max_inflight_bytes()));
+      static_cast<std::size_t>(config_.effective_max_inflight_bytes()),
+      [this](grpc::ServerContext* context, ScanStreamIo& io) {
+        return service_->ScanStream(context, io);
+      });
   builder.RegisterService(wire_service_.get());
   info_service_ =
       std::make_unique<ServerInfoService>(*router_, authenticator_ ? &*authenticator_ : nullptr);

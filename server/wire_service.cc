@@ -2,6 +2,7 @@
 
 #include <grpcpp/impl/rpc_service_method.h>
 #include <grpcpp/support/method_handler.h>
+#include <grpcpp/support/sync_stream.h>
 
 #include <climits>
 
@@ -21,8 +22,30 @@ void configure_transport(grpc::ServerBuilder& builder, std::int64_t message_limi
   for (const auto& [name, value] : overrides) builder.AddChannelArgument(name, value);
 }
 
-WireScanService::WireScanService(Handler handler, std::size_t pooled_bytes)
-    : handler_(std::move(handler)), buffers_(std::make_shared<wire::BufferPool>(pooled_bytes)) {
+namespace {
+
+class GrpcScanStreamIo final : public ScanStreamIo {
+ public:
+  using Stream = grpc::ServerReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer>;
+  GrpcScanStreamIo(Stream& stream, const std::shared_ptr<wire::BufferPool>& buffers)
+      : stream_(stream), buffers_(buffers) {}
+
+  bool read(grpc::ByteBuffer* message) override { return stream_.Read(message); }
+  bool write(const grpc::ByteBuffer& message) override { return stream_.Write(message); }
+  const std::shared_ptr<wire::BufferPool>& buffers() override { return buffers_; }
+
+ private:
+  Stream& stream_;
+  const std::shared_ptr<wire::BufferPool>& buffers_;
+};
+
+}  // namespace
+
+WireScanService::WireScanService(Handler handler, std::size_t pooled_bytes,
+                                 StreamHandler stream_handler)
+    : handler_(std::move(handler)),
+      stream_handler_(std::move(stream_handler)),
+      buffers_(std::make_shared<wire::BufferPool>(pooled_bytes)) {
   // What protoc generates for a sync unary method, with ByteBuffer in place of the messages: the
   // sync API has no raw variant of its own.
   using RawHandler =
@@ -33,6 +56,18 @@ WireScanService::WireScanService(Handler handler, std::size_t pooled_bytes)
           [](WireScanService* service, grpc::ServerContext* context,
              const grpc::ByteBuffer* request,
              grpc::ByteBuffer* response) { return service->handle(context, *request, response); },
+          this)));
+  if (!stream_handler_) return;
+  using RawStreamHandler =
+      grpc::internal::BidiStreamingHandler<WireScanService, grpc::ByteBuffer, grpc::ByteBuffer>;
+  AddMethod(new grpc::internal::RpcServiceMethod(
+      "/scan.v1.ScanService/ScanStream", grpc::internal::RpcMethod::BIDI_STREAMING,
+      new RawStreamHandler(
+          [](WireScanService* service, grpc::ServerContext* context,
+             GrpcScanStreamIo::Stream* stream) {
+            GrpcScanStreamIo io(*stream, service->buffers_);
+            return service->stream_handler_(context, io);
+          },
           this)));
 }
 

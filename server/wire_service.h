@@ -22,22 +22,38 @@ namespace scan::server {
 void configure_transport(grpc::ServerBuilder& builder, std::int64_t message_limit,
                          const transport::ChannelArgs& overrides = {});
 
+// One ScanStream call as its handler sees it: raw messages in both directions (so chunks are
+// neither parsed nor copied by protobuf) and the server's pool of tensor buffers.
+class ScanStreamIo {
+ public:
+  virtual ~ScanStreamIo() = default;
+  // The next message from the client; false once the client has closed its side or the call is
+  // over (cancelled, deadline passed).
+  virtual bool read(grpc::ByteBuffer* message) = 0;
+  // Blocks until gRPC has taken the message (flow control applies); false once the call is over.
+  virtual bool write(const grpc::ByteBuffer& message) = 0;
+  virtual const std::shared_ptr<wire::BufferPool>& buffers() = 0;
+};
+
 // Serves /scan.v1.ScanService/Scan: decodes the request (wire::decode), runs `handler`, and sends
 // the response through wire::encode_response. The handler may move the request's data out.
+// With a `stream_handler`, also serves /scan.v1.ScanService/ScanStream through it.
 class WireScanService final : public grpc::Service {
  public:
   using Handler =
       std::function<grpc::Status(grpc::ServerContext*, v1::ScanRequest*, v1::ScanResponse*)>;
+  using StreamHandler = std::function<grpc::Status(grpc::ServerContext*, ScanStreamIo&)>;
   // Keeps up to `pooled_bytes` of idle tensor buffers for reuse (see wire::BufferPool); the
   // server passes its in-flight byte budget, so idle memory never exceeds what busy requests may
   // hold anyway.
-  WireScanService(Handler handler, std::size_t pooled_bytes);
+  WireScanService(Handler handler, std::size_t pooled_bytes, StreamHandler stream_handler = {});
 
  private:
   grpc::Status handle(grpc::ServerContext* context, const grpc::ByteBuffer& request,
                       grpc::ByteBuffer* response);
 
   Handler handler_;
+  StreamHandler stream_handler_;
   // Tensor buffers of requests and responses, reused across calls (see wire::BufferPool).
   std::shared_ptr<wire::BufferPool> buffers_;
 };
