@@ -72,7 +72,7 @@ grpc::Status ScanServiceImpl::Scan(grpc::ServerContext* context, const v1::ScanR
   });
 }
 
-grpc::Status ScanServiceImpl::ScanStream(grpc::ServerContext* context, ScanStreamIo& io) {
+grpc::Status ScanServiceImpl::StreamScan(grpc::ServerContext* context, ScanStreamIo& io) {
   return recorded(*context,
                   [&](RequestRecord& record) { return serve_stream(*context, io, record); });
 }

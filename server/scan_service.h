@@ -42,7 +42,7 @@ class ScanServiceImpl final : public v1::ScanService::Service {
                     v1::ScanResponse* response) override;
   // The ScanStream conversation (see scan.proto) over `io`: the header is validated and the
   // tensor's memory reserved before the client is told to send any bytes.
-  grpc::Status ScanStream(grpc::ServerContext* context, ScanStreamIo& io);
+  grpc::Status StreamScan(grpc::ServerContext* context, ScanStreamIo& io);
 
   // From now on new calls are refused with UNAVAILABLE (retryable on another replica); calls
   // already inside the handler finish normally.

@@ -109,7 +109,7 @@ bool ScanServer::start() {
       },
       static_cast<std::size_t>(config_.effective_max_inflight_bytes()),
       [this](grpc::ServerContext* context, ScanStreamIo& io) {
-        return service_->ScanStream(context, io);
+        return service_->StreamScan(context, io);
       });
   builder.RegisterService(wire_service_.get());
   info_service_ =
