@@ -260,15 +260,11 @@ grpc::Status ScanServiceImpl::serve_stream(grpc::ServerContext& context, ScanStr
   if (!io.write(wire::encode_message(head))) {
     return {grpc::StatusCode::CANCELLED, "the call ended before the result was sent"};
   }
-  const char* bytes = output->bytes().data();
-  const auto chunk_bytes = static_cast<std::size_t>(chunking_.output_chunk_bytes);
-  for (std::size_t offset = 0; offset < scan.bytes; offset += chunk_bytes) {
-    const std::size_t size = std::min(chunk_bytes, scan.bytes - offset);
-    if (!io.write(wire::encode_chunk(v1::ScanStreamResponse::kChunkFieldNumber, bytes + offset,
-                                     size, output))) {
-      return {grpc::StatusCode::CANCELLED,
-              fmt::format("the call ended after {} of {} result bytes", offset, scan.bytes)};
-    }
+  const std::size_t sent = send_result_chunks(
+      io, std::move(output), static_cast<std::size_t>(chunking_.output_chunk_bytes));
+  if (sent < scan.bytes) {
+    return {grpc::StatusCode::CANCELLED,
+            fmt::format("the call ended after {} of {} result bytes", sent, scan.bytes)};
   }
   record.response_bytes = scan.bytes;
   return grpc::Status::OK;

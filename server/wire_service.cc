@@ -4,6 +4,7 @@
 #include <grpcpp/support/method_handler.h>
 #include <grpcpp/support/sync_stream.h>
 
+#include <algorithm>
 #include <climits>
 
 #include "wire_codec.h"
@@ -40,6 +41,21 @@ class GrpcScanStreamIo final : public ScanStreamIo {
 };
 
 }  // namespace
+
+std::size_t send_result_chunks(ScanStreamIo& io, std::shared_ptr<wire::PooledBuffer> result,
+                               std::size_t chunk_bytes) {
+  const std::string& bytes = result->bytes();
+  std::size_t offset = 0;
+  while (offset < bytes.size()) {
+    const std::size_t size = std::min(chunk_bytes, bytes.size() - offset);
+    if (!io.write(wire::encode_chunk(v1::ScanStreamResponse::kChunkFieldNumber,
+                                     bytes.data() + offset, size, result))) {
+      break;
+    }
+    offset += size;
+  }
+  return offset;
+}
 
 WireScanService::WireScanService(Handler handler, std::size_t pooled_bytes,
                                  StreamHandler stream_handler)

@@ -35,6 +35,12 @@ class ScanStreamIo {
   virtual const std::shared_ptr<wire::BufferPool>& buffers() = 0;
 };
 
+// Sends `result` as ScanStreamResponse chunks of at most `chunk_bytes`, by reference (the last
+// chunk gRPC releases returns the buffer to its pool). Returns the bytes gRPC took: fewer than
+// the result's size when the call ended first.
+std::size_t send_result_chunks(ScanStreamIo& io, std::shared_ptr<wire::PooledBuffer> result,
+                               std::size_t chunk_bytes);
+
 // Serves /scan.v1.ScanService/Scan: decodes the request (wire::decode), runs `handler`, and sends
 // the response through wire::encode_response. The handler may move the request's data out.
 // With a `stream_handler`, also serves /scan.v1.ScanService/ScanStream through it.
