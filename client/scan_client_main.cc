@@ -70,6 +70,15 @@ void print_server_info(const scan::v1::GetServerInfoResponse& info) {
                 gpu.multiprocessors(), gpu.usable() ? "usable" : "not usable",
                 gpu.detail().empty() ? "" : ": ", gpu.detail().c_str());
   }
+  if (info.has_limits()) {
+    const auto& limits = info.limits();
+    std::printf(
+        "limits:     tensor %lld bytes, message %lld bytes (larger tensors: --stream), "
+        "in flight %lld bytes, rank %d\n",
+        static_cast<long long>(limits.max_tensor_bytes()),
+        static_cast<long long>(limits.max_message_bytes()),
+        static_cast<long long>(limits.max_inflight_bytes()), limits.max_rank());
+  }
   if (info.gpu_min_bytes() > 0) {
     std::printf("routing:    AUTO keeps tensors under %lld bytes on the CPU\n",
                 static_cast<long long>(info.gpu_min_bytes()));

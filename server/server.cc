@@ -112,8 +112,13 @@ bool ScanServer::start() {
         return service_->StreamScan(context, io);
       });
   builder.RegisterService(wire_service_.get());
-  info_service_ =
-      std::make_unique<ServerInfoService>(*router_, authenticator_ ? &*authenticator_ : nullptr);
+  v1::ServerLimits limits;
+  limits.set_max_tensor_bytes(config_.max_tensor_bytes);
+  limits.set_max_message_bytes(config_.effective_max_message_bytes());
+  limits.set_max_inflight_bytes(config_.effective_max_inflight_bytes());
+  limits.set_max_rank(config_.max_rank);
+  info_service_ = std::make_unique<ServerInfoService>(
+      *router_, authenticator_ ? &*authenticator_ : nullptr, std::move(limits));
   builder.RegisterService(info_service_.get());
 
   server_ = builder.BuildAndStart();

@@ -171,6 +171,15 @@ TEST_F(StreamTest, TensorsLargerThanOneMessageTravelOnlyAsStreams) {
   EXPECT_TRUE(client::check_cumprod(gamma, result.result, 1).ok());
 }
 
+TEST_F(StreamTest, ServerInfoTellsClientsTheLimitsThatDecideBetweenScanAndScanStream) {
+  v1::GetServerInfoResponse info;
+  ASSERT_TRUE(client_->GetServerInfo(&info).ok());
+  EXPECT_EQ(info.limits().max_tensor_bytes(), kMaxTensorBytes);
+  EXPECT_EQ(info.limits().max_message_bytes(), kMaxMessageBytes);
+  EXPECT_EQ(info.limits().max_inflight_bytes(), 2 * kMaxTensorBytes);
+  EXPECT_EQ(info.limits().max_rank(), 16);
+}
+
 TEST_F(StreamTest, HeaderErrorsNameTheFieldInsideTheHeader) {
   client::ScanResult result;
   auto gamma = client::random_gamma(DType::kFloat32, {4, 8}, 0.5, 1.0, fresh_seed());
