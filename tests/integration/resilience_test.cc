@@ -51,6 +51,7 @@ struct Tally {
 
 // Which RPC carries a request: one Scan message, or ScanStream chunks.
 enum class Rpc { kScan, kScanStream };
+const char* rpc_name(Rpc rpc) { return rpc == Rpc::kScan ? "Scan" : "ScanStream"; }
 
 // A request whose answer is known: decays of `shape`, scanned along dim 1, and the expected
 // result bytes from the first answer verified against the float64 reference.
@@ -177,7 +178,7 @@ TEST_P(Overload, TenTimesTheInflightBoundKeepsMemoryBoundedAndAnswersCorrectOrEx
   // its bytes are sent, so it adds nothing per client. See docs/reliability.md.
   const std::int64_t growth = peak_rss - baseline_rss;
   std::printf("overload (%s): %s; baseline RSS %lld MiB, peak %lld MiB (growth %lld MiB)\n",
-              GetParam() == Rpc::kScan ? "Scan" : "ScanStream", tally.describe().c_str(),
+              rpc_name(GetParam()), tally.describe().c_str(),
               static_cast<long long>(baseline_rss >> 20), static_cast<long long>(peak_rss >> 20),
               static_cast<long long>(growth >> 20));
   const std::int64_t per_client = GetParam() == Rpc::kScan ? 2 * kTensorBytes : 0;
@@ -198,16 +199,13 @@ TEST_P(Overload, TenTimesTheInflightBoundKeepsMemoryBoundedAndAnswersCorrectOrEx
   EXPECT_EQ(server.wait_exit(std::chrono::seconds(30)), 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Rpcs, Overload, ::testing::Values(Rpc::kScan, Rpc::kScanStream),
-                         [](const auto& param_info) {
-                           return param_info.param == Rpc::kScan ? "Scan" : "ScanStream";
-                         });
+class Shutdown : public ::testing::TestWithParam<Rpc> {};
 
-TEST(Shutdown, SigtermUnderLoadLosesNoAcceptedRequest) {
+TEST_P(Shutdown, SigtermUnderLoadLosesNoAcceptedRequest) {
   ServerProcess server({"--cpu-backend", "cpu-native", "--drain-delay-seconds", "1",
                         "--shutdown-grace-seconds", "15"});
   ASSERT_TRUE(server.running());
-  const KnownScan known({2, 256, 512});  // 1 MiB
+  const KnownScan known({2, 256, 512}, GetParam());  // 1 MiB
 
   Tally tally;
   std::atomic<bool> stop{false};
@@ -229,7 +227,7 @@ TEST(Shutdown, SigtermUnderLoadLosesNoAcceptedRequest) {
   for (auto& thread : clients) thread.join();
 
   std::printf(
-      "shutdown: %s; exit after %lld ms\n", tally.describe().c_str(),
+      "shutdown (%s): %s; exit after %lld ms\n", rpc_name(GetParam()), tally.describe().c_str(),
       static_cast<long long>(
           std::chrono::duration_cast<std::chrono::milliseconds>(exited - signalled).count()));
   EXPECT_EQ(exit_code, 0);
@@ -245,7 +243,9 @@ TEST(Shutdown, SigtermUnderLoadLosesNoAcceptedRequest) {
   EXPECT_GT(refused, 0) << tally.describe();
 }
 
-TEST(ReplicaLoss, KillingAndRestartingOneOfThreeReplicasFailsNoRequest) {
+class ReplicaLoss : public ::testing::TestWithParam<Rpc> {};
+
+TEST_P(ReplicaLoss, KillingAndRestartingOneOfThreeReplicasFailsNoRequest) {
   const std::vector<std::string> args = {"--cpu-backend", "cpu-native"};
   std::vector<std::unique_ptr<ServerProcess>> replicas;
   std::string target = "ipv4:";
@@ -254,7 +254,7 @@ TEST(ReplicaLoss, KillingAndRestartingOneOfThreeReplicasFailsNoRequest) {
     ASSERT_TRUE(replicas.back()->running());
     target += (index ? "," : "") + replicas.back()->target();
   }
-  const KnownScan known({2, 128, 256});  // 256 KiB
+  const KnownScan known({2, 128, 256}, GetParam());  // 256 KiB
 
   // One channel over all three addresses, as a client of a headless Service would have.
   client::Client shared(target);
@@ -273,7 +273,7 @@ TEST(ReplicaLoss, KillingAndRestartingOneOfThreeReplicasFailsNoRequest) {
   stop = true;
   for (auto& thread : clients) thread.join();
 
-  std::printf("replica loss: %s\n", tally.describe().c_str());
+  std::printf("replica loss (%s): %s\n", rpc_name(GetParam()), tally.describe().c_str());
   const int ok = tally.count(grpc::StatusCode::OK);
   int total = 0;
   for (const auto& [code, count] : tally.by_code) total += count;
@@ -281,6 +281,14 @@ TEST(ReplicaLoss, KillingAndRestartingOneOfThreeReplicasFailsNoRequest) {
   EXPECT_EQ(tally.wrong, 0);
   EXPECT_GT(ok, ok_while_down) << "no progress after the restart";
 }
+
+std::string test_name(const ::testing::TestParamInfo<Rpc>& param_info) {
+  return rpc_name(param_info.param);
+}
+const auto kBothRpcs = ::testing::Values(Rpc::kScan, Rpc::kScanStream);
+INSTANTIATE_TEST_SUITE_P(Rpcs, Overload, kBothRpcs, test_name);
+INSTANTIATE_TEST_SUITE_P(Rpcs, Shutdown, kBothRpcs, test_name);
+INSTANTIATE_TEST_SUITE_P(Rpcs, ReplicaLoss, kBothRpcs, test_name);
 
 }  // namespace
 }  // namespace scan
