@@ -25,7 +25,7 @@ double seconds_between(Clock::time_point from, Clock::time_point to) {
   return std::chrono::duration<double>(to - from).count();
 }
 
-Clock::time_point steady_deadline_of(const grpc::ServerContext& context) {
+Clock::time_point steady_deadline_of(const grpc::ServerContextBase& context) {
   const auto remaining = context.deadline() - std::chrono::system_clock::now();
   // An absent deadline shows up as a time point centuries away; clamp before converting clocks.
   if (remaining > std::chrono::hours(24 * 365)) return Clock::time_point::max();
@@ -46,11 +46,14 @@ RouteReason reason_for(v1::BackendPreference preference) {
 }  // namespace
 
 template <class Serve>
-grpc::Status ScanServiceImpl::recorded(grpc::ServerContext& context, Serve serve) {
+grpc::Status ScanServiceImpl::recorded(grpc::ServerContextBase& context, Serve serve) {
   const auto received = Clock::now();
   metrics_.inflight().Increment();
   RequestRecord record;
-  grpc::Status status = serve(record);
+  bool deferred = false;
+  grpc::Status status = serve(record, &deferred);
+  metrics_.inflight().Decrement();
+  if (deferred) return status;
   if (!status.ok()) {
     spdlog::debug("scan from {} answered {}: {}", context.peer(),
                   v1::status_code_name(status.error_code()), status.error_message());
@@ -58,23 +61,28 @@ grpc::Status ScanServiceImpl::recorded(grpc::ServerContext& context, Serve serve
   record.code = status.error_code();
   record.seconds = seconds_between(received, Clock::now());
   metrics_.record(record);
-  metrics_.inflight().Decrement();
   return status;
 }
 
-grpc::Status ScanServiceImpl::Scan(grpc::ServerContext* context, const v1::ScanRequest* request,
-                                   v1::ScanResponse* response) {
-  return recorded(*context, [&](RequestRecord& record) {
+std::optional<grpc::Status> ScanServiceImpl::Scan(grpc::ServerContextBase* context,
+                                                  const v1::ScanRequest* request,
+                                                  v1::ScanResponse* response, Waiting waiting) {
+  bool was_deferred = false;
+  grpc::Status status = recorded(*context, [&](RequestRecord& record, bool* deferred) {
     record.request_bytes = request->gamma().data().size();
-    grpc::Status status = serve(*context, *request, *response, record);
-    if (status.ok()) record.response_bytes = response->result().data().size();
-    return status;
+    grpc::Status served = serve(*context, *request, *response, record, waiting, deferred);
+    if (served.ok()) record.response_bytes = response->result().data().size();
+    was_deferred = *deferred;
+    return served;
   });
+  if (was_deferred) return std::nullopt;
+  return status;
 }
 
-grpc::Status ScanServiceImpl::StreamScan(grpc::ServerContext* context, ScanStreamIo& io) {
-  return recorded(*context,
-                  [&](RequestRecord& record) { return serve_stream(*context, io, record); });
+grpc::Status ScanServiceImpl::StreamScan(grpc::ServerContextBase* context, ScanStreamIo& io) {
+  return recorded(*context, [&](RequestRecord& record, bool* /*deferred*/) {
+    return serve_stream(*context, io, record);
+  });
 }
 
 kernels::KernelStatus ScanServiceImpl::compute(RegisteredBackend& chosen, ScanJob job,
@@ -111,7 +119,7 @@ kernels::KernelStatus ScanServiceImpl::compute(RegisteredBackend& chosen, ScanJo
   return status;
 }
 
-grpc::Status ScanServiceImpl::check_caller(grpc::ServerContext& context) const {
+grpc::Status ScanServiceImpl::check_caller(grpc::ServerContextBase& context) const {
   if (draining_.load(std::memory_order_relaxed)) {
     return {grpc::StatusCode::UNAVAILABLE, "server is shutting down; retry on another replica"};
   }
@@ -132,8 +140,9 @@ grpc::Status ScanServiceImpl::admit(const ValidatedScan& scan, std::optional<Bud
   return grpc::Status::OK;
 }
 
-grpc::Status ScanServiceImpl::serve(grpc::ServerContext& context, const v1::ScanRequest& request,
-                                    v1::ScanResponse& response, RequestRecord& record) {
+grpc::Status ScanServiceImpl::serve(grpc::ServerContextBase& context,
+                                    const v1::ScanRequest& request, v1::ScanResponse& response,
+                                    RequestRecord& record, Waiting waiting, bool* deferred) {
   const auto received = Clock::now();
   if (auto status = check_caller(context); !status.ok()) return status;
   ValidatedScan scan;
@@ -146,14 +155,22 @@ grpc::Status ScanServiceImpl::serve(grpc::ServerContext& context, const v1::Scan
   *result->mutable_shape() = request.gamma().shape();
   std::string* output = result->mutable_data();
   output->resize(scan.bytes);
-  return execute(context, scan, output->data(), response, record, received);
+  return execute(context, scan, output->data(), response, record, received, waiting, deferred);
 }
 
-grpc::Status ScanServiceImpl::execute(grpc::ServerContext& context, const ValidatedScan& scan,
+grpc::Status ScanServiceImpl::execute(grpc::ServerContextBase& context, const ValidatedScan& scan,
                                       void* output, v1::ScanResponse& response,
-                                      RequestRecord& record, Clock::time_point received) {
+                                      RequestRecord& record, Clock::time_point received,
+                                      Waiting waiting, bool* deferred) {
   RegisteredBackend* chosen = nullptr;
   if (auto status = router_.route(scan, &chosen); !status.ok()) return status;
+  // A caller that may not wait either gets a free slot now or comes back on a thread that may.
+  const bool needs_slot = scan.numel > 0;
+  const bool slot_taken = needs_slot && waiting == Waiting::kNotAllowed;
+  if (slot_taken && !chosen->slots->try_acquire()) {
+    *deferred = true;
+    return grpc::Status::OK;
+  }
   // Counted as the backend's backlog, for the routing decisions of later requests, until answered.
   LoadLease load(*chosen->load, static_cast<std::int64_t>(scan.bytes));
   const ScanBackend& backend = *chosen->backend;
@@ -166,9 +183,11 @@ grpc::Status ScanServiceImpl::execute(grpc::ServerContext& context, const Valida
   const auto queued = Clock::now();
   auto compute_started = queued;
   auto compute_finished = queued;
-  if (scan.numel > 0) {
-    const auto outcome = chosen->slots->acquire(steady_deadline_of(context),
-                                                [&context] { return context.IsCancelled(); });
+  if (needs_slot) {
+    const auto outcome = slot_taken
+                             ? ComputeSlots::Outcome::kAcquired
+                             : chosen->slots->acquire(steady_deadline_of(context),
+                                                      [&context] { return context.IsCancelled(); });
     if (outcome == ComputeSlots::Outcome::kQueueFull) {
       return {grpc::StatusCode::RESOURCE_EXHAUSTED,
               "server busy: the queue of backend " + backend.name() +
@@ -205,7 +224,7 @@ grpc::Status ScanServiceImpl::execute(grpc::ServerContext& context, const Valida
   return grpc::Status::OK;
 }
 
-grpc::Status ScanServiceImpl::serve_stream(grpc::ServerContext& context, ScanStreamIo& io,
+grpc::Status ScanServiceImpl::serve_stream(grpc::ServerContextBase& context, ScanStreamIo& io,
                                            RequestRecord& record) {
   if (auto status = check_caller(context); !status.ok()) return status;
   grpc::ByteBuffer message;
@@ -253,7 +272,9 @@ grpc::Status ScanServiceImpl::serve_stream(grpc::ServerContext& context, ScanStr
   v1::Tensor* result = response.mutable_result();
   result->set_dtype(header.gamma().dtype());
   *result->mutable_shape() = header.gamma().shape();
-  if (auto status = execute(context, scan, output->bytes().data(), response, record, received);
+  bool never_deferred = false;  // streams run on threads that may wait
+  if (auto status = execute(context, scan, output->bytes().data(), response, record, received,
+                            Waiting::kAllowed, &never_deferred);
       !status.ok()) {
     return status;
   }

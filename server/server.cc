@@ -103,14 +103,16 @@ bool ScanServer::start() {
     builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
                                static_cast<int>(config_.idle_connection_timeout_seconds * 1000));
   }
+  WireOptions wire_options;
+  wire_options.blocking_threads = config_.effective_rpc_threads();
   wire_service_ = std::make_unique<WireScanService>(
-      [this](grpc::ServerContext* context, v1::ScanRequest* request, v1::ScanResponse* response) {
-        return service_->Scan(context, request, response);
-      },
+      [this](grpc::ServerContextBase* context, v1::ScanRequest* request, v1::ScanResponse* response,
+             Waiting waiting) { return service_->Scan(context, request, response, waiting); },
       static_cast<std::size_t>(config_.effective_max_inflight_bytes()),
-      [this](grpc::ServerContext* context, ScanStreamIo& io) {
+      [this](grpc::ServerContextBase* context, ScanStreamIo& io) {
         return service_->StreamScan(context, io);
-      });
+      },
+      wire_options);
   builder.RegisterService(wire_service_.get());
   v1::ServerLimits limits;
   limits.set_max_tensor_bytes(config_.max_tensor_bytes);

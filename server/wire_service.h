@@ -6,11 +6,13 @@
 #include <grpcpp/impl/service_type.h>
 #include <grpcpp/server_builder.h>
 #include <grpcpp/server_context.h>
+#include <grpcpp/support/server_callback.h>
 
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 
 #include "scan/v1/scan.pb.h"
 #include "transport.h"
@@ -41,27 +43,54 @@ class ScanStreamIo {
 std::size_t send_result_chunks(ScanStreamIo& io, std::shared_ptr<wire::PooledBuffer> result,
                                std::size_t chunk_bytes);
 
-// Serves /scan.v1.ScanService/Scan: decodes the request (wire::decode), runs `handler`, and sends
-// the response through wire::encode_response. The handler may move the request's data out.
-// With a `stream_handler`, also serves /scan.v1.ScanService/ScanStream through it.
+// Where a Scan handler runs: first on gRPC's callback thread, where it must not wait (for a
+// compute slot, say); if it would have to, it returns nullopt and is called again from one of the
+// service's own threads, where it may wait.
+enum class Waiting { kNotAllowed, kAllowed };
+
+struct WireOptions {
+  // Threads for calls that must wait (or are large); calls beyond them are refused at once with
+  // RESOURCE_EXHAUSTED. Created as needed, kept once created.
+  int blocking_threads = 64;
+  // Requests up to this size are first tried on gRPC's callback thread: small scans finish in
+  // microseconds, and handing them to another thread costs more than the scan (a third of the
+  // throughput at 4 KiB, bench/RESULTS.md).
+  std::size_t inline_max_bytes = std::size_t{1} << 20;
+};
+
+// Serves /scan.v1.ScanService/Scan on gRPC's callback API: decodes the request (wire::decode),
+// runs `handler` (see Waiting), and sends the response through wire::encode_response. The handler
+// may move the request's data out. With a `stream_handler`, also serves
+// /scan.v1.ScanService/ScanStream through it (sync API: a stream is a conversation that waits).
 class WireScanService final : public grpc::Service {
  public:
-  using Handler =
-      std::function<grpc::Status(grpc::ServerContext*, v1::ScanRequest*, v1::ScanResponse*)>;
-  using StreamHandler = std::function<grpc::Status(grpc::ServerContext*, ScanStreamIo&)>;
+  using Handler = std::function<std::optional<grpc::Status>(
+      grpc::ServerContextBase*, v1::ScanRequest*, v1::ScanResponse*, Waiting)>;
+  using StreamHandler = std::function<grpc::Status(grpc::ServerContextBase*, ScanStreamIo&)>;
   // Keeps up to `pooled_bytes` of idle tensor buffers for reuse (see wire::BufferPool); the
   // server passes its in-flight byte budget, so idle memory never exceeds what busy requests may
   // hold anyway.
-  WireScanService(Handler handler, std::size_t pooled_bytes, StreamHandler stream_handler = {});
+  WireScanService(Handler handler, std::size_t pooled_bytes, StreamHandler stream_handler = {},
+                  WireOptions options = {});
+  ~WireScanService() override;
 
  private:
-  grpc::Status handle(grpc::ServerContext* context, const grpc::ByteBuffer& request,
-                      grpc::ByteBuffer* response);
+  struct Call;
+  class BlockingThreads;
+
+  grpc::ServerUnaryReactor* handle(grpc::CallbackServerContext* context,
+                                   const grpc::ByteBuffer* request, grpc::ByteBuffer* response);
+  // Returns the request's buffer to the pool, encodes the response (or returns its buffer) and
+  // finishes the call.
+  void finish(grpc::ServerUnaryReactor* reactor, const grpc::Status& status, Call& call,
+              grpc::ByteBuffer* response);
 
   Handler handler_;
   StreamHandler stream_handler_;
+  const WireOptions options_;
   // Tensor buffers of requests and responses, reused across calls (see wire::BufferPool).
   std::shared_ptr<wire::BufferPool> buffers_;
+  std::unique_ptr<BlockingThreads> blocking_;
 };
 
 }  // namespace scan::server

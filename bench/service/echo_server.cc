@@ -79,7 +79,8 @@ int main(int argc, char** argv) {
   }
 
   scan::server::WireScanService echo(
-      [](grpc::ServerContext*, scan::v1::ScanRequest* request, scan::v1::ScanResponse* response) {
+      [](grpc::ServerContextBase*, scan::v1::ScanRequest* request, scan::v1::ScanResponse* response,
+         scan::server::Waiting) -> std::optional<grpc::Status> {
         response->mutable_result()->Swap(request->mutable_gamma());
         response->set_backend("echo");
         return grpc::Status::OK;
@@ -87,7 +88,7 @@ int main(int argc, char** argv) {
       kPooledBytes,
       // ScanStream the same way: the header, `accepted`, the chunks reassembled as the server
       // does, then the result header and the same bytes back in chunks.
-      [](grpc::ServerContext*, scan::server::ScanStreamIo& io) {
+      [](grpc::ServerContextBase*, scan::server::ScanStreamIo& io) {
         grpc::ByteBuffer message;
         scan::v1::ScanRequest header;
         if (!io.read(&message)) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "empty");
