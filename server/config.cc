@@ -136,8 +136,9 @@ const std::vector<Option>& options() {
        "scans computed at once on the CPU; 0 = one per core; more requests wait in a queue",
        int_setter(&ServerConfig::worker_threads, 0, 4096)},
       {"rpc-threads", "SCAN_RPC_THREADS",
-       "most gRPC handler threads (requests beyond them get RESOURCE_EXHAUSTED at once); "
-       "0 = max(64, 8 x worker-threads)",
+       "most threads serving calls that wait (scans over 1 MiB or queued for a backend, "
+       "streams); calls beyond them get RESOURCE_EXHAUSTED at once (small scans with a free "
+       "backend run on gRPC's own threads); 0 = max(64, 8 x worker-threads)",
        int_setter(&ServerConfig::rpc_threads, 0, 65536)},
       {"max-inflight-bytes", "SCAN_MAX_INFLIGHT_BYTES",
        "tensor bytes (request + response) all requests being served may hold; a request that "
