@@ -57,7 +57,10 @@ Requests:
   --backend auto|cpu|gpu   (default auto)
   --timeout-ms N           per-request deadline (default 60000)
 Transport:
-  --protocol grpc|tcp      tcp: raw length-prefixed copy against scan-bench-tcp-echo
+  --protocol grpc|grpc-stream|tcp
+                           grpc-stream: ScanStream calls; tcp: raw length-prefixed copy
+                           against scan-bench-tcp-echo
+  --chunk-bytes SIZE       grpc-stream chunk size (default 4Mi)
   --channel-arg NAME=INT   extra gRPC channel argument (repeatable)
   --retries                let the client library retry (off: every answer counts as sent)
   Several targets are used in turn (client-side round robin); a dns:/// target is balanced
@@ -72,6 +75,7 @@ Output:
 struct Options {
   std::vector<std::string> targets;
   std::string protocol = "grpc";
+  std::int64_t chunk_bytes = scan::client::kDefaultStreamChunkBytes;
   int concurrency = 1;
   std::vector<double> rates;
   int max_in_flight = 256;
@@ -108,6 +112,21 @@ class Driver {
   virtual bool asynchronous() const = 0;
 };
 
+// What one finished gRPC call counts as.
+Sample sample_of(const grpc::Status& status, const scan::v1::ScanResponse& response,
+                 std::int64_t bytes) {
+  Sample sample;
+  sample.bytes = bytes;
+  sample.code = scan::client::status_code_name(status.error_code());
+  if (status.ok()) {
+    sample.backend = response.backend();
+    if (static_cast<std::int64_t>(response.result().data().size()) != bytes) {
+      sample.code = "SHORT_RESPONSE";
+    }
+  }
+  return sample;
+}
+
 // gRPC through the callback API: calls in flight cost no thread each, so the load generator
 // stays light next to the server it measures on the same cores.
 class GrpcDriver final : public Driver {
@@ -117,27 +136,41 @@ class GrpcDriver final : public Driver {
 
   void start(const Payload& payload, int /*slot*/, Done done) override {
     const std::int64_t bytes = payload.bytes;
-    clients_.next().StartScan(
-        payload.header, payload.data, timeout_,
-        [done = std::move(done), bytes](const grpc::Status& status,
-                                        scan::v1::ScanResponse& response) {
-          Sample sample;
-          sample.bytes = bytes;
-          sample.code = scan::client::status_code_name(status.error_code());
-          if (status.ok()) {
-            sample.backend = response.backend();
-            if (static_cast<std::int64_t>(response.result().data().size()) != bytes) {
-              sample.code = "SHORT_RESPONSE";
-            }
-          }
-          done(std::move(sample));
-        });
+    clients_.next().StartScan(payload.header, payload.data, timeout_,
+                              [done = std::move(done), bytes](const grpc::Status& status,
+                                                              scan::v1::ScanResponse& response) {
+                                done(sample_of(status, response, bytes));
+                              });
   }
   bool asynchronous() const override { return true; }
 
  private:
   scan::client::RoundRobinClients clients_;
   std::chrono::milliseconds timeout_;
+};
+
+// ScanStream, synchronously: a thread per call in flight, which is nothing next to the tensors
+// streams are for.
+class GrpcStreamDriver final : public Driver {
+ public:
+  explicit GrpcStreamDriver(const Options& options)
+      : clients_(options.targets, options.channel_args),
+        timeout_(options.timeout_ms),
+        chunk_bytes_(static_cast<std::size_t>(options.chunk_bytes)) {}
+
+  void start(const Payload& payload, int /*slot*/, Done done) override {
+    scan::v1::ScanResponse response;
+    std::chrono::microseconds round_trip{0};
+    const grpc::Status status = clients_.next().ScanStream(
+        payload.header, payload.data, chunk_bytes_, timeout_, &response, &round_trip);
+    done(sample_of(status, response, payload.bytes));
+  }
+  bool asynchronous() const override { return false; }
+
+ private:
+  scan::client::RoundRobinClients clients_;
+  std::chrono::milliseconds timeout_;
+  std::size_t chunk_bytes_;
 };
 
 // Raw TCP: an 8-byte little-endian length, then the bytes; the echo server answers the same way
@@ -548,7 +581,9 @@ int main(int argc, char** argv) {
       ok = !options.targets.empty();
     } else if (arg == "--protocol") {
       options.protocol = value;
-      ok = value == "grpc" || value == "tcp";
+      ok = value == "grpc" || value == "grpc-stream" || value == "tcp";
+    } else if (arg == "--chunk-bytes") {
+      ok = scan::bench::parse_bytes(value, &options.chunk_bytes) && options.chunk_bytes > 0;
     } else if (arg == "--concurrency") {
       options.concurrency = static_cast<int>(number);
       ok = numeric && number >= 1;
@@ -626,6 +661,8 @@ int main(int argc, char** argv) {
   std::unique_ptr<Driver> driver;
   if (options.protocol == "tcp") {
     driver = std::make_unique<TcpDriver>(options, workers);
+  } else if (options.protocol == "grpc-stream") {
+    driver = std::make_unique<GrpcStreamDriver>(options);
   } else {
     driver = std::make_unique<GrpcDriver>(options);
   }

@@ -6,6 +6,7 @@
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/support/channel_arguments.h>
 #include <grpcpp/support/client_callback.h>
+#include <grpcpp/support/sync_stream.h>
 
 #include <fstream>
 #include <limits>
@@ -19,6 +20,7 @@ namespace scan::client {
 namespace {
 
 constexpr const char* kScanMethod = "/scan.v1.ScanService/Scan";
+constexpr const char* kScanStreamMethod = "/scan.v1.ScanService/ScanStream";
 // Idle response buffers a client keeps for StartScan: enough for a few of the largest tensors.
 constexpr std::size_t kPooledBytes = std::size_t{1} << 30;
 
@@ -127,6 +129,7 @@ void Client::prepare(grpc::ClientContext* context,
 Client::Client(std::shared_ptr<grpc::Channel> channel)
     : channel_(std::move(channel)),
       scan_method_(kScanMethod, grpc::internal::RpcMethod::NORMAL_RPC, channel_),
+      scan_stream_method_(kScanStreamMethod, grpc::internal::RpcMethod::BIDI_STREAMING, channel_),
       buffers_(std::make_shared<wire::BufferPool>(kPooledBytes)) {}
 
 grpc::Status Client::call(const grpc::ByteBuffer& request, std::chrono::milliseconds timeout,
@@ -157,6 +160,118 @@ grpc::Status Client::Scan(v1::ScanRequest* request, std::chrono::milliseconds ti
   *round_trip = std::chrono::duration_cast<std::chrono::microseconds>(
       std::chrono::steady_clock::now() - sent);
   return status;
+}
+
+grpc::Status Client::ScanStream(const v1::ScanRequest& request,
+                                std::shared_ptr<const std::string> payload, std::size_t chunk_bytes,
+                                std::chrono::milliseconds timeout, v1::ScanResponse* response,
+                                std::chrono::microseconds* round_trip) {
+  const auto sent = std::chrono::steady_clock::now();
+  const auto deadline = deadline_after(timeout);
+  grpc::Status status;
+  // As in call(): a replica going away is retried with the same bytes, within the deadline.
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    response->Clear();
+    status = stream_once(request, *payload, payload, std::max<std::size_t>(chunk_bytes, 1),
+                         deadline, response);
+    if (status.error_code() != grpc::StatusCode::UNAVAILABLE) break;
+  }
+  *round_trip = std::chrono::duration_cast<std::chrono::microseconds>(
+      std::chrono::steady_clock::now() - sent);
+  return status;
+}
+
+grpc::Status Client::stream_once(const v1::ScanRequest& request, const std::string& payload,
+                                 const std::shared_ptr<const std::string>& owner,
+                                 std::size_t chunk_bytes,
+                                 std::chrono::system_clock::time_point deadline,
+                                 v1::ScanResponse* response) {
+  grpc::ClientContext context;
+  prepare(&context, deadline);
+  std::unique_ptr<grpc::ClientReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer>> stream(
+      grpc::internal::ClientReaderWriterFactory<grpc::ByteBuffer, grpc::ByteBuffer>::Create(
+          channel_.get(), scan_stream_method_, &context));
+  // The server's status explains an early end better than anything seen on this side.
+  auto end = [&](grpc::StatusCode code, const std::string& what) {
+    context.TryCancel();
+    grpc::Status finished = stream->Finish();
+    if (!finished.ok() && finished.error_code() != grpc::StatusCode::CANCELLED) return finished;
+    return grpc::Status(code, what);
+  };
+  auto broken = [&](const std::string& what) {
+    return end(grpc::StatusCode::INTERNAL, "ScanStream: " + what);
+  };
+
+  v1::ScanStreamRequest head;
+  *head.mutable_header() = request;
+  grpc::ByteBuffer message;
+  if (!stream->Write(wire::encode_message(head)) || !stream->Read(&message)) {
+    grpc::Status finished = stream->Finish();
+    return finished.ok() ? grpc::Status(grpc::StatusCode::INTERNAL,
+                                        "ScanStream: the server ended the call without an answer")
+                         : finished;
+  }
+  v1::ScanStreamResponse answer;
+  if (!wire::decode(&message, &answer).ok() ||
+      answer.part_case() != v1::ScanStreamResponse::kAccepted) {
+    return broken("the server's first message is not `accepted`");
+  }
+  if (answer.accepted().max_chunk_bytes() > 0) {
+    chunk_bytes =
+        std::min(chunk_bytes, static_cast<std::size_t>(answer.accepted().max_chunk_bytes()));
+  }
+  // A failed write means the server ended the call (e.g. refused a chunk): Finish says why.
+  bool writing = true;
+  for (std::size_t offset = 0; writing && offset < payload.size(); offset += chunk_bytes) {
+    const std::size_t size = std::min(chunk_bytes, payload.size() - offset);
+    writing = stream->Write(wire::encode_chunk(v1::ScanStreamRequest::kChunkFieldNumber,
+                                               payload.data() + offset, size, owner));
+  }
+  if (writing) stream->WritesDone();
+
+  if (!stream->Read(&message)) {
+    grpc::Status finished = stream->Finish();
+    return finished.ok() ? grpc::Status(grpc::StatusCode::INTERNAL,
+                                        "ScanStream: the server ended the call without a result")
+                         : finished;
+  }
+  answer.Clear();
+  if (!wire::decode(&message, &answer).ok() ||
+      answer.part_case() != v1::ScanStreamResponse::kHeader) {
+    return broken("expected the result's header");
+  }
+  response->Swap(answer.mutable_header());
+  // The result has the tensor's size; the chunks are copied straight into place.
+  std::string* data = response->mutable_result()->mutable_data();
+  data->clear();
+  data->reserve(payload.size());
+  while (stream->Read(&message)) {
+    switch (wire::append_chunk(&message, v1::ScanStreamResponse::kChunkFieldNumber, data,
+                               payload.size())) {
+      case wire::ChunkAppend::kAppended:
+        continue;
+      case wire::ChunkAppend::kOverflow:
+        return broken("the result is larger than the tensor sent");
+      case wire::ChunkAppend::kNotAChunk:
+        break;
+    }
+    answer.Clear();
+    if (!wire::decode(&message, &answer).ok() ||
+        answer.part_case() != v1::ScanStreamResponse::kChunk) {
+      return broken("expected a chunk of the result");
+    }
+    if (answer.chunk().size() > payload.size() - data->size()) {
+      return broken("the result is larger than the tensor sent");
+    }
+    data->append(answer.chunk());
+  }
+  grpc::Status finished = stream->Finish();
+  if (finished.ok() && data->size() != payload.size()) {
+    return {grpc::StatusCode::INTERNAL, "ScanStream: the result has " +
+                                            std::to_string(data->size()) + " bytes, expected " +
+                                            std::to_string(payload.size())};
+  }
+  return finished;
 }
 
 namespace {
@@ -220,7 +335,15 @@ grpc::Status Client::Scan(HostTensor gamma, const ScanOptions& options, ScanResu
   request.set_backend(options.backend);
 
   v1::ScanResponse response;
-  grpc::Status status = Scan(&request, options.timeout, &response, &result->round_trip);
+  grpc::Status status;
+  if (options.stream_chunk_bytes > 0) {
+    auto payload = std::make_shared<const std::string>(std::move(*tensor->mutable_data()));
+    tensor->clear_data();
+    status = ScanStream(request, std::move(payload), options.stream_chunk_bytes, options.timeout,
+                        &response, &result->round_trip);
+  } else {
+    status = Scan(&request, options.timeout, &response, &result->round_trip);
+  }
   if (!status.ok()) return status;
 
   const auto dtype = v1::to_kernel_dtype(response.result().dtype());

@@ -28,7 +28,13 @@ struct ScanOptions {
   int dim = 0;  // may be negative, as in torch
   v1::BackendPreference backend = v1::BACKEND_PREFERENCE_AUTO;
   std::chrono::milliseconds timeout{0};  // 0 = no deadline
+  // 0: one Scan call. Otherwise a ScanStream call sending the tensor in chunks of this many bytes
+  // (or fewer, if the server accepts less): for tensors larger than one gRPC message.
+  std::size_t stream_chunk_bytes = 0;
 };
+
+// A chunk size for ScanStream that keeps messages small without costing throughput.
+inline constexpr std::size_t kDefaultStreamChunkBytes = std::size_t{4} << 20;
 
 struct ScanResult {
   HostTensor result;
@@ -70,6 +76,13 @@ class Client {
   // The same call for a request built by the caller (its gamma data is moved out).
   grpc::Status Scan(v1::ScanRequest* request, std::chrono::milliseconds timeout,
                     v1::ScanResponse* response, std::chrono::microseconds* round_trip);
+  // ScanStream: sends `request` (whose gamma data stays empty) as the header, then `payload` as
+  // gamma's data in chunks of `chunk_bytes` by reference, and collects the result's chunks into
+  // response->result().data(). Sent again (the payload is kept) if a replica goes away.
+  grpc::Status ScanStream(const v1::ScanRequest& request,
+                          std::shared_ptr<const std::string> payload, std::size_t chunk_bytes,
+                          std::chrono::milliseconds timeout, v1::ScanResponse* response,
+                          std::chrono::microseconds* round_trip);
   // Starts a call that sends `payload` as the gamma data of `request` (whose own data stays
   // empty) without copying it, so the same tensor can be sent again and again, and returns at
   // once; `done` runs on a gRPC thread when the answer is in. For load generators: no thread
@@ -97,6 +110,10 @@ class Client {
  private:
   grpc::Status call(const grpc::ByteBuffer& request, std::chrono::milliseconds timeout,
                     v1::ScanResponse* response);
+  grpc::Status stream_once(const v1::ScanRequest& request, const std::string& payload,
+                           const std::shared_ptr<const std::string>& owner, std::size_t chunk_bytes,
+                           std::chrono::system_clock::time_point deadline,
+                           v1::ScanResponse* response);
 
   // Sets the deadline (0 = none) and the credentials every call carries.
   void prepare(grpc::ClientContext* context, std::chrono::system_clock::time_point deadline) const;
@@ -105,6 +122,7 @@ class Client {
   std::shared_ptr<grpc::Channel> channel_;
   // Scan, registered with the channel once; called with raw buffers (see wire_codec.h).
   grpc::internal::RpcMethod scan_method_;
+  grpc::internal::RpcMethod scan_stream_method_;
   // Response buffers of StartScan calls, reused: their answers are not handed out.
   std::shared_ptr<wire::BufferPool> buffers_;
   // StartScan calls whose callback has not returned yet. The destructor waits for them: the last

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_report.h"
 #include "npy.h"
 #include "scan_client.h"
 
@@ -27,6 +28,9 @@ constexpr const char* kUsage = R"(Usage: scan-client --target HOST:PORT [options
   --check                  verify the result against a local float64 cumprod
   --seed N                 seed of the random gamma (default: random)
   --timeout-ms N           deadline of the call (default 60000)
+  --stream                 use ScanStream (the tensor and result travel in chunks); automatic
+                           for tensors over 1 GiB
+  --chunk-bytes N          ScanStream chunk size, e.g. 4Mi (default 4Mi; implies --stream)
   --health [SERVICE]       only ask grpc.health.v1 whether SERVICE ("" = server) is SERVING
   --info                   only print the server's version, backends (state, load, cost models)
                            and GPUs (ScanService.GetServerInfo)
@@ -66,6 +70,15 @@ void print_server_info(const scan::v1::GetServerInfoResponse& info) {
                 gpu.multiprocessors(), gpu.usable() ? "usable" : "not usable",
                 gpu.detail().empty() ? "" : ": ", gpu.detail().c_str());
   }
+  if (info.has_limits()) {
+    const auto& limits = info.limits();
+    std::printf(
+        "limits:     tensor %lld bytes, message %lld bytes (larger tensors: --stream), "
+        "in flight %lld bytes, rank %d\n",
+        static_cast<long long>(limits.max_tensor_bytes()),
+        static_cast<long long>(limits.max_message_bytes()),
+        static_cast<long long>(limits.max_inflight_bytes()), limits.max_rank());
+  }
   if (info.gpu_min_bytes() > 0) {
     std::printf("routing:    AUTO keeps tensors under %lld bytes on the CPU\n",
                 static_cast<long long>(info.gpu_min_bytes()));
@@ -95,7 +108,7 @@ int main(int argc, char** argv) {
   using scan::client::HostTensor;
 
   // Flags that take no value; every other flag takes exactly one.
-  const std::vector<std::string> switches = {"--check", "--help", "--info"};
+  const std::vector<std::string> switches = {"--check", "--help", "--info", "--stream"};
   std::map<std::string, std::string> flags;
   for (int index = 1; index < argc; ++index) {
     const std::string arg = argv[index];
@@ -116,9 +129,10 @@ int main(int argc, char** argv) {
     return found == flags.end() ? fallback : found->second;
   };
   static const std::vector<std::string> known = {
-      "--target", "--shape",  "--dtype",    "--dim",     "--backend",        "--input",
-      "--output", "--check",  "--seed",     "--help",    "--health",         "--timeout-ms",
-      "--info",   "--tls-ca", "--tls-cert", "--tls-key", "--auth-token-file"};
+      "--target",  "--shape",           "--dtype",  "--dim",        "--backend",
+      "--input",   "--output",          "--check",  "--seed",       "--help",
+      "--health",  "--timeout-ms",      "--info",   "--tls-ca",     "--tls-cert",
+      "--tls-key", "--auth-token-file", "--stream", "--chunk-bytes"};
   for (const auto& [name, value] : flags) {
     if (std::find(known.begin(), known.end(), name) == known.end()) {
       return usage_error("unknown flag " + name);
@@ -200,6 +214,17 @@ int main(int argc, char** argv) {
     return usage_error("--backend: expected auto, cpu or gpu");
   }
 
+  // One message carries at most 2 GiB; larger tensors have to be streamed anyway.
+  constexpr std::size_t kStreamAbove = std::size_t{1} << 30;
+  if (flags.count("--stream") || flags.count("--chunk-bytes") || gamma.data.size() > kStreamAbove) {
+    std::int64_t chunk_bytes = scan::client::kDefaultStreamChunkBytes;
+    if (flags.count("--chunk-bytes") &&
+        (!scan::bench::parse_bytes(flags["--chunk-bytes"], &chunk_bytes) || chunk_bytes <= 0)) {
+      return usage_error("--chunk-bytes: expected a positive size like 4Mi");
+    }
+    options.stream_chunk_bytes = static_cast<std::size_t>(chunk_bytes);
+  }
+
   scan::client::ScanResult result;
   const grpc::Status status = client.Scan(gamma, options, &result);
   if (!status.ok()) {
@@ -210,6 +235,9 @@ int main(int argc, char** argv) {
   }
   const auto& timing = result.server_timing;
   fmt::print("backend:    {}\n", result.backend);
+  if (options.stream_chunk_bytes > 0) {
+    fmt::print("rpc:        ScanStream, chunks of up to {} bytes\n", options.stream_chunk_bytes);
+  }
   fmt::print("tensor:     {} {} dim={} ({} bytes)\n", scan::client::format_shape(gamma.shape),
              scan::kernels::dtype_name(gamma.dtype), options.dim, gamma.data.size());
   fmt::print("server:     queue {} us, compute {} us, total {} us\n", timing.queue_us(),

@@ -95,14 +95,9 @@ grpc::Slice adopt(std::string* data, std::shared_ptr<BufferPool> pool = nullptr)
     data->clear();
     return adopt_slice(owner, *owner);
   }
-  struct Pooled {
-    std::string bytes;
-    std::shared_ptr<BufferPool> pool;
-    ~Pooled() { pool->give(std::move(bytes)); }
-  };
-  auto* owner = new Pooled{std::move(*data), std::move(pool)};
+  auto* owner = new PooledBuffer(std::move(pool), std::move(*data));
   data->clear();
-  return adopt_slice(owner, owner->bytes);
+  return adopt_slice(owner, owner->bytes());
 }
 
 }  // namespace
@@ -146,6 +141,55 @@ grpc::Status decode(grpc::ByteBuffer* buffer, google::protobuf::MessageLite* mes
   // for a little more than the tensor needs costs nothing.
   *tensor_data = pool->take(buffer->Length());
   return decode(buffer, message);
+}
+
+grpc::ByteBuffer encode_message(const google::protobuf::MessageLite& message) {
+  grpc::Slice whole(message.SerializeAsString());
+  return grpc::ByteBuffer(&whole, 1);
+}
+
+grpc::ByteBuffer encode_chunk(int field_number, const char* data, std::size_t size,
+                              std::shared_ptr<const void> owner) {
+  std::string head;
+  head.push_back(static_cast<char>((field_number << 3) | 2));
+  append_varint(&head, size);
+  grpc::Slice slices[2] = {grpc::Slice(head), grpc::Slice()};
+  if (size == 0) return grpc::ByteBuffer(slices, 1);
+  using Holder = std::shared_ptr<const void>;
+  grpc_slice payload = grpc_slice_new_with_user_data(
+      const_cast<char*>(data), size, [](void* holder) { delete static_cast<Holder*>(holder); },
+      new Holder(std::move(owner)));
+  slices[1] = grpc::Slice(payload, grpc::Slice::STEAL_REF);
+  return grpc::ByteBuffer(slices, 2);
+}
+
+ChunkAppend append_chunk(grpc::ByteBuffer* message, int field_number, std::string* out,
+                         std::size_t limit) {
+  std::vector<grpc::Slice> slices;
+  if (!message->Dump(&slices).ok()) return ChunkAppend::kNotAChunk;
+  // The tag and the length varint: at most 11 bytes, possibly spread over several slices.
+  std::string head;
+  for (const grpc::Slice& slice : slices) {
+    if (head.size() >= 11) break;
+    head.append(reinterpret_cast<const char*>(slice.begin()),
+                std::min<std::size_t>(slice.size(), 11 - head.size()));
+  }
+  std::size_t position = 1;
+  std::uint64_t length = 0;
+  if (head.empty() || head[0] != static_cast<char>((field_number << 3) | 2) ||
+      !read_varint(head, &position, &length) || position + length != message->Length()) {
+    return ChunkAppend::kNotAChunk;
+  }
+  if (length > limit || out->size() > limit - length) return ChunkAppend::kOverflow;
+  std::size_t skip = position;
+  for (const grpc::Slice& slice : slices) {
+    const auto* bytes = reinterpret_cast<const char*>(slice.begin());
+    const std::size_t skipped = std::min(skip, slice.size());
+    skip -= skipped;
+    out->append(bytes + skipped, slice.size() - skipped);
+  }
+  message->Clear();
+  return ChunkAppend::kAppended;
 }
 
 BufferPool::BufferPool(std::size_t max_total_bytes, std::size_t min_bytes)

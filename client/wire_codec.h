@@ -76,6 +76,31 @@ class BufferPool {
   std::vector<Range> known_;  // with a listener: every known buffer, pooled or handed out
 };
 
+// A buffer of a pool's that goes back to the pool when this is destroyed (or freed without one).
+class PooledBuffer {
+ public:
+  // A buffer with capacity for `bytes` from `pool` (may be null).
+  PooledBuffer(std::shared_ptr<BufferPool> pool, std::size_t bytes)
+      : pool_(std::move(pool)), bytes_(pool_ ? pool_->take(bytes) : std::string()) {
+    if (!pool_) bytes_.reserve(bytes);
+  }
+  // Takes over `bytes`, to be given to `pool` in the end.
+  PooledBuffer(std::shared_ptr<BufferPool> pool, std::string bytes)
+      : pool_(std::move(pool)), bytes_(std::move(bytes)) {}
+  ~PooledBuffer() {
+    if (pool_) pool_->give(std::move(bytes_));
+  }
+  PooledBuffer(const PooledBuffer&) = delete;
+  PooledBuffer& operator=(const PooledBuffer&) = delete;
+
+  std::string& bytes() { return bytes_; }
+  const std::string& bytes() const { return bytes_; }
+
+ private:
+  std::shared_ptr<BufferPool> pool_;
+  std::string bytes_;
+};
+
 // Moves request->gamma().data() into the buffer (the request is left without it).
 grpc::ByteBuffer encode_request(v1::ScanRequest* request);
 // Sends `payload` as gamma's data (the request's own data must be empty) by reference, so that a
@@ -87,6 +112,9 @@ grpc::ByteBuffer encode_request(const v1::ScanRequest& request,
 grpc::ByteBuffer encode_response(v1::ScanResponse* response,
                                  std::shared_ptr<BufferPool> pool = nullptr);
 
+// Serialises a message without tensor bytes of its own (e.g. ScanStream's headers).
+grpc::ByteBuffer encode_message(const google::protobuf::MessageLite& message);
+
 // Parses a buffer from the wire. Tensor bytes arrive in many slices of gRPC's read chunks and are
 // copied once, into the contiguous string the kernels need; the other fields are parsed normally.
 // Parsing keeps the capacity of the message's data string, so a buffer from a BufferPool put there
@@ -95,5 +123,25 @@ grpc::Status decode(grpc::ByteBuffer* buffer, google::protobuf::MessageLite* mes
 // decode() into a pooled buffer placed as `*tensor_data` (the message's tensor data field).
 grpc::Status decode(grpc::ByteBuffer* buffer, google::protobuf::MessageLite* message,
                     std::string* tensor_data, BufferPool* pool);
+
+// ScanStream's chunk messages (ScanStreamRequest.chunk, ScanStreamResponse.chunk) are a message
+// holding one bytes field. These encode and decode them around protobuf, as above: the payload is
+// sent by reference and received with one copy, straight into the tensor's buffer.
+
+// A chunk message of field `field_number` whose payload is the `size` bytes at `data`, sent by
+// reference: `owner` keeps them alive until gRPC has sent them.
+grpc::ByteBuffer encode_chunk(int field_number, const char* data, std::size_t size,
+                              std::shared_ptr<const void> owner);
+
+enum class ChunkAppend {
+  kAppended,   // the payload was appended to `out`
+  kNotAChunk,  // not a plain chunk message of that field: parse it with protobuf instead
+  kOverflow,   // the payload would take `out` beyond `limit` bytes; nothing appended
+};
+// Appends the payload of `message` to `out` if the message is exactly one field `field_number`,
+// length-delimited (how every protobuf encoder writes a chunk message). Consumes the message
+// unless it answers kNotAChunk.
+ChunkAppend append_chunk(grpc::ByteBuffer* message, int field_number, std::string* out,
+                         std::size_t limit);
 
 }  // namespace scan::wire

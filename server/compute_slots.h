@@ -45,6 +45,14 @@ class ComputeSlots {
     return outcome;
   }
 
+  // A slot if one is free and nobody is waiting for one (no overtaking the queue); never waits.
+  bool try_acquire() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (free_ == 0 || waiting_ > 0) return false;
+    --free_;
+    return true;
+  }
+
   void release() {
     {
       std::lock_guard<std::mutex> lock(mutex_);

@@ -124,16 +124,21 @@ const std::vector<Option>& options() {
        "largest tensor accepted, in bytes; larger ones get RESOURCE_EXHAUSTED",
        int64_setter(&ServerConfig::max_tensor_bytes, 1)},
       {"max-message-bytes", "SCAN_MAX_MESSAGE_BYTES",
-       "largest gRPC message received or sent; 0 = max-tensor-bytes + 1Mi",
+       "largest gRPC message received or sent; 0 = max-tensor-bytes + 1Mi. Tensors larger than "
+       "a message can still be sent with ScanStream",
        int64_setter(&ServerConfig::max_message_bytes, 0)},
+      {"stream-chunk-bytes", "SCAN_STREAM_CHUNK_BYTES",
+       "size of the result chunks ScanStream sends (below max-message-bytes)",
+       int64_setter(&ServerConfig::stream_chunk_bytes, 1024)},
       {"max-rank", "SCAN_MAX_RANK", "most dimensions a tensor may have",
        int_setter(&ServerConfig::max_rank, 1, 64)},
       {"worker-threads", "SCAN_WORKER_THREADS",
        "scans computed at once on the CPU; 0 = one per core; more requests wait in a queue",
        int_setter(&ServerConfig::worker_threads, 0, 4096)},
       {"rpc-threads", "SCAN_RPC_THREADS",
-       "most gRPC handler threads (requests beyond them get RESOURCE_EXHAUSTED at once); "
-       "0 = max(64, 8 x worker-threads)",
+       "most threads serving calls that wait (scans over 1 MiB or queued for a backend, "
+       "streams); calls beyond them get RESOURCE_EXHAUSTED at once (small scans with a free "
+       "backend run on gRPC's own threads); 0 = max(64, 8 x worker-threads)",
        int_setter(&ServerConfig::rpc_threads, 0, 65536)},
       {"max-inflight-bytes", "SCAN_MAX_INFLIGHT_BYTES",
        "tensor bytes (request + response) all requests being served may hold; a request that "
@@ -281,18 +286,19 @@ int ServerConfig::effective_rpc_threads() const {
 std::string ServerConfig::describe() const {
   auto or_dash = [](const std::string& text) { return text.empty() ? std::string("-") : text; };
   std::string text = fmt::format(
-      "listen={} metrics_listen={} max_tensor_bytes={} max_message_bytes={} max_rank={} "
+      "listen={} metrics_listen={} max_tensor_bytes={} max_message_bytes={} stream_chunk_bytes={} "
+      "max_rank={} "
       "worker_threads={} rpc_threads={} cpu_backend={} log_level={} log_format={} "
       "shutdown_grace_seconds={} drain_delay_seconds={} port_file={} metrics_port_file={} "
       "max_inflight_bytes={} max_queue={} max_concurrent_streams={} "
       "min_client_ping_interval_seconds={} idle_connection_timeout_seconds={} tls={} mtls={} "
       "token_auth={} reflection={}",
-      listen, or_dash(metrics_listen), max_tensor_bytes, effective_max_message_bytes(), max_rank,
-      effective_worker_threads(), effective_rpc_threads(), cpu_backend, log_level, log_format,
-      shutdown_grace_seconds, drain_delay_seconds, or_dash(port_file), or_dash(metrics_port_file),
-      effective_max_inflight_bytes(), max_queue, max_concurrent_streams,
-      min_client_ping_interval_seconds, idle_connection_timeout_seconds, !tls_cert.empty(),
-      !tls_client_ca.empty(), !auth_token_file.empty(), reflection);
+      listen, or_dash(metrics_listen), max_tensor_bytes, effective_max_message_bytes(),
+      stream_chunk_bytes, max_rank, effective_worker_threads(), effective_rpc_threads(),
+      cpu_backend, log_level, log_format, shutdown_grace_seconds, drain_delay_seconds,
+      or_dash(port_file), or_dash(metrics_port_file), effective_max_inflight_bytes(), max_queue,
+      max_concurrent_streams, min_client_ping_interval_seconds, idle_connection_timeout_seconds,
+      !tls_cert.empty(), !tls_client_ca.empty(), !auth_token_file.empty(), reflection);
   text += fmt::format(
       " gpu={} gpu_lanes={} gpu_chunk_bytes={} gpu_copy_threads={} gpu_streaming_copies={} "
       "gpu_register_pool={} gpu_min_bytes={} cost_model={}",
@@ -335,8 +341,9 @@ ParseResult parse_config(const std::vector<std::string>& args,
       return failure(fmt::format("--{}: {}", flag, error));
     }
   }
-  if (config->max_message_bytes > 0 && config->max_message_bytes < config->max_tensor_bytes) {
-    return failure("--max-message-bytes must be at least --max-tensor-bytes");
+  if (config->stream_chunk_bytes + ServerConfig::kStreamChunkOverhead >
+      config->effective_max_message_bytes()) {
+    return failure("--stream-chunk-bytes must leave room below --max-message-bytes");
   }
   if (config->effective_max_inflight_bytes() < 2 * config->max_tensor_bytes) {
     return failure(

@@ -14,6 +14,8 @@ struct ServerConfig {
   std::int64_t max_tensor_bytes = std::int64_t{256} << 20;
   // 0 means: max_tensor_bytes plus room for the message's other fields.
   std::int64_t max_message_bytes = 0;
+  // ScanStream's result chunks; tensors larger than a message travel that way.
+  std::int64_t stream_chunk_bytes = std::int64_t{4} << 20;
   int max_rank = 16;
   int worker_threads = 0;  // 0 means: one per CPU core
   int rpc_threads = 0;     // 0 means: max(64, 8 x worker_threads)
@@ -65,6 +67,11 @@ struct ServerConfig {
   }  // NOT_SERVING but still serving, so load balancers notice
 
   std::int64_t effective_max_message_bytes() const;
+  // The largest ScanStream chunk a client may send: a message less its field's tag and length.
+  std::int64_t max_stream_input_chunk_bytes() const {
+    return effective_max_message_bytes() - kStreamChunkOverhead;
+  }
+  static constexpr std::int64_t kStreamChunkOverhead = 16;
   int effective_worker_threads() const;
   int effective_rpc_threads() const;
   int effective_gpu_copy_threads() const;

@@ -18,10 +18,36 @@ bool multiply_overflows(std::int64_t a, std::int64_t b, std::int64_t* product) {
   return __builtin_mul_overflow(a, b, product);
 }
 
+// Where a request's tensor bytes are: in the message itself (Scan), or to follow in ScanStream
+// chunks, where the reassembly checks their count.
+enum class DataLocation { kInMessage, kInChunks };
+
+grpc::Status validate(const v1::ScanRequest& request, const ValidationLimits& limits,
+                      DataLocation data_location, ValidatedScan* scan);
+
 }  // namespace
 
 grpc::Status validate_scan_request(const v1::ScanRequest& request, const ValidationLimits& limits,
                                    ValidatedScan* scan) {
+  return validate(request, limits, DataLocation::kInMessage, scan);
+}
+
+grpc::Status validate_scan_header(const v1::ScanRequest& header, const ValidationLimits& limits,
+                                  ValidatedScan* scan) {
+  if (!header.gamma().data().empty()) {
+    return invalid(
+        "header.gamma.data: must be empty in ScanStream; send the tensor's bytes as chunks");
+  }
+  grpc::Status status = validate(header, limits, DataLocation::kInChunks, scan);
+  if (status.ok()) return status;
+  // Every message starts with the field it is about; in a stream that field is inside `header`.
+  return {status.error_code(), "header." + status.error_message()};
+}
+
+namespace {
+
+grpc::Status validate(const v1::ScanRequest& request, const ValidationLimits& limits,
+                      DataLocation data_location, ValidatedScan* scan) {
   if (request.op() != v1::SCAN_OP_UNSPECIFIED && request.op() != v1::SCAN_OP_CUMPROD) {
     return invalid(fmt::format("op: unsupported scan op {}", static_cast<int>(request.op())));
   }
@@ -66,7 +92,8 @@ grpc::Status validate_scan_request(const v1::ScanRequest& request, const Validat
   if (multiply_overflows(numel, element_bytes, &expected_bytes)) {
     return invalid("gamma.shape: the tensor's byte size overflows a 64-bit integer");
   }
-  if (static_cast<std::uint64_t>(expected_bytes) != gamma.data().size()) {
+  if (data_location == DataLocation::kInMessage &&
+      static_cast<std::uint64_t>(expected_bytes) != gamma.data().size()) {
     return invalid(fmt::format(
         "gamma.data: holds {} bytes but shape and dtype need {} ({} x {} "
         "bytes of {})",
@@ -90,9 +117,11 @@ grpc::Status validate_scan_request(const v1::ScanRequest& request, const Validat
   scan->view = kernels::collapse_around(scan->shape.data(), rank, scan->dim);
   scan->numel = numel;
   scan->bytes = static_cast<std::size_t>(expected_bytes);
-  scan->input = gamma.data().data();
+  scan->input = data_location == DataLocation::kInMessage ? gamma.data().data() : nullptr;
   scan->preference = request.backend();
   return grpc::Status::OK;
 }
+
+}  // namespace
 
 }  // namespace scan::server

@@ -33,4 +33,9 @@ struct ValidatedScan {
 grpc::Status validate_scan_request(const v1::ScanRequest& request, const ValidationLimits& limits,
                                    ValidatedScan* scan);
 
+// The same checks for the header of a ScanStream call, whose gamma.data must be empty: the bytes
+// follow in chunks. scan->input is left null.
+grpc::Status validate_scan_header(const v1::ScanRequest& header, const ValidationLimits& limits,
+                                  ValidatedScan* scan);
+
 }  // namespace scan::server

@@ -4,8 +4,13 @@
 #include <grpcpp/server_context.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
+#include <memory>
 #include <string>
+
+#include "stream_assembly.h"
+#include "wire_codec.h"
 
 namespace scan::server {
 namespace {
@@ -20,7 +25,7 @@ double seconds_between(Clock::time_point from, Clock::time_point to) {
   return std::chrono::duration<double>(to - from).count();
 }
 
-Clock::time_point steady_deadline_of(const grpc::ServerContext& context) {
+Clock::time_point steady_deadline_of(const grpc::ServerContextBase& context) {
   const auto remaining = context.deadline() - std::chrono::system_clock::now();
   // An absent deadline shows up as a time point centuries away; clamp before converting clocks.
   if (remaining > std::chrono::hours(24 * 365)) return Clock::time_point::max();
@@ -40,24 +45,44 @@ RouteReason reason_for(v1::BackendPreference preference) {
 
 }  // namespace
 
-grpc::Status ScanServiceImpl::Scan(grpc::ServerContext* context, const v1::ScanRequest* request,
-                                   v1::ScanResponse* response) {
+template <class Serve>
+grpc::Status ScanServiceImpl::recorded(grpc::ServerContextBase& context, Serve serve) {
   const auto received = Clock::now();
   metrics_.inflight().Increment();
   RequestRecord record;
-  record.request_bytes = request->gamma().data().size();
-  grpc::Status status = serve(*context, *request, *response, record);
-  if (status.ok()) {
-    record.response_bytes = response->result().data().size();
-  } else {
-    spdlog::debug("scan from {} answered {}: {}", context->peer(),
+  bool deferred = false;
+  grpc::Status status = serve(record, &deferred);
+  metrics_.inflight().Decrement();
+  if (deferred) return status;
+  if (!status.ok()) {
+    spdlog::debug("scan from {} answered {}: {}", context.peer(),
                   v1::status_code_name(status.error_code()), status.error_message());
   }
   record.code = status.error_code();
   record.seconds = seconds_between(received, Clock::now());
   metrics_.record(record);
-  metrics_.inflight().Decrement();
   return status;
+}
+
+std::optional<grpc::Status> ScanServiceImpl::Scan(grpc::ServerContextBase* context,
+                                                  const v1::ScanRequest* request,
+                                                  v1::ScanResponse* response, Waiting waiting) {
+  bool was_deferred = false;
+  grpc::Status status = recorded(*context, [&](RequestRecord& record, bool* deferred) {
+    record.request_bytes = request->gamma().data().size();
+    grpc::Status served = serve(*context, *request, *response, record, waiting, deferred);
+    if (served.ok()) record.response_bytes = response->result().data().size();
+    was_deferred = *deferred;
+    return served;
+  });
+  if (was_deferred) return std::nullopt;
+  return status;
+}
+
+grpc::Status ScanServiceImpl::StreamScan(grpc::ServerContextBase* context, ScanStreamIo& io) {
+  return recorded(*context, [&](RequestRecord& record, bool* /*deferred*/) {
+    return serve_stream(*context, io, record);
+  });
 }
 
 kernels::KernelStatus ScanServiceImpl::compute(RegisteredBackend& chosen, ScanJob job,
@@ -94,17 +119,15 @@ kernels::KernelStatus ScanServiceImpl::compute(RegisteredBackend& chosen, ScanJo
   return status;
 }
 
-grpc::Status ScanServiceImpl::serve(grpc::ServerContext& context, const v1::ScanRequest& request,
-                                    v1::ScanResponse& response, RequestRecord& record) {
-  const auto received = Clock::now();
+grpc::Status ScanServiceImpl::check_caller(grpc::ServerContextBase& context) const {
   if (draining_.load(std::memory_order_relaxed)) {
     return {grpc::StatusCode::UNAVAILABLE, "server is shutting down; retry on another replica"};
   }
-  if (authenticator_ != nullptr) {
-    if (auto status = authenticator_->check(context); !status.ok()) return status;
-  }
-  ValidatedScan scan;
-  if (auto status = validate_scan_request(request, limits_, &scan); !status.ok()) return status;
+  if (authenticator_ != nullptr) return authenticator_->check(context);
+  return grpc::Status::OK;
+}
+
+grpc::Status ScanServiceImpl::admit(const ValidatedScan& scan, std::optional<BudgetLease>* held) {
   // Request and response buffers both stay alive until the response is sent.
   const auto held_bytes = static_cast<std::int64_t>(2 * scan.bytes);
   if (!inflight_bytes_.try_acquire(held_bytes)) {
@@ -113,9 +136,41 @@ grpc::Status ScanServiceImpl::serve(grpc::ServerContext& context, const v1::Scan
                         "limit {} (--max-inflight-bytes); retry with backoff",
                         inflight_bytes_.in_use(), held_bytes, inflight_bytes_.limit())};
   }
-  BudgetLease held(inflight_bytes_, held_bytes);
+  held->emplace(inflight_bytes_, held_bytes);
+  return grpc::Status::OK;
+}
+
+grpc::Status ScanServiceImpl::serve(grpc::ServerContextBase& context,
+                                    const v1::ScanRequest& request, v1::ScanResponse& response,
+                                    RequestRecord& record, Waiting waiting, bool* deferred) {
+  const auto received = Clock::now();
+  if (auto status = check_caller(context); !status.ok()) return status;
+  ValidatedScan scan;
+  if (auto status = validate_scan_request(request, limits_, &scan); !status.ok()) return status;
+  std::optional<BudgetLease> held;
+  if (auto status = admit(scan, &held); !status.ok()) return status;
+
+  v1::Tensor* result = response.mutable_result();
+  result->set_dtype(request.gamma().dtype());
+  *result->mutable_shape() = request.gamma().shape();
+  std::string* output = result->mutable_data();
+  output->resize(scan.bytes);
+  return execute(context, scan, output->data(), response, record, received, waiting, deferred);
+}
+
+grpc::Status ScanServiceImpl::execute(grpc::ServerContextBase& context, const ValidatedScan& scan,
+                                      void* output, v1::ScanResponse& response,
+                                      RequestRecord& record, Clock::time_point received,
+                                      Waiting waiting, bool* deferred) {
   RegisteredBackend* chosen = nullptr;
   if (auto status = router_.route(scan, &chosen); !status.ok()) return status;
+  // A caller that may not wait either gets a free slot now or comes back on a thread that may.
+  const bool needs_slot = scan.numel > 0;
+  const bool slot_taken = needs_slot && waiting == Waiting::kNotAllowed;
+  if (slot_taken && !chosen->slots->try_acquire()) {
+    *deferred = true;
+    return grpc::Status::OK;
+  }
   // Counted as the backend's backlog, for the routing decisions of later requests, until answered.
   LoadLease load(*chosen->load, static_cast<std::int64_t>(scan.bytes));
   const ScanBackend& backend = *chosen->backend;
@@ -123,19 +178,16 @@ grpc::Status ScanServiceImpl::serve(grpc::ServerContext& context, const v1::Scan
   record.dtype = scan.dtype;
   metrics_.record_route(*record.backend, reason_for(scan.preference));
 
-  v1::Tensor* result = response.mutable_result();
-  result->set_dtype(request.gamma().dtype());
-  *result->mutable_shape() = request.gamma().shape();
-  std::string* output = result->mutable_data();
-  output->resize(scan.bytes);
   response.set_backend(backend.name());
 
   const auto queued = Clock::now();
   auto compute_started = queued;
   auto compute_finished = queued;
-  if (scan.numel > 0) {
-    const auto outcome = chosen->slots->acquire(steady_deadline_of(context),
-                                                [&context] { return context.IsCancelled(); });
+  if (needs_slot) {
+    const auto outcome = slot_taken
+                             ? ComputeSlots::Outcome::kAcquired
+                             : chosen->slots->acquire(steady_deadline_of(context),
+                                                      [&context] { return context.IsCancelled(); });
     if (outcome == ComputeSlots::Outcome::kQueueFull) {
       return {grpc::StatusCode::RESOURCE_EXHAUSTED,
               "server busy: the queue of backend " + backend.name() +
@@ -154,7 +206,7 @@ grpc::Status ScanServiceImpl::serve(grpc::ServerContext& context, const v1::Scan
     spdlog::debug("scan started: [{}] {} dim {} on {} for {}", fmt::join(scan.shape, ","),
                   kernels::dtype_name(scan.dtype), scan.dim, backend.name(), context.peer());
     const kernels::KernelStatus status =
-        compute(*chosen, {scan.dtype, scan.view, scan.input, output->data()}, record, response);
+        compute(*chosen, {scan.dtype, scan.view, scan.input, output}, record, response);
     compute_finished = Clock::now();
     record.compute_seconds = seconds_between(compute_started, compute_finished);
     if (!status.ok()) {
@@ -169,6 +221,73 @@ grpc::Status ScanServiceImpl::serve(grpc::ServerContext& context, const v1::Scan
   timing->set_queue_us(micros_between(queued, compute_started));
   timing->set_compute_us(micros_between(compute_started, compute_finished));
   timing->set_total_us(micros_between(received, Clock::now()));
+  return grpc::Status::OK;
+}
+
+grpc::Status ScanServiceImpl::serve_stream(grpc::ServerContextBase& context, ScanStreamIo& io,
+                                           RequestRecord& record) {
+  if (auto status = check_caller(context); !status.ok()) return status;
+  grpc::ByteBuffer message;
+  if (!io.read(&message)) {
+    if (context.IsCancelled()) return {grpc::StatusCode::CANCELLED, "cancelled by the client"};
+    return {grpc::StatusCode::INVALID_ARGUMENT, "header: the stream ended before its header"};
+  }
+  v1::ScanRequest header;
+  if (auto status = parse_stream_header(&message, &header); !status.ok()) return status;
+  const auto received = Clock::now();
+  ValidatedScan scan;
+  if (auto status = validate_scan_header(header, limits_, &scan); !status.ok()) return status;
+  // Admission happens here, before the client has sent a byte of the tensor: a refused stream
+  // costs the server one small message, not the tensor.
+  std::optional<BudgetLease> held;
+  if (auto status = admit(scan, &held); !status.ok()) return status;
+
+  const auto& pool = io.buffers();
+  wire::PooledBuffer input(pool, scan.bytes);
+  {
+    v1::ScanStreamResponse accepted;
+    accepted.mutable_accepted()->set_max_chunk_bytes(chunking_.max_input_chunk_bytes);
+    if (!io.write(wire::encode_message(accepted))) {
+      return {grpc::StatusCode::CANCELLED, "the call ended before the tensor was sent"};
+    }
+  }
+  StreamAssembler assembler(&input.bytes(), scan.bytes);
+  while (io.read(&message)) {
+    if (auto status = assembler.add(&message); !status.ok()) return status;
+  }
+  if (context.IsCancelled()) {
+    return {grpc::StatusCode::CANCELLED, fmt::format("the call ended after {} of {} tensor bytes",
+                                                     assembler.received_bytes(), scan.bytes)};
+  }
+  if (auto status = assembler.finish(); !status.ok()) return status;
+  record.request_bytes = scan.bytes;
+  scan.input = input.bytes().data();
+
+  // The result's chunks go out by reference to this buffer, which the last of them returns to
+  // the pool once gRPC has sent it.
+  auto output = std::make_shared<wire::PooledBuffer>(pool, scan.bytes);
+  output->bytes().resize(scan.bytes);
+  v1::ScanStreamResponse head;
+  v1::ScanResponse& response = *head.mutable_header();
+  v1::Tensor* result = response.mutable_result();
+  result->set_dtype(header.gamma().dtype());
+  *result->mutable_shape() = header.gamma().shape();
+  bool never_deferred = false;  // streams run on threads that may wait
+  if (auto status = execute(context, scan, output->bytes().data(), response, record, received,
+                            Waiting::kAllowed, &never_deferred);
+      !status.ok()) {
+    return status;
+  }
+  if (!io.write(wire::encode_message(head))) {
+    return {grpc::StatusCode::CANCELLED, "the call ended before the result was sent"};
+  }
+  const std::size_t sent = send_result_chunks(
+      io, std::move(output), static_cast<std::size_t>(chunking_.output_chunk_bytes));
+  if (sent < scan.bytes) {
+    return {grpc::StatusCode::CANCELLED,
+            fmt::format("the call ended after {} of {} result bytes", sent, scan.bytes)};
+  }
+  record.response_bytes = scan.bytes;
   return grpc::Status::OK;
 }
 

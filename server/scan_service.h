@@ -3,37 +3,77 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <optional>
 
 #include "byte_budget.h"
 #include "metrics.h"
 #include "request_validation.h"
 #include "router.h"
-#include "scan/v1/scan.grpc.pb.h"
+#include "scan/v1/scan.pb.h"
 #include "security.h"
+#include "wire_service.h"
 
 namespace scan::server {
 
-class ScanServiceImpl final : public v1::ScanService::Service {
+// Chunk sizes of ScanStream.
+struct StreamChunking {
+  // The largest chunk a client may send (what it is told in ScanStreamResponse.accepted); bounded
+  // by the gRPC message limit.
+  std::int64_t max_input_chunk_bytes = std::int64_t{64} << 20;
+  // The size of the result chunks the server sends.
+  std::int64_t output_chunk_bytes = std::int64_t{4} << 20;
+};
+
+// Not a generated service: the transport (wire_service.h) registers these handlers itself.
+class ScanServiceImpl final {
  public:
   // `authenticator` null: calls need no token. Everything referenced must outlive the service.
   ScanServiceImpl(Router& router, ValidationLimits limits, const ServiceMetrics& metrics,
-                  ByteBudget& inflight_bytes, const TokenAuthenticator* authenticator)
+                  ByteBudget& inflight_bytes, const TokenAuthenticator* authenticator,
+                  StreamChunking chunking = {})
       : router_(router),
         limits_(limits),
+        chunking_(chunking),
         metrics_(metrics),
         inflight_bytes_(inflight_bytes),
         authenticator_(authenticator) {}
 
-  grpc::Status Scan(grpc::ServerContext* context, const v1::ScanRequest* request,
-                    v1::ScanResponse* response) override;
+  // The Scan call. With Waiting::kNotAllowed (gRPC's callback thread) a request that would have
+  // to wait for a compute slot is not served: nullopt, and nothing recorded; the transport then
+  // calls again with Waiting::kAllowed from a thread of its own.
+  std::optional<grpc::Status> Scan(grpc::ServerContextBase* context, const v1::ScanRequest* request,
+                                   v1::ScanResponse* response, Waiting waiting);
+  // The ScanStream conversation (see scan.proto) over `io`: the header is validated and the
+  // tensor's memory reserved before the client is told to send any bytes.
+  grpc::Status StreamScan(grpc::ServerContextBase* context, ScanStreamIo& io);
 
   // From now on new calls are refused with UNAVAILABLE (retryable on another replica); calls
   // already inside the handler finish normally.
   void stop_admitting() { draining_.store(true, std::memory_order_relaxed); }
 
  private:
-  grpc::Status serve(grpc::ServerContext& context, const v1::ScanRequest& request,
-                     v1::ScanResponse& response, RequestRecord& record);
+  // Counts the call in the in-flight gauge and records it in the metrics when `serve` returns,
+  // unless it set *deferred (it did nothing and will be called again).
+  template <class Serve>
+  grpc::Status recorded(grpc::ServerContextBase& context, Serve serve);
+  // Before any compute: the request's bytes (request plus response) reserved from the in-flight
+  // budget, held by *held until the call ends.
+  grpc::Status admit(const ValidatedScan& scan, std::optional<BudgetLease>* held);
+  // Draining and credentials.
+  grpc::Status check_caller(grpc::ServerContextBase& context) const;
+  // Routes `scan`, waits for a slot (or, when waiting is not allowed and none is free, sets
+  // *deferred and returns) and computes into `output` (scan.bytes long); fills the response's
+  // backend and timing, not its data.
+  grpc::Status execute(grpc::ServerContextBase& context, const ValidatedScan& scan, void* output,
+                       v1::ScanResponse& response, RequestRecord& record,
+                       std::chrono::steady_clock::time_point received, Waiting waiting,
+                       bool* deferred);
+  grpc::Status serve(grpc::ServerContextBase& context, const v1::ScanRequest& request,
+                     v1::ScanResponse& response, RequestRecord& record, Waiting waiting,
+                     bool* deferred);
+  grpc::Status serve_stream(grpc::ServerContextBase& context, ScanStreamIo& io,
+                            RequestRecord& record);
   // Runs `job` on `chosen`, feeding the router's cost model; a GPU failure is retried on the
   // router's CPU fallback (counted in scan_backend_fallbacks_total).
   kernels::KernelStatus compute(RegisteredBackend& chosen, ScanJob job, RequestRecord& record,
@@ -41,6 +81,7 @@ class ScanServiceImpl final : public v1::ScanService::Service {
 
   Router& router_;
   const ValidationLimits limits_;
+  const StreamChunking chunking_;
   const ServiceMetrics& metrics_;
   ByteBudget& inflight_bytes_;
   const TokenAuthenticator* authenticator_;

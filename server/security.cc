@@ -58,7 +58,7 @@ std::optional<TokenAuthenticator> TokenAuthenticator::from_file(const std::strin
   return TokenAuthenticator(std::move(token));
 }
 
-grpc::Status TokenAuthenticator::check(const grpc::ServerContext& context) const {
+grpc::Status TokenAuthenticator::check(const grpc::ServerContextBase& context) const {
   static constexpr std::string_view kScheme = "Bearer ";
   const auto& metadata = context.client_metadata();
   const auto found = metadata.find("authorization");

@@ -24,7 +24,7 @@ class TokenAuthenticator {
   static std::optional<TokenAuthenticator> from_file(const std::string& path, std::string* error);
 
   // OK, or UNAUTHENTICATED without revealing anything about the expected token.
-  grpc::Status check(const grpc::ServerContext& context) const;
+  grpc::Status check(const grpc::ServerContextBase& context) const;
 
  private:
   explicit TokenAuthenticator(std::string token) : token_(std::move(token)) {}

@@ -96,7 +96,8 @@ bool ScanServer::start() {
   }
   service_ = std::make_unique<ScanServiceImpl>(
       *router_, ValidationLimits{config_.max_tensor_bytes, config_.max_rank}, *metrics_,
-      inflight_bytes_, authenticator_ ? &*authenticator_ : nullptr);
+      inflight_bytes_, authenticator_ ? &*authenticator_ : nullptr,
+      StreamChunking{config_.max_stream_input_chunk_bytes(), config_.stream_chunk_bytes});
 
   grpc::ServerBuilder builder;
   builder.AddListeningPort(config_.listen, credentials, &port_);
@@ -117,11 +118,16 @@ bool ScanServer::start() {
     builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
                                static_cast<int>(config_.idle_connection_timeout_seconds * 1000));
   }
+  WireOptions wire_options;
+  wire_options.blocking_threads = config_.effective_rpc_threads();
   wire_service_ = std::make_unique<WireScanService>(
-      [this](grpc::ServerContext* context, v1::ScanRequest* request, v1::ScanResponse* response) {
-        return service_->Scan(context, request, response);
+      [this](grpc::ServerContextBase* context, v1::ScanRequest* request, v1::ScanResponse* response,
+             Waiting waiting) { return service_->Scan(context, request, response, waiting); },
+      static_cast<std::size_t>(config_.effective_max_inflight_bytes()),
+      [this](grpc::ServerContextBase* context, ScanStreamIo& io) {
+        return service_->StreamScan(context, io);
       },
-      static_cast<std::size_t>(config_.effective_max_inflight_bytes()));
+      wire_options);
   builder.RegisterService(wire_service_.get());
 #if SCAN_HAVE_CUDA
   if (config_.gpu_register_pool && router_->has(DeviceKind::kGpu)) {
@@ -131,8 +137,13 @@ bool ScanServer::start() {
         "(--gpu-register-pool); requests in them skip the staging copies");
   }
 #endif
-  info_service_ =
-      std::make_unique<ServerInfoService>(*router_, authenticator_ ? &*authenticator_ : nullptr);
+  v1::ServerLimits limits;
+  limits.set_max_tensor_bytes(config_.max_tensor_bytes);
+  limits.set_max_message_bytes(config_.effective_max_message_bytes());
+  limits.set_max_inflight_bytes(config_.effective_max_inflight_bytes());
+  limits.set_max_rank(config_.max_rank);
+  info_service_ = std::make_unique<ServerInfoService>(
+      *router_, authenticator_ ? &*authenticator_ : nullptr, std::move(limits));
   builder.RegisterService(info_service_.get());
 
   server_ = builder.BuildAndStart();

@@ -39,8 +39,9 @@ v1::GetServerInfoResponse describe_server(const Router& router, const std::strin
   return info;
 }
 
-ServerInfoService::ServerInfoService(const Router& router, const TokenAuthenticator* authenticator)
-    : router_(router), authenticator_(authenticator) {
+ServerInfoService::ServerInfoService(const Router& router, const TokenAuthenticator* authenticator,
+                                     v1::ServerLimits limits)
+    : router_(router), authenticator_(authenticator), limits_(std::move(limits)) {
   // What protoc generates for one sync unary method: registering the generated ScanService here
   // would also claim Scan, which WireScanService serves on raw buffers.
   using Handler = grpc::internal::RpcMethodHandler<ServerInfoService, v1::GetServerInfoRequest,
@@ -62,6 +63,7 @@ grpc::Status ServerInfoService::handle(grpc::ServerContext* context,
     if (grpc::Status status = authenticator_->check(*context); !status.ok()) return status;
   }
   *response = describe_server(router_, SCAN_VERSION);
+  *response->mutable_limits() = limits_;
   return grpc::Status::OK;
 }
 

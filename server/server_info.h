@@ -20,7 +20,8 @@ v1::GetServerInfoResponse describe_server(const Router& router, const std::strin
 class ServerInfoService final : public grpc::Service {
  public:
   // `authenticator` null: no token needed. Both must outlive the service.
-  ServerInfoService(const Router& router, const TokenAuthenticator* authenticator);
+  ServerInfoService(const Router& router, const TokenAuthenticator* authenticator,
+                    v1::ServerLimits limits = {});
 
  private:
   grpc::Status handle(grpc::ServerContext* context, const v1::GetServerInfoRequest& request,
@@ -28,6 +29,7 @@ class ServerInfoService final : public grpc::Service {
 
   const Router& router_;
   const TokenAuthenticator* authenticator_;
+  const v1::ServerLimits limits_;
 };
 
 }  // namespace scan::server

@@ -12,19 +12,39 @@
 #include <string>
 #include <thread>
 
+#include "scan/v1/dtype.h"
+#include "stream_assembly.h"
 #include "transport.h"
+#include "wire_codec.h"
 #include "wire_service.h"
 
 namespace {
 
 constexpr const char* kUsage = R"(Usage: scan-bench-echo [--listen ADDR] [--port-file FILE]
                        [--max-message-bytes N] [--channel-arg NAME=INT]...
-Serves /scan.v1.ScanService/Scan by echoing gamma as result (backend "echo"), for benchmarks.
+Serves /scan.v1.ScanService/Scan and ScanStream by echoing gamma as result (backend "echo"), for
+benchmarks.
 )";
 
 // scan-server's default in-flight byte budget (4 x its 256 MiB tensor limit), which it also
 // grants its buffer pool.
 constexpr std::size_t kPooledBytes = std::size_t{1} << 30;
+// scan-server's default --stream-chunk-bytes.
+constexpr std::size_t kStreamChunkBytes = std::size_t{4} << 20;
+
+// The tensor's size by its shape and dtype (0 for anything invalid, or over the pool's size):
+// just enough checking to reassemble a stream exactly as the server would.
+std::size_t declared_bytes(const scan::v1::Tensor& tensor) {
+  const auto dtype = scan::v1::to_kernel_dtype(tensor.dtype());
+  if (!dtype) return 0;
+  std::size_t bytes = scan::kernels::element_size(*dtype);
+  for (const std::int64_t size : tensor.shape()) {
+    if (size < 0 || __builtin_mul_overflow(bytes, static_cast<std::size_t>(size), &bytes)) {
+      return 0;
+    }
+  }
+  return bytes <= kPooledBytes ? bytes : 0;
+}
 
 grpc::Server* g_server = nullptr;
 
@@ -59,12 +79,42 @@ int main(int argc, char** argv) {
   }
 
   scan::server::WireScanService echo(
-      [](grpc::ServerContext*, scan::v1::ScanRequest* request, scan::v1::ScanResponse* response) {
+      [](grpc::ServerContextBase*, scan::v1::ScanRequest* request, scan::v1::ScanResponse* response,
+         scan::server::Waiting) -> std::optional<grpc::Status> {
         response->mutable_result()->Swap(request->mutable_gamma());
         response->set_backend("echo");
         return grpc::Status::OK;
       },
-      kPooledBytes);
+      kPooledBytes,
+      // ScanStream the same way: the header, `accepted`, the chunks reassembled as the server
+      // does, then the result header and the same bytes back in chunks.
+      [](grpc::ServerContextBase*, scan::server::ScanStreamIo& io) {
+        grpc::ByteBuffer message;
+        scan::v1::ScanRequest header;
+        if (!io.read(&message)) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "empty");
+        if (auto status = scan::server::parse_stream_header(&message, &header); !status.ok()) {
+          return status;
+        }
+        scan::v1::ScanStreamResponse reply;
+        reply.mutable_accepted()->set_max_chunk_bytes(kStreamChunkBytes);
+        if (!io.write(scan::wire::encode_message(reply))) return grpc::Status::CANCELLED;
+        const std::size_t bytes = declared_bytes(header.gamma());
+        auto tensor = std::make_shared<scan::wire::PooledBuffer>(io.buffers(), bytes);
+        scan::server::StreamAssembler assembler(&tensor->bytes(), bytes);
+        while (io.read(&message)) {
+          if (auto status = assembler.add(&message); !status.ok()) return status;
+        }
+        reply.Clear();
+        scan::v1::ScanResponse* response = reply.mutable_header();
+        response->mutable_result()->Swap(header.mutable_gamma());
+        response->set_backend("echo");
+        if (!io.write(scan::wire::encode_message(reply))) return grpc::Status::CANCELLED;
+        if (auto status = assembler.finish(); !status.ok()) return status;
+        if (scan::server::send_result_chunks(io, std::move(tensor), kStreamChunkBytes) < bytes) {
+          return grpc::Status::CANCELLED;
+        }
+        return grpc::Status::OK;
+      });
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # scan-bench end to end against the benchmark servers: closed and open loop over gRPC (two targets,
-# round robin) and raw TCP, with JSON, CSV and PNG output; every request must succeed.
+# round robin), ScanStream and raw TCP, with JSON, CSV and PNG output; every request must succeed.
 # Usage: bench_smoke.sh <scan-bench> <scan-bench-echo> <scan-bench-tcp-echo>
 set -euo pipefail
 bench=$1 echo_bin=$2 tcp_bin=$3
@@ -31,6 +31,10 @@ grep -q '"errors": 0' "$work/open.json" || fail "open loop errors: $(cat "$work/
 timeout 60 "$bench" --target "127.0.0.1:$(cat "$work/tcp")" --protocol tcp --bytes 1Mi \
   --concurrency 2 --requests 50 --warmup 0 --quiet --json "$work/tcp.json" >/dev/null
 grep -q '"ok": 50, "errors": 0' "$work/tcp.json" || fail "tcp: $(cat "$work/tcp.json")"
+
+timeout 60 "$bench" --target "$echo_target" --protocol grpc-stream --chunk-bytes 100Ki \
+  --bytes 1Mi --concurrency 2 --requests 30 --warmup 0 --quiet --json "$work/stream.json" >/dev/null
+grep -q '"ok": 30, "errors": 0' "$work/stream.json" || fail "grpc-stream: $(cat "$work/stream.json")"
 
 if "$bench" --target "$echo_target" --bytes 4KB >/dev/null 2>&1; then fail "bad size accepted"; fi
 echo "bench_smoke: OK"

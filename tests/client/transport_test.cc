@@ -1,14 +1,18 @@
 // The client library's transport over loopback against in-process servers built like scan-server
 // (configure_transport + WireScanService): zero-copy calls both ways, status propagation, the
 // callback API, round robin over replicas and dns:/// targets.
+#include <gmock/gmock.h>
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <thread>
+#include <vector>
 
 #include "scan_client.h"
 #include "wire_service.h"
@@ -16,19 +20,30 @@
 namespace scan {
 namespace {
 
-// Echoes gamma as result under its own backend name; a request with dim 99 fails.
+// Echoes gamma as result under its own backend name, noting on which kind of thread it did; a
+// request with dim 99 fails; one with dim 77 asks to wait (Waiting) and, where it may, blocks
+// until `release` is set.
 class Replica {
  public:
-  explicit Replica(std::string name)
+  explicit Replica(std::string name, server::WireOptions options = {})
       : service_(
-            [name](grpc::ServerContext*, v1::ScanRequest* request, v1::ScanResponse* response) {
-              if (request->dim() == 99)
+            [this, name](grpc::ServerContextBase*, v1::ScanRequest* request,
+                         v1::ScanResponse* response,
+                         server::Waiting waiting) -> std::optional<grpc::Status> {
+              if (request->dim() == 99) {
                 return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "dim: 99");
+              }
+              if (request->dim() == 77) {
+                if (waiting == server::Waiting::kNotAllowed) return std::nullopt;
+                ++blocked;
+                while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+              }
+              ++(waiting == server::Waiting::kAllowed ? on_own_threads : on_callback_thread);
               response->mutable_result()->Swap(request->mutable_gamma());
               response->set_backend(name);
               return grpc::Status::OK;
             },
-            std::size_t{64} << 20) {
+            std::size_t{64} << 20, {}, options) {
     grpc::ServerBuilder builder;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
     server::configure_transport(builder, std::int64_t{64} << 20);
@@ -39,6 +54,9 @@ class Replica {
 
   std::string target() const { return "127.0.0.1:" + std::to_string(port_); }
   int port() const { return port_; }
+
+  std::atomic<int> on_callback_thread{0}, on_own_threads{0}, blocked{0};
+  std::atomic<bool> release{false};
 
  private:
   server::WireScanService service_;
@@ -75,6 +93,60 @@ TEST(Transport, HandlerErrorsReachTheClient) {
   const grpc::Status status = client.Scan(tensor_of(4), options, &result);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(status.error_message(), "dim: 99");
+}
+
+TEST(Transport, SmallCallsRunOnTheCallbackThreadAndTheRestOnThreadsThatMayWait) {
+  server::WireOptions options;
+  options.inline_max_bytes = 64 << 10;
+  Replica replica("a", options);
+  client::Client client(replica.target());
+  client::ScanResult result;
+  ASSERT_TRUE(client.Scan(tensor_of(1000), {}, &result).ok());  // 4 KiB
+  EXPECT_EQ(replica.on_callback_thread.load(), 1);
+  ASSERT_TRUE(client.Scan(tensor_of(1 << 16), {}, &result).ok());  // 256 KiB: over the limit
+  EXPECT_EQ(replica.on_own_threads.load(), 1);
+  replica.release = true;
+  client::ScanOptions waits;
+  waits.dim = 77;  // small, but asks to wait: called again where it may
+  ASSERT_TRUE(client.Scan(tensor_of(1000), waits, &result).ok());
+  EXPECT_EQ(replica.on_own_threads.load(), 2);
+  EXPECT_EQ(result.result.data, tensor_of(1000).data);
+}
+
+TEST(Transport, CallsBeyondTheBlockingThreadsAreRefusedAtOnce) {
+  server::WireOptions options;
+  options.blocking_threads = 2;
+  Replica replica("a", options);
+  // Two calls that wait hold both threads...
+  std::vector<std::thread> holders;
+  std::atomic<int> held_ok{0};
+  for (int index = 0; index < 2; ++index) {
+    holders.emplace_back([&] {
+      client::Client own(replica.target());
+      client::ScanOptions waits;
+      waits.dim = 77;
+      waits.timeout = std::chrono::seconds(30);
+      client::ScanResult result;
+      held_ok += own.Scan(tensor_of(16), waits, &result).ok();
+    });
+  }
+  for (int poll = 0; poll < 400 && replica.blocked.load() < 2; ++poll) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_EQ(replica.blocked.load(), 2);
+  // ... so a third is refused without waiting, while small calls still run on gRPC's thread.
+  auto channel = client::make_channel(replica.target(), {{GRPC_ARG_ENABLE_RETRIES, 0}});
+  client::Client third(channel);
+  client::ScanOptions waits;
+  waits.dim = 77;
+  client::ScanResult result;
+  const grpc::Status refused = third.Scan(tensor_of(16), waits, &result);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(refused.error_message(), ::testing::HasSubstr("--rpc-threads"));
+  EXPECT_TRUE(third.Scan(tensor_of(16), {}, &result).ok());
+  replica.release = true;
+  for (auto& holder : holders) holder.join();
+  EXPECT_EQ(held_ok.load(), 2);
 }
 
 TEST(Transport, StartScanAnswersThroughTheCallbackAndReusesThePayload) {

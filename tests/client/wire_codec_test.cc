@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -108,6 +109,66 @@ TEST(WireCodec, GarbageDoesNotDecode) {
   grpc::ByteBuffer buffer(&slice, 1);
   v1::ScanRequest request;
   EXPECT_FALSE(decode(&buffer, &request).ok());
+}
+
+// A buffer of `bytes` cut into slices of `piece` bytes, as gRPC hands over what it read.
+grpc::ByteBuffer sliced(const std::string& bytes, std::size_t piece) {
+  std::vector<grpc::Slice> slices;
+  for (std::size_t offset = 0; offset < bytes.size(); offset += piece) {
+    slices.emplace_back(bytes.data() + offset, std::min(piece, bytes.size() - offset));
+  }
+  return grpc::ByteBuffer(slices.data(), slices.size());
+}
+
+TEST(StreamChunks, EncodedChunksAreProtobufsOwnAndAppendBackWhateverTheSlicing) {
+  for (const std::size_t size : kSizes) {
+    auto payload = std::make_shared<const std::string>(pattern(size));
+    const grpc::ByteBuffer encoded = encode_chunk(v1::ScanStreamRequest::kChunkFieldNumber,
+                                                  payload->data(), payload->size(), payload);
+    v1::ScanStreamRequest expected;
+    expected.set_chunk(*payload);
+    const std::string wire = flatten(encoded);
+    ASSERT_EQ(wire, expected.SerializeAsString()) << size;
+
+    for (const std::size_t piece : {std::size_t{1}, std::size_t{3}, wire.size() + 1}) {
+      grpc::ByteBuffer message = sliced(wire, piece);
+      std::string out = "head";
+      ASSERT_EQ(append_chunk(&message, v1::ScanStreamRequest::kChunkFieldNumber, &out, size + 4),
+                ChunkAppend::kAppended)
+          << size << " in pieces of " << piece;
+      EXPECT_EQ(out, "head" + *payload);
+    }
+  }
+}
+
+TEST(StreamChunks, AnythingButAPlainChunkIsLeftForProtobuf) {
+  v1::ScanStreamRequest header;
+  header.mutable_header()->set_dim(1);
+  v1::ScanStreamRequest with_unknown_field;
+  with_unknown_field.set_chunk("abc");
+  std::string unknown_first = std::string("\x48\x01") + with_unknown_field.SerializeAsString();
+  v1::ScanStreamResponse response_chunk;
+  response_chunk.set_chunk("abc");  // field 3: not the request's chunk field
+  for (const std::string& wire :
+       {header.SerializeAsString(), unknown_first, with_unknown_field.SerializeAsString() + "\x48",
+        response_chunk.SerializeAsString(), std::string()}) {
+    grpc::ByteBuffer message = sliced(wire, 2);
+    std::string out;
+    EXPECT_EQ(append_chunk(&message, v1::ScanStreamRequest::kChunkFieldNumber, &out, 100),
+              ChunkAppend::kNotAChunk);
+    EXPECT_TRUE(out.empty());
+    EXPECT_EQ(message.Length(), wire.size()) << "the message must be left for the fallback";
+  }
+}
+
+TEST(StreamChunks, AChunkBeyondTheLimitIsRefusedWithoutAppending) {
+  v1::ScanStreamRequest chunk;
+  chunk.set_chunk(pattern(10));
+  grpc::ByteBuffer message = sliced(chunk.SerializeAsString(), 4);
+  std::string out = pattern(5);
+  EXPECT_EQ(append_chunk(&message, v1::ScanStreamRequest::kChunkFieldNumber, &out, 14),
+            ChunkAppend::kOverflow);
+  EXPECT_EQ(out, pattern(5));
 }
 
 TEST(BufferPool, TakesTheBestFitAndKeepsWithinItsBound) {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # End to end through the shipped binaries: start scan-server on a free loopback port, drive it
-# with scan-client (checks, health, errors, .npy files), then stop it with SIGTERM while a
+# with scan-client (checks, health, errors, .npy files, ScanStream), then stop it with SIGTERM while a
 # request is in flight and require that request to finish and the server to exit 0.
 # Usage: cli_check.sh <scan-server> <scan-client>
 set -euo pipefail
@@ -21,6 +21,10 @@ for dtype in f32 bf16 f16 f64; do
   grep -qE '^backend: *cpu-(native|torch)' <<<"$out" || fail "backend not reported: $out"
 done
 client --shape 5,7 --dim -1 --check >/dev/null || fail "negative dim"
+# ScanStream: chunks that split elements, and the result checked like any other.
+out=$(client --shape 2,8,1031,64 --dtype bf16 --dim 2 --chunk-bytes 100001 --check) ||
+  fail "stream: $out"
+grep -q '^check: *OK' <<<"$out" && grep -q '^rpc: *ScanStream' <<<"$out" || fail "stream: $out"
 
 set +e
 client --shape 2,3 --dim 2 2>"$work/err"; code=$?

@@ -105,6 +105,45 @@ def requests():
     yield "empty", b""
 
 
+def framed(*messages):
+    """One stream_fuzzer input: each message behind its 2-byte little-endian length."""
+    return b"".join(struct.pack("<H", len(m)) + m for m in messages)
+
+
+def stream_header(dtype, shape, dim, **kwargs):
+    return field_bytes(1, request(dtype, shape, dim, data=b"", **kwargs))
+
+
+def chunk(payload, number=2):
+    return field_bytes(number, payload)
+
+
+def streams():
+    data = decays(FLOAT32, 24)
+    header = stream_header(FLOAT32, [2, 3, 4], 1)
+    yield "f32_one_chunk", framed(header, chunk(data))
+    yield "f32_odd_chunks", framed(header, chunk(data[:7]), chunk(data[7:50]), chunk(data[50:]))
+    yield "bf16_bytewise", framed(stream_header(BFLOAT16, [5], 0),
+                                  *[chunk(bytes([b])) for b in decays(BFLOAT16, 5)])
+    yield "f64_empty_chunks", framed(stream_header(FLOAT64, [3], 0), chunk(b""),
+                                     chunk(decays(FLOAT64, 3)), chunk(b""))
+    yield "f32_zero_size", framed(stream_header(FLOAT32, [0, 4], 1))
+    # A chunk written with an unknown field first takes the protobuf path.
+    yield "f32_chunk_with_unknown_field", framed(
+        header, field_varint(9, 1) + chunk(data))
+    yield "f32_chunk_repeated_field", framed(header, chunk(data[:10]) + chunk(data))
+    # Near misses.
+    yield "bad_chunk_first", framed(chunk(data))
+    yield "bad_second_header", framed(header, chunk(data[:8]), header)
+    yield "bad_too_many", framed(header, chunk(data), chunk(b"x"))
+    yield "bad_too_few", framed(header, chunk(data[:-1]))
+    yield "bad_neither", framed(header, b"")
+    yield "bad_header_with_data", framed(field_bytes(1, request(FLOAT32, [2], 0)), chunk(b""))
+    yield "bad_header_dim", framed(stream_header(FLOAT32, [2, 3], 2), chunk(data[:24]))
+    yield "bad_truncated_chunk", framed(header, chunk(data)[:-3])
+    yield "bad_huge_length", framed(header, varint(2 << 3 | 2) + varint(1 << 40))
+
+
 def npy(descr, shape, data, version=1, fortran="False", header=None, pad=True):
     if header is None:
         dims = ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "")
@@ -159,6 +198,7 @@ def main():
     root = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "corpus")
     write(os.path.join(root, "scan_request_fuzzer"), requests())
     write(os.path.join(root, "scan_npy_fuzzer"), npys())
+    write(os.path.join(root, "scan_stream_fuzzer"), streams())
 
 
 if __name__ == "__main__":

@@ -49,23 +49,37 @@ struct Tally {
   }
 };
 
+// Which RPC carries a request: one Scan message, or ScanStream chunks.
+enum class Rpc { kScan, kScanStream };
+const char* rpc_name(Rpc rpc) { return rpc == Rpc::kScan ? "Scan" : "ScanStream"; }
+
 // A request whose answer is known: decays of `shape`, scanned along dim 1, and the expected
 // result bytes from the first answer verified against the float64 reference.
 struct KnownScan {
   client::HostTensor gamma;
   v1::ScanRequest request;
+  Rpc rpc = Rpc::kScan;
+  std::shared_ptr<const std::string> payload;  // ScanStream sends it by reference, call after call
 
-  explicit KnownScan(const std::vector<std::int64_t>& shape) {
+  explicit KnownScan(const std::vector<std::int64_t>& shape, Rpc via = Rpc::kScan) : rpc(via) {
     gamma = client::random_gamma(kernels::DType::kFloat32, shape, 0.5, 1.0, std::random_device{}());
     request.mutable_gamma()->set_dtype(v1::DATA_TYPE_FLOAT32);
     for (const auto size : shape) request.mutable_gamma()->add_shape(size);
     request.set_dim(1);
-    request.mutable_gamma()->set_data(gamma.data);
+    if (rpc == Rpc::kScan) {
+      request.mutable_gamma()->set_data(gamma.data);
+    } else {
+      payload = std::make_shared<const std::string>(gamma.data);
+    }
   }
 
-  // One call; the client library moves the data out of the request, so each call gets a copy.
+  // One call; Scan moves the data out of the request, so each call gets a copy.
   grpc::Status send(client::Client& client, v1::ScanResponse* response,
                     std::chrono::microseconds* round_trip) const {
+    if (rpc == Rpc::kScanStream) {
+      return client.ScanStream(request, payload, client::kDefaultStreamChunkBytes,
+                               std::chrono::seconds(60), response, round_trip);
+    }
     v1::ScanRequest copy = request;
     return client.Scan(&copy, std::chrono::seconds(60), response, round_trip);
   }
@@ -104,7 +118,9 @@ std::vector<std::thread> start_callers(int threads, int calls,
   return callers;
 }
 
-TEST(Overload, TenTimesTheInflightBoundKeepsMemoryBoundedAndAnswersCorrectOrExhausted) {
+class Overload : public ::testing::TestWithParam<Rpc> {};
+
+TEST_P(Overload, TenTimesTheInflightBoundKeepsMemoryBoundedAndAnswersCorrectOrExhausted) {
   constexpr std::int64_t kTensorBytes = 16 << 20;
   constexpr std::int64_t kInflightBytes = 96 << 20;  // three requests with their responses
   constexpr int kClients = 24;                       // 24 x 2 x 16 MiB offered: 8x the bound
@@ -112,7 +128,7 @@ TEST(Overload, TenTimesTheInflightBoundKeepsMemoryBoundedAndAnswersCorrectOrExha
                         "--max-inflight-bytes", "96Mi", "--max-queue", "2", "--worker-threads", "2",
                         "--rpc-threads", "32"});
   ASSERT_TRUE(server.running());
-  const KnownScan known({4, 1024, kTensorBytes / 4 / 4096});
+  const KnownScan known({4, 1024, kTensorBytes / 4 / 4096}, GetParam());
 
   // Warm up once, and remember what a quiet server looks like.
   client::Client probe(server.target());
@@ -154,16 +170,19 @@ TEST(Overload, TenTimesTheInflightBoundKeepsMemoryBoundedAndAnswersCorrectOrExha
   for (const auto& [code, count] : tally.by_code) total += count;
   EXPECT_EQ(ok + exhausted, total) << tally.describe();
 
-  // Memory: the handler's in-flight bound, plus what gRPC holds before any handler runs (it
-  // assembles every arriving message whole, and the decoded copy follows it: up to two messages
-  // per client sending at once), plus the idle buffers the server pools for reuse (up to the
-  // in-flight bound again), plus a fixed 256 MiB for the runtime and the heap that the server
-  // keeps instead of unmapping large buffers (transport.h). See docs/reliability.md.
+  // Memory: the handler's in-flight bound, plus the idle buffers the server pools for reuse (up
+  // to the in-flight bound again), plus a fixed 256 MiB for the runtime and the heap that the
+  // server keeps instead of unmapping large buffers (transport.h). Scan adds what gRPC holds
+  // before any handler runs: it assembles every arriving message whole, and the decoded copy
+  // follows it, up to two messages per client sending at once. ScanStream admits a tensor before
+  // its bytes are sent, so it adds nothing per client. See docs/reliability.md.
   const std::int64_t growth = peak_rss - baseline_rss;
-  std::printf("overload: %s; baseline RSS %lld MiB, peak %lld MiB (growth %lld MiB)\n",
-              tally.describe().c_str(), static_cast<long long>(baseline_rss >> 20),
-              static_cast<long long>(peak_rss >> 20), static_cast<long long>(growth >> 20));
-  EXPECT_LT(growth, 2 * kInflightBytes + 2 * kClients * kTensorBytes + (256 << 20));
+  std::printf("overload (%s): %s; baseline RSS %lld MiB, peak %lld MiB (growth %lld MiB)\n",
+              rpc_name(GetParam()), tally.describe().c_str(),
+              static_cast<long long>(baseline_rss >> 20), static_cast<long long>(peak_rss >> 20),
+              static_cast<long long>(growth >> 20));
+  const std::int64_t per_client = GetParam() == Rpc::kScan ? 2 * kTensorBytes : 0;
+  EXPECT_LT(growth, 2 * kInflightBytes + kClients * per_client + (256 << 20));
 
   // Normal latency again within seconds of the storm.
   std::chrono::microseconds after{0};
@@ -180,11 +199,13 @@ TEST(Overload, TenTimesTheInflightBoundKeepsMemoryBoundedAndAnswersCorrectOrExha
   EXPECT_EQ(server.wait_exit(std::chrono::seconds(30)), 0);
 }
 
-TEST(Shutdown, SigtermUnderLoadLosesNoAcceptedRequest) {
+class Shutdown : public ::testing::TestWithParam<Rpc> {};
+
+TEST_P(Shutdown, SigtermUnderLoadLosesNoAcceptedRequest) {
   ServerProcess server({"--cpu-backend", "cpu-native", "--drain-delay-seconds", "1",
                         "--shutdown-grace-seconds", "15"});
   ASSERT_TRUE(server.running());
-  const KnownScan known({2, 256, 512});  // 1 MiB
+  const KnownScan known({2, 256, 512}, GetParam());  // 1 MiB
 
   Tally tally;
   std::atomic<bool> stop{false};
@@ -206,7 +227,7 @@ TEST(Shutdown, SigtermUnderLoadLosesNoAcceptedRequest) {
   for (auto& thread : clients) thread.join();
 
   std::printf(
-      "shutdown: %s; exit after %lld ms\n", tally.describe().c_str(),
+      "shutdown (%s): %s; exit after %lld ms\n", rpc_name(GetParam()), tally.describe().c_str(),
       static_cast<long long>(
           std::chrono::duration_cast<std::chrono::milliseconds>(exited - signalled).count()));
   EXPECT_EQ(exit_code, 0);
@@ -222,7 +243,9 @@ TEST(Shutdown, SigtermUnderLoadLosesNoAcceptedRequest) {
   EXPECT_GT(refused, 0) << tally.describe();
 }
 
-TEST(ReplicaLoss, KillingAndRestartingOneOfThreeReplicasFailsNoRequest) {
+class ReplicaLoss : public ::testing::TestWithParam<Rpc> {};
+
+TEST_P(ReplicaLoss, KillingAndRestartingOneOfThreeReplicasFailsNoRequest) {
   const std::vector<std::string> args = {"--cpu-backend", "cpu-native"};
   std::vector<std::unique_ptr<ServerProcess>> replicas;
   std::string target = "ipv4:";
@@ -231,7 +254,7 @@ TEST(ReplicaLoss, KillingAndRestartingOneOfThreeReplicasFailsNoRequest) {
     ASSERT_TRUE(replicas.back()->running());
     target += (index ? "," : "") + replicas.back()->target();
   }
-  const KnownScan known({2, 128, 256});  // 256 KiB
+  const KnownScan known({2, 128, 256}, GetParam());  // 256 KiB
 
   // One channel over all three addresses, as a client of a headless Service would have.
   client::Client shared(target);
@@ -250,7 +273,7 @@ TEST(ReplicaLoss, KillingAndRestartingOneOfThreeReplicasFailsNoRequest) {
   stop = true;
   for (auto& thread : clients) thread.join();
 
-  std::printf("replica loss: %s\n", tally.describe().c_str());
+  std::printf("replica loss (%s): %s\n", rpc_name(GetParam()), tally.describe().c_str());
   const int ok = tally.count(grpc::StatusCode::OK);
   int total = 0;
   for (const auto& [code, count] : tally.by_code) total += count;
@@ -258,6 +281,14 @@ TEST(ReplicaLoss, KillingAndRestartingOneOfThreeReplicasFailsNoRequest) {
   EXPECT_EQ(tally.wrong, 0);
   EXPECT_GT(ok, ok_while_down) << "no progress after the restart";
 }
+
+std::string test_name(const ::testing::TestParamInfo<Rpc>& param_info) {
+  return rpc_name(param_info.param);
+}
+const auto kBothRpcs = ::testing::Values(Rpc::kScan, Rpc::kScanStream);
+INSTANTIATE_TEST_SUITE_P(Rpcs, Overload, kBothRpcs, test_name);
+INSTANTIATE_TEST_SUITE_P(Rpcs, Shutdown, kBothRpcs, test_name);
+INSTANTIATE_TEST_SUITE_P(Rpcs, ReplicaLoss, kBothRpcs, test_name);
 
 }  // namespace
 }  // namespace scan

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "backends/cpu_native_backend.h"
+#include "in_process_server.h"
 #include "scan/kernels/thread_pool.h"
 #include "scan_client.h"
 #include "server.h"
@@ -53,24 +54,17 @@ class RoutingTest : public ::testing::Test {
     inventory.devices.push_back({0, "Fake GPU", 1 << 30, 9, 0, 132, true, ""});
     router->set_gpu_inventory(inventory);
 
-    server::ServerConfig config;
-    config.listen = "127.0.0.1:0";
-    config.metrics_listen = "";
-    config.shutdown_grace_seconds = 5;
-    server_ = std::make_unique<server::ScanServer>(config, std::move(router));
-    ASSERT_TRUE(server_->start());
-    client_ = std::make_unique<client::Client>("127.0.0.1:" + std::to_string(server_->port()));
+    running_ =
+        std::make_unique<testing::InProcessServer>(testing::loopback_config(), std::move(router));
+    ASSERT_TRUE(running_->started());
+    client_ = &running_->client();
   }
 
-  void TearDown() override {
-    client_.reset();
-    server_->shutdown();
-    server_->wait();
-  }
+  void TearDown() override { running_.reset(); }
 
   FailingGpu* gpu_ = nullptr;
-  std::unique_ptr<server::ScanServer> server_;
-  std::unique_ptr<client::Client> client_;
+  std::unique_ptr<testing::InProcessServer> running_;
+  client::Client* client_ = nullptr;
 };
 
 TEST_F(RoutingTest, GpuFailureIsRetriedOnTheCpuWithACorrectAnswer) {
@@ -91,7 +85,7 @@ TEST_F(RoutingTest, GpuFailureIsRetriedOnTheCpuWithACorrectAnswer) {
     }
   }
   EXPECT_EQ(gpu_->runs.load(), 4);
-  EXPECT_EQ(server_->metrics().backend(1).fallback_to_cpu->Value(), 4);
+  EXPECT_EQ(running_->server().metrics().backend(1).fallback_to_cpu->Value(), 4);
 }
 
 TEST_F(RoutingTest, ServerInfoShowsBackendsModelsAndGpus) {
@@ -129,25 +123,20 @@ TEST_F(RoutingTest, ServerInfoShowsBackendsModelsAndGpus) {
 }
 
 TEST(DefaultServerInfo, SaysWhetherGpusServe) {
-  server::ServerConfig config;
-  config.listen = "127.0.0.1:0";
-  config.metrics_listen = "";
+  server::ServerConfig config = testing::loopback_config();
   config.cpu_backend = "cpu-native";
-  config.shutdown_grace_seconds = 5;
-  server::ScanServer server(config, server::make_default_router(config));
-  ASSERT_TRUE(server.start());
-  client::Client client("127.0.0.1:" + std::to_string(server.port()));
+  config.gpu = "auto";  // the point here: discovery, with or without GPUs
+  testing::InProcessServer running(config);
+  ASSERT_TRUE(running.started());
   v1::GetServerInfoResponse info;
-  ASSERT_TRUE(client.GetServerInfo(&info).ok());
+  ASSERT_TRUE(running.client().GetServerInfo(&info).ok());
   EXPECT_FALSE(info.gpu_status().empty());
   int gpu_backends = 0;
   for (const auto& backend : info.backends()) gpu_backends += backend.kind() == v1::DEVICE_KIND_GPU;
   int usable = 0;
   for (const auto& gpu : info.gpus()) usable += gpu.usable();
   EXPECT_EQ(gpu_backends, usable);  // one backend per usable GPU; none on machines without
-  EXPECT_EQ(server.metrics().backend(0).up->Value(), 1);
-  server.shutdown();
-  server.wait();
+  EXPECT_EQ(running.server().metrics().backend(0).up->Value(), 1);
 }
 
 }  // namespace

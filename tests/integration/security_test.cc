@@ -131,6 +131,18 @@ TEST_F(SecurityTest, BearerTokenGuardsScanButNotHealth) {
   EXPECT_EQ(scan_over(channel, token.substr(0, token.size() - 1) + "!").error_code(),
             grpc::StatusCode::UNAUTHENTICATED);
 
+  // ScanStream is guarded the same way, before the server accepts any tensor bytes.
+  client::Client streamer(channel);
+  client::ScanOptions options;
+  options.stream_chunk_bytes = 24;
+  options.timeout = std::chrono::seconds(10);
+  const auto gamma = client::random_gamma(kernels::DType::kFloat32, {64}, 0.5, 1.0, 3);
+  client::ScanResult result;
+  EXPECT_EQ(streamer.Scan(gamma, options, &result).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  streamer.set_auth_token(token);
+  ASSERT_TRUE(streamer.Scan(gamma, options, &result).ok());
+  EXPECT_TRUE(client::check_cumprod(gamma, result.result, 0).ok());
+
   client::Client probe(channel);
   bool serving = false;
   ASSERT_TRUE(probe.CheckHealth("scan.v1.ScanService", &serving).ok());

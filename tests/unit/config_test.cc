@@ -57,8 +57,20 @@ TEST(Config, RejectsBadValuesNamingTheFlagOrVariable) {
   result = parse({"--listen"}, {}, &config);
   EXPECT_EQ(result.action, ParseResult::Action::kExitFailure);
 
-  result = parse({"--max-tensor-bytes=2Gi", "--max-message-bytes=1Gi"}, {}, &config);
+  result = parse({"--max-message-bytes=3Gi"}, {}, &config);
   EXPECT_EQ(result.action, ParseResult::Action::kExitFailure);
+
+  result = parse({"--max-message-bytes=1Mi", "--stream-chunk-bytes=1Mi"}, {}, &config);
+  EXPECT_EQ(result.action, ParseResult::Action::kExitFailure);
+  EXPECT_THAT(result.output, HasSubstr("--stream-chunk-bytes"));
+}
+
+TEST(Config, TensorsMayExceedOneMessageSinceTheyCanBeStreamed) {
+  ServerConfig config;
+  const auto result = parse({"--max-tensor-bytes=2Gi", "--max-message-bytes=64Mi"}, {}, &config);
+  ASSERT_EQ(result.action, ParseResult::Action::kRun) << result.output;
+  EXPECT_EQ(config.max_tensor_bytes, std::int64_t{2} << 30);
+  EXPECT_EQ(config.max_stream_input_chunk_bytes(), (std::int64_t{64} << 20) - 16);
 }
 
 TEST(Config, HelpListsEveryFlagWithItsEnvironmentVariable) {
