@@ -213,6 +213,12 @@ bool BufferPool::set_listener(std::shared_ptr<Listener> listener) {
 }
 
 std::string BufferPool::take(std::size_t bytes) {
+  std::string buffer = take_for_overwrite(bytes);
+  buffer.clear();
+  return buffer;
+}
+
+std::string BufferPool::take_for_overwrite(std::size_t bytes) {
   if (bytes >= min_bytes_) {
     std::lock_guard<std::mutex> lock(mutex_);
     // Best fit: the smallest buffer that holds `bytes`, so large ones stay for large requests.
@@ -227,7 +233,6 @@ std::string BufferPool::take(std::size_t bytes) {
       std::string buffer = std::move(*best);
       buffers_.erase(best);
       total_ -= buffer.capacity();
-      buffer.clear();
       return buffer;
     }
   }

@@ -265,8 +265,8 @@ grpc::Status ScanServiceImpl::serve_stream(grpc::ServerContextBase& context, Sca
 
   // The result's chunks go out by reference to this buffer, which the last of them returns to
   // the pool once gRPC has sent it.
-  auto output = std::make_shared<wire::PooledBuffer>(pool, scan.bytes);
-  output->bytes().resize(scan.bytes);
+  // Overwritten in full by the scan, so not cleared first (see BufferPool::take_for_overwrite).
+  auto output = wire::PooledBuffer::for_overwrite(pool, scan.bytes);
   v1::ScanStreamResponse head;
   v1::ScanResponse& response = *head.mutable_header();
   v1::Tensor* result = response.mutable_result();

@@ -171,6 +171,26 @@ TEST(StreamChunks, AChunkBeyondTheLimitIsRefusedWithoutAppending) {
   EXPECT_EQ(out, pattern(5));
 }
 
+TEST(BufferPool, BuffersForOverwriteKeepTheirSizeSoResizingWritesNothing) {
+  BufferPool pool(std::size_t{64} << 20);
+  std::string buffer = pool.take(std::size_t{4} << 20);
+  buffer.assign(std::size_t{4} << 20, 'x');
+  const char* data = buffer.data();
+  pool.give(std::move(buffer));
+  std::string again = pool.take_for_overwrite(std::size_t{3} << 20);
+  EXPECT_EQ(again.data(), data);
+  ASSERT_EQ(again.size(), std::size_t{4} << 20);
+  again.resize(std::size_t{3} << 20);
+  EXPECT_EQ(again.back(), 'x');  // shrunk in place, nothing written
+  pool.give(std::move(again));
+  EXPECT_TRUE(pool.take(std::size_t{3} << 20).empty());  // take() still hands out empty strings
+
+  auto shared = std::make_shared<BufferPool>(std::size_t{64} << 20);
+  shared->give(std::string(std::size_t{2} << 20, 'y'));
+  const auto overwrite = PooledBuffer::for_overwrite(shared, std::size_t{1} << 20);
+  EXPECT_EQ(overwrite->bytes().size(), std::size_t{1} << 20);
+}
+
 TEST(BufferPool, TakesTheBestFitAndKeepsWithinItsBound) {
   constexpr std::size_t kMi = std::size_t{1} << 20;
   BufferPool pool(10 * kMi, kMi);
