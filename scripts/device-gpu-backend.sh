@@ -137,6 +137,10 @@ if start_server main; then
   for run in 1 2 3; do
     scan "gpu-$run" --backend gpu --shape 2,8,32768,128 --dtype bf16
   done
+  # The same tensor through ScanStream: its buffers come from the same registered pool.
+  for run in 1 2 3; do
+    scan "gpu-stream-$run" --backend gpu --stream --shape 2,8,32768,128 --dtype f32
+  done
   for run in 1 2; do scan "cpu-$run" --backend cpu --shape 2,8,32768,128 --dtype f32; done
   "$client" --target "127.0.0.1:$port" --info | tee "$logs/info-end.txt"
   {
