@@ -1,0 +1,33 @@
+// The planner's thresholds of cpu_cumprod(), exposed for tests (which reach every code path on
+// small tensors by lowering them) and for benchmarks. Servers call cpu_cumprod(), which uses the
+// defaults below.
+#pragma once
+
+#include <cstdint>
+
+#include "scan/kernels/cpu_cumprod.h"
+
+namespace scan::kernels {
+
+struct CpuTuning {
+  // Each extra thread should get at least this many elements: waking a sleeping worker costs
+  // around ten microseconds, about what one core needs for 256K cache-resident elements.
+  std::int64_t min_thread_elements = std::int64_t{1} << 18;
+  // Tensors of at least this many bytes write contiguous rows (inner == 1) with non-temporal
+  // stores: the output cannot stay in the last-level cache (32 MiB on the reference machine)
+  // anyway, and each output line then costs one write instead of a read for ownership plus a
+  // write. Negative: never.
+  std::int64_t streaming_min_bytes = std::int64_t{32} << 20;
+  // Fewer sequences than threads: each sequence is cut into blocks of at most this many input
+  // bytes, scanned in one pass with a carry handed from block to block (see cpu_cumprod.cc).
+  // Small enough that a block read once stays in a core's L2 for its second (scanning) read.
+  std::int64_t chain_block_bytes = std::int64_t{256} << 10;
+  // Let the AVX-512 build round bfloat16 results with AVX512-BF16 where the CPU has it.
+  bool bf16_instructions = true;
+};
+
+// cpu_cumprod() with explicit thresholds.
+KernelStatus cpu_cumprod_tuned(const void* in, void* out, ScanShape shape, DType dtype,
+                               const CpuScanOptions& options, const CpuTuning& tuning);
+
+}  // namespace scan::kernels
