@@ -131,9 +131,9 @@ struct BF16 {
     // instruction rounds to nearest even and quiets NaN exactly as round() does, but reads
     // subnormal inputs as zero: vectors holding any take the exact path (they are rare: a product
     // passes through the subnormal range once on its way to zero).
-    const __mmask16 subnormal =
-        _mm512_fpclass_ps_mask(even, 0x20) | _mm512_fpclass_ps_mask(odd, 0x20);
-    if (__builtin_expect(subnormal == 0, 1)) {
+    if (__builtin_expect(_kortestz_mask16_u8(_mm512_fpclass_ps_mask(even, 0x20),
+                                             _mm512_fpclass_ps_mask(odd, 0x20)),
+                         1)) {
       // Words 0-15: even lanes, 16-31: odd lanes; the permute interleaves them.
       const __m512i halves = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(odd, even));
       const __m512i interleave =
@@ -218,7 +218,9 @@ struct Kernels {
   // Register-resident carries up to this many vectors per row; wider tiles carry through memory.
   static constexpr int kMaxRegisterVectors = 8;
 
-  static V splat(A value) { return V{} + value; }
+  // Every lane `value`. Not V{} + value: +0 + -0 is +0, which turned a carry of -0 (a product
+  // that underflowed with an odd number of negative factors) into +0.
+  static V splat(A value) { return value - V{}; }
 
   // A vector whose lanes beyond `count` are one: a partial vector multiplies like a full one.
   // Going through a small stack buffer costs a few cycles per row, and only tails pay it.
@@ -512,7 +514,7 @@ struct Kernels {
       } else {
         store_bytes(out + at, stored);
       }
-      running *= broadcast_last(through);
+      running = broadcast_last(odd_out);  // the same product as running * through[last]
     }
     return at;
   }
