@@ -426,6 +426,10 @@ struct Kernels {
     sweep_any<false>(static_cast<const S*>(in), nullptr, rows, width, stride, static_cast<A*>(acc));
   }
 
+  // Contiguous loops prefetch their input this far ahead. The hardware prefetchers alone left
+  // the single-thread bfloat16 row scan at 70-80% of memcpy on tensors beyond the caches (and the
+  // float32 one at ~90%); 1 KiB and 4 KiB ahead both brought it to memcpy speed here.
+  static constexpr std::int64_t kPrefetchBytes = 1024;
   // One vector of results to `to`: a plain store, or (kStream) a non-temporal one to an address
   // aligned to the vector's storage size.
   template <bool kStream>
@@ -448,6 +452,7 @@ struct Kernels {
       at = scan_bfloat16_pairs<kStream>(in, out, length, running);
     }
     for (; at + kLanes <= length; at += kLanes) {
+      __builtin_prefetch(in + at + kPrefetchBytes / sizeof(S));
       const V prefix = scan_vector(D::load(in + at));
       put<kStream>(out + at, prefix * running);
       running *= broadcast_last(prefix);
@@ -499,6 +504,7 @@ struct Kernels {
   static std::int64_t scan_bfloat16_pairs(const S* in, S* out, std::int64_t length, V& running) {
     std::int64_t at = 0;
     for (; at + 2 * kLanes <= length; at += 2 * kLanes) {
+      __builtin_prefetch(in + at + kPrefetchBytes / sizeof(S));
       const VU32 words = load_bytes<VU32>(in + at);
       const V even = reinterpret_cast<V>(words << 16);
       const V odd = reinterpret_cast<V>(words & 0xffff0000u);
@@ -525,7 +531,10 @@ struct Kernels {
     V product[4] = {splat(A(1)), splat(A(1)), splat(A(1)), splat(A(1))};
     std::int64_t at = 0;
     for (; at + 4 * kLanes <= length; at += 4 * kLanes) {
-      for (int way = 0; way < 4; ++way) product[way] *= D::load(in + at + way * kLanes);
+      for (int way = 0; way < 4; ++way) {
+        __builtin_prefetch(in + at + way * kLanes + kPrefetchBytes / sizeof(S));
+        product[way] *= D::load(in + at + way * kLanes);
+      }
     }
     for (; at + kLanes <= length; at += kLanes) product[0] *= D::load(in + at);
     if (at < length) product[0] *= load_partial(in + at, length - at);
