@@ -144,7 +144,7 @@ class Plan {
     }
     tiles_ = ceil_div(shape.inner, tile_);
     groups_ = shape.outer * tiles_;
-    streaming_ = shape.inner == 1 && tuning.streaming_min_bytes >= 0 &&
+    streaming_ = tuning.streaming_min_bytes >= 0 &&
                  shape.numel() * element_bytes >= tuning.streaming_min_bytes;
   }
 
@@ -269,7 +269,8 @@ class Plan {
       (streaming_ ? kernels_.scan_row_streaming : kernels_.scan_row)(in_at(at), out_at(at), rows,
                                                                      carry);
     } else {
-      kernels_.scan_tile(in_at(at), out_at(at), rows, width(group), shape_.inner, carry);
+      (streaming_ ? kernels_.scan_tile_streaming : kernels_.scan_tile)(
+          in_at(at), out_at(at), rows, width(group), shape_.inner, carry);
     }
   }
 

@@ -267,7 +267,7 @@ struct Kernels {
   // The strided recurrence on a tile of `width` lanes: kVectors full vectors live in registers
   // across all rows (kVectors < 0: as many as fit in `width`, carried through `carry` in memory,
   // which is L1-resident since tiles are a few KiB), the remainder in one partial vector.
-  template <bool kStore, int kVectors>
+  template <bool kStore, int kVectors, bool kStream = false>
   static void sweep(const S* in, S* out, std::int64_t rows, std::int64_t width, std::int64_t stride,
                     A* carry) {
     constexpr bool kInMemory = kVectors < 0;
@@ -289,14 +289,14 @@ struct Kernels {
         for (std::int64_t vector = 0; vector < full; ++vector) {
           const V running = load_bytes<V>(carry + vector * kLanes) * D::load(source);
           store_bytes(carry + vector * kLanes, running);
-          if constexpr (kStore) D::store(target + vector * kLanes, running);
+          if constexpr (kStore) put<kStream>(target + vector * kLanes, running);
           source += kLanes;
         }
         if constexpr (kStore) target += full * kLanes;
       } else {
         for (int vector = 0; vector < kVectors; ++vector) {
           registers[vector] *= D::load(source + vector * kLanes);
-          if constexpr (kStore) D::store(target + vector * kLanes, registers[vector]);
+          if constexpr (kStore) put<kStream>(target + vector * kLanes, registers[vector]);
         }
         source += kVectors * kLanes;
         if constexpr (kStore) target += kVectors * kLanes;
@@ -315,15 +315,15 @@ struct Kernels {
     for (std::int64_t lane = 0; lane < tail; ++lane) carry[full * kLanes + lane] = tail_carry[lane];
   }
 
-  template <bool kStore, int kVectors = 0>
+  template <bool kStore, int kVectors = 0, bool kStream = false>
   static void sweep_dispatch(const S* in, S* out, std::int64_t rows, std::int64_t width,
                              std::int64_t stride, A* carry) {
     if constexpr (kVectors > kMaxRegisterVectors) {
-      sweep<kStore, -1>(in, out, rows, width, stride, carry);
+      sweep<kStore, -1, kStream>(in, out, rows, width, stride, carry);
     } else {
       if (width / kLanes == kVectors)
-        return sweep<kStore, kVectors>(in, out, rows, width, stride, carry);
-      sweep_dispatch<kStore, kVectors + 1>(in, out, rows, width, stride, carry);
+        return sweep<kStore, kVectors, kStream>(in, out, rows, width, stride, carry);
+      sweep_dispatch<kStore, kVectors + 1, kStream>(in, out, rows, width, stride, carry);
     }
   }
 
@@ -348,7 +348,7 @@ struct Kernels {
     }
   }
 
-  template <bool kStore, int kPairs>
+  template <bool kStore, int kPairs, bool kStream = false>
   static void sweep_pairs(const S* in, S* out, std::int64_t rows, std::int64_t width,
                           std::int64_t stride, A* carry) {
     constexpr bool kInMemory = kPairs < 0;
@@ -379,8 +379,12 @@ struct Kernels {
           running_odd = odd[pair] *= running_odd;
         }
         if constexpr (kStore) {
-          store_bytes(out + row * stride + pair * kPairLanes,
-                      BF16::round_pairs(running_even, running_odd));
+          const VU32 stored = BF16::round_pairs(running_even, running_odd);
+          if constexpr (kStream) {
+            stream_bytes<sizeof stored>(out + row * stride + pair * kPairLanes, &stored);
+          } else {
+            store_bytes(out + row * stride + pair * kPairLanes, stored);
+          }
         }
       }
     }
@@ -393,32 +397,46 @@ struct Kernels {
     reorder_carry(carry, width, false);
   }
 
-  template <bool kStore>
+  template <bool kStore, bool kStream = false>
   static void sweep_any(const S* in, S* out, std::int64_t rows, std::int64_t width,
                         std::int64_t stride, A* carry) {
     if constexpr (std::is_same_v<D, BF16>) {
       if (width % kPairLanes == 0) {
         switch (width / kPairLanes) {
           case 1:
-            return sweep_pairs<kStore, 1>(in, out, rows, width, stride, carry);
+            return sweep_pairs<kStore, 1, kStream>(in, out, rows, width, stride, carry);
           case 2:
-            return sweep_pairs<kStore, 2>(in, out, rows, width, stride, carry);
+            return sweep_pairs<kStore, 2, kStream>(in, out, rows, width, stride, carry);
           case 3:
-            return sweep_pairs<kStore, 3>(in, out, rows, width, stride, carry);
+            return sweep_pairs<kStore, 3, kStream>(in, out, rows, width, stride, carry);
           case 4:
-            return sweep_pairs<kStore, 4>(in, out, rows, width, stride, carry);
+            return sweep_pairs<kStore, 4, kStream>(in, out, rows, width, stride, carry);
           default:
-            return sweep_pairs<kStore, -1>(in, out, rows, width, stride, carry);
+            return sweep_pairs<kStore, -1, kStream>(in, out, rows, width, stride, carry);
         }
       }
     }
-    sweep_dispatch<kStore>(in, out, rows, width, stride, carry);
+    sweep_dispatch<kStore, 0, kStream>(in, out, rows, width, stride, carry);
   }
 
   static void scan_tile(const void* in, void* out, std::int64_t rows, std::int64_t width,
                         std::int64_t stride, void* carry) {
     sweep_any<true>(static_cast<const S*>(in), static_cast<S*>(out), rows, width, stride,
                     static_cast<A*>(carry));
+  }
+
+  // scan_tile with non-temporal stores for the whole vectors of every row, when `out` and the row
+  // stride keep them aligned to a vector (else plain stores); ends with a fence.
+  static void scan_tile_streaming(const void* in, void* out, std::int64_t rows, std::int64_t width,
+                                  std::int64_t stride, void* carry) {
+    const auto address = reinterpret_cast<std::uintptr_t>(out);
+    const auto row_bytes = static_cast<std::uintptr_t>(stride) * sizeof(S);
+    if (address % kVectorBytes != 0 || row_bytes % kVectorBytes != 0) {
+      return scan_tile(in, out, rows, width, stride, carry);
+    }
+    sweep_any<true, true>(static_cast<const S*>(in), static_cast<S*>(out), rows, width, stride,
+                          static_cast<A*>(carry));
+    stream_fence();
   }
 
   static void reduce_tile(const void* in, std::int64_t rows, std::int64_t width,
@@ -570,8 +588,8 @@ struct Kernels {
   }
 
   static constexpr DTypeKernels table() {
-    return {&scan_tile,          &reduce_tile, &scan_row,
-            &scan_row_streaming, &reduce_row,  &scan_short_rows};
+    return {&scan_tile,          &scan_tile_streaming, &reduce_tile,    &scan_row,
+            &scan_row_streaming, &reduce_row,          &scan_short_rows};
   }
 };
 

@@ -14,6 +14,10 @@ struct DTypeKernels {
   // For r in [0, rows), j in [0, width): carry[j] *= in[r * stride + j]; out[...] = carry[j].
   void (*scan_tile)(const void* in, void* out, std::int64_t rows, std::int64_t width,
                     std::int64_t stride, void* carry);
+  // scan_tile with non-temporal stores where `out` and `stride` keep vectors aligned (for outputs
+  // larger than the caches); ends with a fence.
+  void (*scan_tile_streaming)(const void* in, void* out, std::int64_t rows, std::int64_t width,
+                              std::int64_t stride, void* carry);
   // acc[j] *= in[r * stride + j] for every row, without writing anything.
   void (*reduce_tile)(const void* in, std::int64_t rows, std::int64_t width, std::int64_t stride,
                       void* acc);

@@ -332,6 +332,13 @@ const TunedCase kTunedCases[] = {
     {"stream_rows", {37, 1001, 1}, tuned(1, 0), PoolMode::kOneWorker, 1},
     {"stream_short_rows", {5, 70, 1}, tuned(1 << 18, 0), PoolMode::kNone, 7},
     {"stream_chain", {1, 70001, 1}, tuned(1, 0), PoolMode::kThreeWorkers, 5},
+    // Streaming tiles: vectors in registers (and bfloat16 pairs), carried through memory (wide
+    // rows), tails, split tiles on threads, and unaligned rows that fall back to plain stores.
+    {"stream_tile_in128", {2, 301, 128}, tuned(1 << 18, 0), PoolMode::kNone, 0},
+    {"stream_tile_in320", {2, 53, 320}, tuned(1 << 18, 0), PoolMode::kNone, 0},
+    {"stream_tile_in4112", {2, 9, 4112}, tuned(1, 0), PoolMode::kThreeWorkers, 0},
+    {"stream_tile_unaligned", {3, 101, 64}, tuned(1 << 18, 0), PoolMode::kOneWorker, 3},
+    {"stream_tile_odd_stride", {2, 77, 37}, tuned(1, 0), PoolMode::kThreeWorkers, 0},
     // The streaming threshold's boundary: 4096 elements of any dtype stream at 4096 * 2 bytes
     // (all dtypes are at least that large), none does at 4096 * 8 + 1.
     {"stream_at_threshold", {1, 4096, 1}, tuned(1 << 18, 4096 * 2), PoolMode::kNone, 2},
