@@ -147,8 +147,8 @@ struct BF16 {
   }
 
   // The bfloat16 bit pattern of each lane, in the low 16 bits: round to nearest even on the bit
-  // pattern, exactly like float_to_bfloat16() in half.h. The AVX512-BF16 instruction is not used
-  // because it flushes subnormals.
+  // pattern, exactly like float_to_bfloat16() in half.h. The AVX512-BF16 conversion flushes
+  // subnormals, so round_pairs() uses it only for vectors without any.
   static VU32 round(VF value) {
     const VU32 bits = reinterpret_cast<VU32>(value);
     const VU32 rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
