@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <string>
 #include <thread>
 #include <vector>
@@ -127,7 +128,9 @@ class Plan {
         element_bytes_(element_bytes),
         pool_(pool),
         threads_(threads),
-        chain_block_bytes_(tuning.chain_block_bytes) {
+        chain_block_bytes_(tuning.chain_block_bytes),
+        help_after_(
+            std::chrono::microseconds(std::max<std::int64_t>(0, tuning.chain_help_after_us))) {
     tile_ = 1;
     if (shape.inner > 1) {
       tile_ = std::min(shape.inner, kMaxTileLanes);
@@ -223,24 +226,57 @@ class Plan {
         std::fill_n(mine, lanes, A(1));
         reduce(group, row, rows, mine);
       }
-      const std::atomic<std::uint8_t>& before_ready = ready[index(group, block - 1)];
-      for (int spins = 0; before_ready.load(std::memory_order_acquire) == 0; ++spins) {
-        // The predecessor's thread may have been preempted on a shared machine: stop burning
-        // its core after a few microseconds.
-        if (spins < 4096) {
-          cpu_relax();
-        } else {
-          std::this_thread::yield();
-        }
-      }
-      const A* before = slot(group, block - 1);
-      std::copy_n(before, lanes, carry.begin());
+      carry_into(group, block, block_rows, ready, slot, carry.data());
       if (!last) {
-        for (std::int64_t lane = 0; lane < lanes; ++lane) mine[lane] = before[lane] * mine[lane];
+        for (std::int64_t lane = 0; lane < lanes; ++lane) mine[lane] = carry[lane] * mine[lane];
         ready[index(group, block)].store(1, std::memory_order_release);
       }
       scan(group, row, rows, carry.data());
     });
+  }
+
+  // The carry entering `block`: its predecessor's published one. A predecessor late by more than
+  // help_after_ (its thread preempted on a shared machine, typically for a whole time slice) is
+  // not waited for: this thread takes the nearest published carry and multiplies in the block
+  // products in between itself, the very operations their owners perform, so the bits are the
+  // same either way. Only block 0's carry (a scan, not a product) is always waited for, and in
+  // place nothing is computed twice: a block's input is overwritten once its carry is out, so a
+  // helper could read results instead of inputs.
+  template <typename Ready, typename Slot>
+  void carry_into(std::int64_t group, std::int64_t block, std::int64_t block_rows,
+                  const Ready& ready, const Slot& slot, A* carry) const {
+    const std::int64_t lanes = width(group);
+    auto is_ready = [&](std::int64_t at) {
+      return ready[static_cast<std::size_t>(group * (ready.size() / groups_) + at)].load(
+                 std::memory_order_acquire) != 0;
+    };
+    const auto deadline = std::chrono::steady_clock::now() + help_after_;
+    for (int spins = 0; !is_ready(block - 1); ++spins) {
+      if (spins % 64 != 63 || std::chrono::steady_clock::now() < deadline) {
+        cpu_relax();
+        continue;
+      }
+      if (in_ == out_) {
+        std::this_thread::yield();
+      } else {
+        std::int64_t from = block - 1;
+        while (from > 0 && !is_ready(from)) --from;
+        if (from == 0) {
+          while (!is_ready(0)) std::this_thread::yield();
+        }
+        std::copy_n(slot(group, from), lanes, carry);
+        std::array<A, kMaxTileLanes> product;
+        for (std::int64_t between = from + 1; between < block; ++between) {
+          std::fill_n(product.begin(), lanes, A(1));
+          const std::int64_t row = between * block_rows;
+          reduce(group, row, std::min(block_rows, shape_.length - row), product.data());
+          for (std::int64_t lane = 0; lane < lanes; ++lane)
+            carry[lane] = carry[lane] * product[lane];
+        }
+        return;
+      }
+    }
+    std::copy_n(slot(group, block - 1), lanes, carry);
   }
 
   template <typename Body>
@@ -291,6 +327,7 @@ class Plan {
   ThreadPool* pool_;
   std::int64_t threads_;
   std::int64_t chain_block_bytes_;
+  std::chrono::steady_clock::duration help_after_;
   std::int64_t tile_ = 1;
   std::int64_t tiles_ = 1;
   std::int64_t groups_ = 1;

@@ -308,6 +308,11 @@ CpuTuning tuned(std::int64_t min_thread_elements, std::int64_t streaming_min_byt
   return tuning;
 }
 
+CpuTuning impatient(CpuTuning tuning) {
+  tuning.chain_help_after_us = 0;
+  return tuning;
+}
+
 struct TunedCase {
   const char* name;
   ScanShape shape;
@@ -325,6 +330,10 @@ const TunedCase kTunedCases[] = {
     {"chain_three_rows", {3, 30011, 1}, tuned(1, -1), PoolMode::kThreeWorkers, 0},
     {"chain_tile_in7", {1, 20011, 7}, tuned(1, -1), PoolMode::kThreeWorkers, 0},
     {"chain_tile_in64", {2, 9001, 64}, tuned(1, -1), PoolMode::kThreeWorkers, 0},
+    // Chained, every late carry computed by the waiting block itself (no patience at all).
+    {"chain_impatient_row", {1, 99991, 1}, impatient(tuned(1, -1)), PoolMode::kThreeWorkers, 0},
+    {"chain_impatient_tile", {2, 9001, 64}, impatient(tuned(1, -1)), PoolMode::kThreeWorkers, 0},
+    {"chain_impatient_rows", {3, 30011, 1}, impatient(tuned(1, 0)), PoolMode::kOneWorker, 0},
     // Streaming stores: heads of 0 to 31 elements before the first 64-byte boundary, rows shorter
     // than one line, chained blocks that start mid-line.
     {"stream_row", {1, 4099, 1}, tuned(1 << 18, 0), PoolMode::kNone, 0},
@@ -392,6 +401,25 @@ TEST(CpuCumprod, Bf16InstructionsRoundLikeExactRounding) {
       EXPECT_TRUE(fast == exact) << "shape " << shape.outer << "x" << shape.length << "x"
                                  << shape.inner << ", values " << static_cast<int>(values)
                                  << ", seed " << seed;
+    }
+  }
+}
+
+// Whether a late carry was waited for or computed by the waiting block must not change a bit.
+TEST(CpuCumprod, ChainedScanIsDeterministic) {
+  const ScanShape shapes[] = {{1, 99991, 1}, {2, 9001, 64}};
+  for (const ScanShape shape : shapes) {
+    for (const DType dtype : kDTypes) {
+      const std::uint64_t seed = rng()();
+      const std::vector<unsigned char> patient =
+          check(CpuIsa::kAuto, dtype, shape, Values::kNegative, PoolMode::kThreeWorkers, false,
+                tuned(1, -1), 0, seed);
+      for (int round = 0; round < 3; ++round) {
+        const std::vector<unsigned char> eager =
+            check(CpuIsa::kAuto, dtype, shape, Values::kNegative, PoolMode::kThreeWorkers, false,
+                  impatient(tuned(1, -1)), 0, seed);
+        EXPECT_TRUE(patient == eager) << dtype_name(dtype) << ", seed " << seed;
+      }
     }
   }
 }

@@ -24,6 +24,10 @@ struct CpuTuning {
   // bytes, scanned in one pass with a carry handed from block to block (see cpu_cumprod.cc).
   // Small enough that a block read once stays in a core's L2 for its second (scanning) read.
   std::int64_t chain_block_bytes = std::int64_t{256} << 10;
+  // A block of the chained scan whose predecessor's carry is this late computes it itself from the
+  // nearest published one (same operations, same result): a preempted partner thread then costs
+  // a re-read of a few blocks instead of its whole time slice. About two block times.
+  std::int64_t chain_help_after_us = 50;
   // Let the AVX-512 build round bfloat16 results with AVX512-BF16 where the CPU has it.
   bool bf16_instructions = true;
 };
