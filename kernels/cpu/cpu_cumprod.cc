@@ -5,10 +5,14 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
+#include <chrono>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cumprod_isa.h"
+#include "scan/kernels/cpu_cumprod_tuning.h"
 #include "scan/kernels/thread_pool.h"
 
 #if defined(SCAN_CPU_X86_ISAS)
@@ -21,9 +25,9 @@ namespace {
 // A task should stream at least this many elements, or claiming it (an atomic, cold caches)
 // becomes a visible share of its cost.
 constexpr std::int64_t kMinTaskElements = std::int64_t{1} << 15;
-// Each extra thread should get at least this many elements: waking a sleeping worker costs
-// around ten microseconds, about what one core needs for 256K cache-resident elements.
-constexpr std::int64_t kMinThreadElements = std::int64_t{1} << 18;
+// A block of the chained scan should stream at least this many elements, so that handing the
+// carry on (an acquire load, maybe a short wait) stays a small share of its cost.
+constexpr std::int64_t kMinChainBlockElements = std::int64_t{1} << 13;
 // Tasks per thread when the shape allows, so dynamic claiming evens out cores that are shared
 // with other requests.
 constexpr std::int64_t kTasksPerThread = 4;
@@ -41,6 +45,7 @@ std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; 
 struct CpuFeatures {
   bool avx2 = false;
   bool avx512 = false;
+  bool avx512bf16 = false;
 
   CpuFeatures() {
     // CPUID leaf 1, ECX bit 29: clang 14 (the sanitizer and fuzzing builds) rejects "f16c" in
@@ -51,6 +56,9 @@ struct CpuFeatures {
     avx2 = f16c && __builtin_cpu_supports("avx2");
     avx512 = f16c && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+    // CPUID leaf 7 subleaf 1, EAX bit 5 (spelled out for the same clang 14 reason).
+    avx512bf16 =
+        avx512 && __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) != 0 && (eax & (1u << 5)) != 0;
   }
 };
 
@@ -61,19 +69,22 @@ const CpuFeatures& cpu_features() {
 
 bool cpu_has_avx2() { return cpu_features().avx2; }
 bool cpu_has_avx512() { return cpu_features().avx512; }
+bool cpu_has_avx512bf16() { return cpu_features().avx512bf16; }
 #endif
 
-const cpu::IsaKernels* kernels_for(CpuIsa isa) {
+const cpu::IsaKernels* kernels_for(CpuIsa isa, bool bf16_instructions = true) {
   switch (isa) {
     case CpuIsa::kAuto:
-      return kernels_for(cpu_best_isa());
+      return kernels_for(cpu_best_isa(), bf16_instructions);
     case CpuIsa::kGeneric:
       return &cpu::generic_kernels();
 #if defined(SCAN_CPU_X86_ISAS)
     case CpuIsa::kAvx2:
       return cpu_has_avx2() ? &cpu::avx2_kernels() : nullptr;
     case CpuIsa::kAvx512:
-      return cpu_has_avx512() ? &cpu::avx512_kernels() : nullptr;
+      if (!cpu_has_avx512()) return nullptr;
+      return bf16_instructions && cpu_has_avx512bf16() ? &cpu::avx512bf16_kernels()
+                                                       : &cpu::avx512_kernels();
 #else
     case CpuIsa::kAvx2:
     case CpuIsa::kAvx512:
@@ -97,20 +108,29 @@ const cpu::DTypeKernels* dtype_kernels(const cpu::IsaKernels& isa, DType dtype) 
   return nullptr;
 }
 
+void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
 // The tensor as `groups` independent sequences of rows: a group is one outer block restricted to
 // a tile of lanes (inner > 1), or one contiguous row (inner == 1). A is the accumulator type.
 template <typename A>
 class Plan {
  public:
   Plan(const cpu::DTypeKernels& kernels, const char* in, char* out, ScanShape shape,
-       std::int64_t element_bytes, ThreadPool* pool, int threads)
+       std::int64_t element_bytes, ThreadPool* pool, int threads, const CpuTuning& tuning)
       : kernels_(kernels),
         in_(in),
         out_(out),
         shape_(shape),
         element_bytes_(element_bytes),
         pool_(pool),
-        threads_(threads) {
+        threads_(threads),
+        chain_block_bytes_(tuning.chain_block_bytes),
+        help_after_(
+            std::chrono::microseconds(std::max<std::int64_t>(0, tuning.chain_help_after_us))) {
     tile_ = 1;
     if (shape.inner > 1) {
       tile_ = std::min(shape.inner, kMaxTileLanes);
@@ -127,16 +147,21 @@ class Plan {
     }
     tiles_ = ceil_div(shape.inner, tile_);
     groups_ = shape.outer * tiles_;
+    streaming_ = tuning.streaming_min_bytes >= 0 &&
+                 shape.numel() * element_bytes >= tuning.streaming_min_bytes;
   }
 
   void run() {
     const std::int64_t group_elements = shape_.length * tile_;
     if (groups_ < threads_) {
-      // Too few sequences to occupy every thread: cut each along its length, one chunk per thread
-      // after a shorter first one.
-      const std::int64_t later_chunks =
-          std::min(ceil_div(threads_, groups_), group_elements / kMinTaskElements);
-      if (later_chunks >= 2) return run_blocked(later_chunks);
+      // Too few sequences to occupy every thread: cut each along its length into blocks, a few
+      // per thread, at most chain_block_bytes each.
+      const std::int64_t wanted_blocks = ceil_div(threads_ * kTasksPerThread, groups_);
+      const std::int64_t row_bytes = tile_ * element_bytes_;
+      std::int64_t block_rows = std::max<std::int64_t>(1, chain_block_bytes_ / row_bytes);
+      block_rows = std::min(block_rows, ceil_div(shape_.length, wanted_blocks));
+      block_rows = std::max(block_rows, ceil_div(kMinChainBlockElements, tile_));
+      if (block_rows < shape_.length) return run_chained(block_rows);
     }
 
     const std::int64_t per_task = std::max(ceil_div(kMinTaskElements, group_elements),
@@ -159,53 +184,99 @@ class Plan {
   }
 
  private:
-  // Chunk products, carry, rescan. Phase one scans chunk 0 of every group (its carry is one) while
-  // the other threads multiply up chunks 1 .. n-1; a short serial pass turns the products into
-  // carries; phase two rescans chunks 1 .. n from their carries. Chunk 0 is 1/(2n+1) of the length
-  // so that its scan (read + write) takes as long as one reduction (read) of the equal later
-  // chunks: the extra read pass covers only n-1 of the 2n+1 parts, which matters when memory
-  // bandwidth barely grows with threads. Only chunk products are reassociated, so zeros, NaN,
-  // infinities and signs still propagate like the sequential product.
-  void run_blocked(std::int64_t later_chunks) {
-    const std::int64_t first_rows =
-        std::max<std::int64_t>(1, shape_.length / (2 * later_chunks + 1));
-    const std::int64_t later_rows = ceil_div(shape_.length - first_rows, later_chunks);
-    const std::int64_t chunks = 1 + later_chunks;
-    std::vector<A> carries(static_cast<std::size_t>(groups_ * chunks * tile_), A(1));
-    auto slot = [&](std::int64_t group, std::int64_t chunk) {
-      return carries.data() + (group * chunks + chunk) * tile_;
+  // A single-pass scan of blocks handed a carry from their predecessor, in the manner of a
+  // decoupled look-back. Tasks are claimed in block order (block-major across groups), so a
+  // block's predecessor is always claimed earlier by a running thread and waiting cannot
+  // deadlock. Block 0 of each group scans at once and passes its last result on. A later block
+  // first multiplies up its own elements (a read that leaves the block in this core's L2), waits
+  // for its predecessor's carry, passes carry x product on at once, and then scans the block from
+  // L2. Memory sees each element read once and written once, like a sequential scan, where the
+  // former reduce-then-rescan read 1.4x the bytes; the last block skips the product (nobody needs
+  // it) and scans as soon as its carry arrives. Only block products are reassociated, so zeros,
+  // NaN, infinities and signs still propagate like the sequential product.
+  void run_chained(std::int64_t block_rows) {
+    const std::int64_t blocks = ceil_div(shape_.length, block_rows);
+    std::vector<A> carries(static_cast<std::size_t>(groups_ * blocks * tile_));
+    std::vector<std::atomic<std::uint8_t>> ready(static_cast<std::size_t>(groups_ * blocks));
+    auto index = [&](std::int64_t group, std::int64_t block) {
+      return static_cast<std::size_t>(group * blocks + block);
     };
-    auto begin_of = [&](std::int64_t chunk) {
-      return std::min(shape_.length, chunk == 0 ? 0 : first_rows + (chunk - 1) * later_rows);
-    };
-    auto rows_of = [&](std::int64_t chunk) {
-      return (chunk + 1 == chunks ? shape_.length : begin_of(chunk + 1)) - begin_of(chunk);
+    auto slot = [&](std::int64_t group, std::int64_t block) {
+      return carries.data() + (group * blocks + block) * tile_;
     };
 
-    // Task order puts the chunk-0 scans first, so they start earliest.
-    parallel(groups_ * (chunks - 1), [&](std::int64_t task) {
-      const std::int64_t chunk = task / groups_;
+    parallel(groups_ * blocks, [&](std::int64_t task) {
+      const std::int64_t block = task / groups_;
       const std::int64_t group = task % groups_;
-      if (chunk == 0) {
-        scan(group, 0, rows_of(0), slot(group, 0));
-      } else {
-        reduce(group, begin_of(chunk), rows_of(chunk), slot(group, chunk));
+      const std::int64_t row = block * block_rows;
+      const std::int64_t rows = std::min(block_rows, shape_.length - row);
+      const std::int64_t lanes = width(group);
+      const bool last = block + 1 == blocks;
+      A* mine = slot(group, block);
+      std::array<A, kMaxTileLanes> carry;
+      if (block == 0) {
+        std::fill_n(carry.begin(), lanes, A(1));
+        scan(group, row, rows, carry.data());
+        if (last) return;
+        std::copy_n(carry.begin(), lanes, mine);
+        ready[index(group, block)].store(1, std::memory_order_release);
+        return;
       }
+      if (!last) {
+        std::fill_n(mine, lanes, A(1));
+        reduce(group, row, rows, mine);
+      }
+      carry_into(group, block, block_rows, ready, slot, carry.data());
+      if (!last) {
+        for (std::int64_t lane = 0; lane < lanes; ++lane) mine[lane] = carry[lane] * mine[lane];
+        ready[index(group, block)].store(1, std::memory_order_release);
+      }
+      scan(group, row, rows, carry.data());
     });
-    for (std::int64_t group = 0; group < groups_; ++group) {
-      for (std::int64_t chunk = 1; chunk + 1 < chunks; ++chunk) {
-        A* running = slot(group, chunk);
-        const A* before = slot(group, chunk - 1);
-        for (std::int64_t lane = 0; lane < width(group); ++lane) {
-          running[lane] = before[lane] * running[lane];
+  }
+
+  // The carry entering `block`: its predecessor's published one. A predecessor late by more than
+  // help_after_ (its thread preempted on a shared machine, typically for a whole time slice) is
+  // not waited for: this thread takes the nearest published carry and multiplies in the block
+  // products in between itself, the very operations their owners perform, so the bits are the
+  // same either way. Only block 0's carry (a scan, not a product) is always waited for, and in
+  // place nothing is computed twice: a block's input is overwritten once its carry is out, so a
+  // helper could read results instead of inputs.
+  template <typename Ready, typename Slot>
+  void carry_into(std::int64_t group, std::int64_t block, std::int64_t block_rows,
+                  const Ready& ready, const Slot& slot, A* carry) const {
+    const std::int64_t lanes = width(group);
+    auto is_ready = [&](std::int64_t at) {
+      return ready[static_cast<std::size_t>(group * (ready.size() / groups_) + at)].load(
+                 std::memory_order_acquire) != 0;
+    };
+    const auto deadline = std::chrono::steady_clock::now() + help_after_;
+    for (int spins = 0; !is_ready(block - 1); ++spins) {
+      if (spins % 64 != 63 || std::chrono::steady_clock::now() < deadline) {
+        cpu_relax();
+        continue;
+      }
+      if (in_ == out_) {
+        std::this_thread::yield();
+      } else {
+        std::int64_t from = block - 1;
+        while (from > 0 && !is_ready(from)) --from;
+        if (from == 0) {
+          while (!is_ready(0)) std::this_thread::yield();
         }
+        std::copy_n(slot(group, from), lanes, carry);
+        std::array<A, kMaxTileLanes> product;
+        for (std::int64_t between = from + 1; between < block; ++between) {
+          std::fill_n(product.begin(), lanes, A(1));
+          const std::int64_t row = between * block_rows;
+          reduce(group, row, std::min(block_rows, shape_.length - row), product.data());
+          for (std::int64_t lane = 0; lane < lanes; ++lane)
+            carry[lane] = carry[lane] * product[lane];
+        }
+        return;
       }
     }
-    parallel(groups_ * (chunks - 1), [&](std::int64_t task) {
-      const std::int64_t chunk = 1 + task / groups_;
-      const std::int64_t group = task % groups_;
-      scan(group, begin_of(chunk), rows_of(chunk), slot(group, chunk - 1));
-    });
+    std::copy_n(slot(group, block - 1), lanes, carry);
   }
 
   template <typename Body>
@@ -231,9 +302,11 @@ class Plan {
   void scan(std::int64_t group, std::int64_t row, std::int64_t rows, A* carry) const {
     const std::int64_t at = offset(group, row);
     if (shape_.inner == 1) {
-      kernels_.scan_row(in_at(at), out_at(at), rows, carry);
+      (streaming_ ? kernels_.scan_row_streaming : kernels_.scan_row)(in_at(at), out_at(at), rows,
+                                                                     carry);
     } else {
-      kernels_.scan_tile(in_at(at), out_at(at), rows, width(group), shape_.inner, carry);
+      (streaming_ ? kernels_.scan_tile_streaming : kernels_.scan_tile)(
+          in_at(at), out_at(at), rows, width(group), shape_.inner, carry);
     }
   }
 
@@ -253,9 +326,12 @@ class Plan {
   std::int64_t element_bytes_;
   ThreadPool* pool_;
   std::int64_t threads_;
+  std::int64_t chain_block_bytes_;
+  std::chrono::steady_clock::duration help_after_;
   std::int64_t tile_ = 1;
   std::int64_t tiles_ = 1;
   std::int64_t groups_ = 1;
+  bool streaming_ = false;
 };
 
 }  // namespace
@@ -286,6 +362,11 @@ CpuIsa cpu_best_isa() {
 
 KernelStatus cpu_cumprod(const void* in, void* out, ScanShape shape, DType dtype,
                          const CpuScanOptions& options) {
+  return cpu_cumprod_tuned(in, out, shape, dtype, options, CpuTuning{});
+}
+
+KernelStatus cpu_cumprod_tuned(const void* in, void* out, ScanShape shape, DType dtype,
+                               const CpuScanOptions& options, const CpuTuning& tuning) {
   using Code = KernelStatus::Code;
   if (shape.outer < 0 || shape.length < 0 || shape.inner < 0) {
     return {Code::kInvalidArgument, "cpu_cumprod: negative dimension"};
@@ -296,7 +377,7 @@ KernelStatus cpu_cumprod(const void* in, void* out, ScanShape shape, DType dtype
       __builtin_mul_overflow(total, static_cast<std::int64_t>(element_size(dtype)), &total)) {
     return {Code::kInvalidArgument, "cpu_cumprod: tensor size overflows"};
   }
-  const cpu::IsaKernels* isa = kernels_for(options.isa);
+  const cpu::IsaKernels* isa = kernels_for(options.isa, tuning.bf16_instructions);
   if (isa == nullptr) {
     return {Code::kUnsupported,
             std::string("cpu_cumprod: this CPU lacks ") + cpu_isa_name(options.isa)};
@@ -312,17 +393,17 @@ KernelStatus cpu_cumprod(const void* in, void* out, ScanShape shape, DType dtype
   if (options.pool != nullptr) {
     threads = options.pool->max_parallelism();
     if (options.max_parallelism > 0) threads = std::min(threads, options.max_parallelism);
-    threads =
-        static_cast<int>(std::clamp<std::int64_t>(shape.numel() / kMinThreadElements, 1, threads));
+    threads = static_cast<int>(std::clamp<std::int64_t>(
+        shape.numel() / std::max<std::int64_t>(1, tuning.min_thread_elements), 1, threads));
   }
 
   const auto* in_bytes = static_cast<const char*>(in);
   auto* out_bytes = static_cast<char*>(out);
   const auto bytes = static_cast<std::int64_t>(element_size(dtype));
   if (dtype == DType::kFloat64) {
-    Plan<double>(*kernels, in_bytes, out_bytes, shape, bytes, options.pool, threads).run();
+    Plan<double>(*kernels, in_bytes, out_bytes, shape, bytes, options.pool, threads, tuning).run();
   } else {
-    Plan<float>(*kernels, in_bytes, out_bytes, shape, bytes, options.pool, threads).run();
+    Plan<float>(*kernels, in_bytes, out_bytes, shape, bytes, options.pool, threads, tuning).run();
   }
   return KernelStatus::Ok();
 }

@@ -14,11 +14,17 @@ struct DTypeKernels {
   // For r in [0, rows), j in [0, width): carry[j] *= in[r * stride + j]; out[...] = carry[j].
   void (*scan_tile)(const void* in, void* out, std::int64_t rows, std::int64_t width,
                     std::int64_t stride, void* carry);
+  // scan_tile with non-temporal stores where `out` and `stride` keep vectors aligned (for outputs
+  // larger than the caches); ends with a fence.
+  void (*scan_tile_streaming)(const void* in, void* out, std::int64_t rows, std::int64_t width,
+                              std::int64_t stride, void* carry);
   // acc[j] *= in[r * stride + j] for every row, without writing anything.
   void (*reduce_tile)(const void* in, std::int64_t rows, std::int64_t width, std::int64_t stride,
                       void* acc);
   // One contiguous row: out[k] = *carry * in[0] * ... * in[k]; *carry ends as the last output.
   void (*scan_row)(const void* in, void* out, std::int64_t length, void* carry);
+  // scan_row with non-temporal stores (for outputs larger than the caches); ends with a fence.
+  void (*scan_row_streaming)(const void* in, void* out, std::int64_t length, void* carry);
   // *acc *= in[0] * ... * in[length - 1].
   void (*reduce_row)(const void* in, std::int64_t length, void* acc);
   // `rows` contiguous rows of `length` (at most kMaxShortRow) elements, vectorised across rows.
@@ -38,6 +44,8 @@ const IsaKernels& generic_kernels();
 #if defined(SCAN_CPU_X86_ISAS)
 const IsaKernels& avx2_kernels();
 const IsaKernels& avx512_kernels();
+// avx512_kernels() plus AVX512-BF16: only bfloat16 differs (its rounding of results).
+const IsaKernels& avx512bf16_kernels();
 #endif
 
 }  // namespace scan::kernels::cpu

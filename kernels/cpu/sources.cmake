@@ -10,6 +10,7 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64)$")
   target_sources(scan_kernels_cpu PRIVATE
     ${CMAKE_CURRENT_LIST_DIR}/cumprod_avx2.cc
     ${CMAKE_CURRENT_LIST_DIR}/cumprod_avx512.cc
+    ${CMAKE_CURRENT_LIST_DIR}/cumprod_avx512bf16.cc
   )
   set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/cumprod_avx2.cc
     PROPERTIES COMPILE_OPTIONS "-mavx2;-mf16c")
@@ -18,6 +19,9 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64)$")
   set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/cumprod_avx512.cc
     PROPERTIES COMPILE_OPTIONS
     "-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mf16c;-mprefer-vector-width=512")
+  set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/cumprod_avx512bf16.cc
+    PROPERTIES COMPILE_OPTIONS
+    "-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mavx512bf16;-mf16c;-mprefer-vector-width=512")
   set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/cpu_cumprod.cc
     PROPERTIES COMPILE_DEFINITIONS SCAN_CPU_X86_ISAS)
 endif()

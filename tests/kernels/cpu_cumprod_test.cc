@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -14,6 +15,7 @@
 #include <tuple>
 #include <vector>
 
+#include "scan/kernels/cpu_cumprod_tuning.h"
 #include "scan/kernels/half.h"
 #include "scan/kernels/reference.h"
 #include "scan/kernels/thread_pool.h"
@@ -21,7 +23,7 @@
 namespace scan::kernels {
 namespace {
 
-enum class Values { kDecay, kNegative, kSpecial };
+enum class Values { kDecay, kNegative, kSpecial, kSubnormal };
 enum class PoolMode { kNone, kOneWorker, kThreeWorkers };
 
 std::mt19937_64& rng() {
@@ -43,6 +45,16 @@ std::vector<unsigned char> make_input(ScanShape shape, DType dtype, Values value
   for (double& value : wide) {
     value = 1.0 - spread * unit(engine);
     if (values == Values::kNegative && unit(engine) < 0.3) value = -value;
+  }
+  if (values == Values::kSubnormal && !wide.empty()) {
+    // Factors that take the products through the float32 subnormal range (and bfloat16's, which
+    // is the same): where AVX512-BF16's conversion would flush to zero.
+    const double tiny[] = {0x1p-127, 0x1p-131, -0x1.8p-129, 0x1p-100};
+    std::uniform_int_distribution<std::size_t> where(0, wide.size() - 1);
+    const std::size_t count = std::max<std::size_t>(4, wide.size() / 2000);
+    for (std::size_t index = 0; index < count; ++index) {
+      wide[where(engine)] = tiny[index % std::size(tiny)];
+    }
   }
   if (values == Values::kSpecial && !wide.empty()) {
     const double specials[] = {0.0, -0.0, NAN, INFINITY, -INFINITY, -1.0};
@@ -101,7 +113,8 @@ bool same_value(double got, double want) {
 // plus a couple for the carries, each a relative 2^-24 in a float accumulator (2^-53 in double),
 // so |err| <= (length + 8) u |ref|; half types then round once more when stored (2^-11 float16,
 // 2^-8 bfloat16, relative). The absolute term covers results that land in the storage type's
-// subnormal range, where relative precision is gone: half a subnormal step, doubled for safety.
+// subnormal range, where relative precision is gone: half a subnormal step, doubled for safety,
+// plus the accumulator's own subnormal steps (below).
 struct Tolerance {
   double relative;
   double absolute;
@@ -109,15 +122,18 @@ struct Tolerance {
 
 Tolerance tolerance(DType dtype, std::int64_t length) {
   const double factors = static_cast<double>(length + 8);
+  // Products that pass through the accumulator's subnormal range lose relative precision: each
+  // multiplication there may add half a subnormal step of absolute error (factors are at most one
+  // in magnitude there, so earlier errors do not grow).
   switch (dtype) {
     case DType::kFloat64:
-      return {factors * 0x1p-53, 0x1p-1074};
+      return {factors * 0x1p-53, factors * 0x1p-1074};
     case DType::kFloat32:
-      return {factors * 0x1p-24, 0x1p-149};
+      return {factors * 0x1p-24, factors * 0x1p-149};
     case DType::kFloat16:
-      return {factors * 0x1p-24 + 0x1p-11, 0x1p-24};
+      return {factors * 0x1p-24 + 0x1p-11, 0x1p-24 + factors * 0x1p-149};
     case DType::kBFloat16:
-      return {factors * 0x1p-24 + 0x1p-8, 0x1p-133};
+      return {factors * 0x1p-24 + 0x1p-8, 0x1p-133 + factors * 0x1p-149};
   }
   return {0, 0};
 }
@@ -173,15 +189,18 @@ ThreadPool* pool_for(PoolMode mode) {
 
 using Param = std::tuple<CpuIsa, DType, int>;
 
-void check(CpuIsa isa, DType dtype, ScanShape shape, Values values, PoolMode pool_mode,
-           bool in_place) {
-  const std::uint64_t seed = rng()();
-  SCOPED_TRACE(::testing::Message()
-               << "values " << static_cast<int>(values) << ", pool mode "
-               << static_cast<int>(pool_mode) << ", in place " << in_place << ", seed " << seed);
+// `misalign` elements of offset from the (64-byte aligned) buffers, for the head of the
+// streaming-store path; `tuning` lowers thresholds to reach the other paths on small tensors.
+// Returns the output bytes.
+std::vector<unsigned char> check(CpuIsa isa, DType dtype, ScanShape shape, Values values,
+                                 PoolMode pool_mode, bool in_place, const CpuTuning& tuning = {},
+                                 std::int64_t misalign = 0, std::uint64_t seed = rng()()) {
+  SCOPED_TRACE(::testing::Message() << "values " << static_cast<int>(values) << ", pool mode "
+                                    << static_cast<int>(pool_mode) << ", in place " << in_place
+                                    << ", misalign " << misalign << ", seed " << seed);
 
-  std::vector<unsigned char> input = make_input(shape, dtype, values, seed);
-  const std::vector<double> wide_in = widen_to_f64(input.data(), dtype, shape.numel());
+  const std::vector<unsigned char> stored = make_input(shape, dtype, values, seed);
+  const std::vector<double> wide_in = widen_to_f64(stored.data(), dtype, shape.numel());
   std::vector<double> want(wide_in.size());
   reference_cumprod(wide_in.data(), want.data(), shape);
 
@@ -189,10 +208,24 @@ void check(CpuIsa isa, DType dtype, ScanShape shape, Values values, PoolMode poo
   options.isa = isa;
   options.pool = pool_for(pool_mode);
   options.max_parallelism = pool_mode == PoolMode::kThreeWorkers ? 4 : 0;
-  std::vector<unsigned char> output(in_place ? 0 : input.size(), 0xAB);
-  void* out = in_place ? input.data() : output.data();
-  const KernelStatus status = cpu_cumprod(input.data(), out, shape, dtype, options);
-  ASSERT_TRUE(status.ok()) << status.message();
+  const std::size_t skip = static_cast<std::size_t>(misalign) * element_size(dtype);
+  struct Free {
+    void operator()(unsigned char* data) const { std::free(data); }
+  };
+  auto buffer = [&] {
+    const std::size_t bytes = (skip + stored.size() + 64) / 64 * 64;
+    auto* data = static_cast<unsigned char*>(std::aligned_alloc(64, bytes));
+    std::memset(data, 0xAB, bytes);
+    return std::unique_ptr<unsigned char, Free>(data);
+  };
+  const auto input = buffer();
+  const auto output = buffer();
+  unsigned char* in = input.get() + skip;
+  std::memcpy(in, stored.data(), stored.size());
+  unsigned char* out = in_place ? in : output.get() + skip;
+  const KernelStatus status = cpu_cumprod_tuned(in, out, shape, dtype, options, tuning);
+  EXPECT_TRUE(status.ok()) << status.message();
+  if (!status.ok()) return {};
   const std::vector<double> got = widen_to_f64(out, dtype, shape.numel());
 
   const Tolerance tol = tolerance(dtype, shape.length);
@@ -222,6 +255,7 @@ void check(CpuIsa isa, DType dtype, ScanShape shape, Values values, PoolMode poo
       }
     }
   }
+  return std::vector<unsigned char>(out, out + stored.size());
 }
 
 class CpuCumprodTest : public ::testing::TestWithParam<Param> {};
@@ -236,7 +270,8 @@ TEST_P(CpuCumprodTest, MatchesReference) {
   const PoolMode pools[] = {PoolMode::kNone, PoolMode::kOneWorker, PoolMode::kThreeWorkers};
   const bool large = shape.numel() > (std::int64_t{1} << 17);
   int rotation = 0;
-  for (const Values values : {Values::kDecay, Values::kNegative, Values::kSpecial}) {
+  for (const Values values :
+       {Values::kDecay, Values::kNegative, Values::kSpecial, Values::kSubnormal}) {
     for (const bool in_place : {false, true}) {
       if (in_place && values != Values::kSpecial) continue;
       for (const PoolMode pool : pools) {
@@ -260,6 +295,134 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Combine(::testing::ValuesIn(kIsas), ::testing::ValuesIn(kDTypes),
                        ::testing::Range(0, static_cast<int>(std::size(kShapes)))),
     param_name);
+
+// The paths that default thresholds reserve for large tensors, reached on small ones by lowering
+// the thresholds: the chained scan (fewer sequences than threads), non-temporal stores (with
+// unaligned heads), and bfloat16 with and without the AVX512-BF16 conversion.
+CpuTuning tuned(std::int64_t min_thread_elements, std::int64_t streaming_min_bytes,
+                bool bf16_instructions = true) {
+  CpuTuning tuning;
+  tuning.min_thread_elements = min_thread_elements;
+  tuning.streaming_min_bytes = streaming_min_bytes;
+  tuning.bf16_instructions = bf16_instructions;
+  return tuning;
+}
+
+CpuTuning impatient(CpuTuning tuning) {
+  tuning.chain_help_after_us = 0;
+  return tuning;
+}
+
+struct TunedCase {
+  const char* name;
+  ScanShape shape;
+  CpuTuning tuning;
+  PoolMode pool;
+  std::int64_t misalign;
+};
+
+const TunedCase kTunedCases[] = {
+    // Chained: one row in 13 blocks on four threads; two threads; exactly two blocks (first and
+    // last, so no block product at all); several rows but fewer than threads; lane tiles.
+    {"chain_row", {1, 99991, 1}, tuned(1, -1), PoolMode::kThreeWorkers, 0},
+    {"chain_row_two_threads", {1, 65537, 1}, tuned(1, -1), PoolMode::kOneWorker, 0},
+    {"chain_two_blocks", {1, 16384, 1}, tuned(1, -1), PoolMode::kThreeWorkers, 0},
+    {"chain_three_rows", {3, 30011, 1}, tuned(1, -1), PoolMode::kThreeWorkers, 0},
+    {"chain_tile_in7", {1, 20011, 7}, tuned(1, -1), PoolMode::kThreeWorkers, 0},
+    {"chain_tile_in64", {2, 9001, 64}, tuned(1, -1), PoolMode::kThreeWorkers, 0},
+    // Chained, every late carry computed by the waiting block itself (no patience at all).
+    {"chain_impatient_row", {1, 99991, 1}, impatient(tuned(1, -1)), PoolMode::kThreeWorkers, 0},
+    {"chain_impatient_tile", {2, 9001, 64}, impatient(tuned(1, -1)), PoolMode::kThreeWorkers, 0},
+    {"chain_impatient_rows", {3, 30011, 1}, impatient(tuned(1, 0)), PoolMode::kOneWorker, 0},
+    // Streaming stores: heads of 0 to 31 elements before the first 64-byte boundary, rows shorter
+    // than one line, chained blocks that start mid-line.
+    {"stream_row", {1, 4099, 1}, tuned(1 << 18, 0), PoolMode::kNone, 0},
+    {"stream_row_misaligned", {1, 4099, 1}, tuned(1 << 18, 0), PoolMode::kNone, 3},
+    {"stream_rows", {37, 1001, 1}, tuned(1, 0), PoolMode::kOneWorker, 1},
+    {"stream_short_rows", {5, 70, 1}, tuned(1 << 18, 0), PoolMode::kNone, 7},
+    {"stream_chain", {1, 70001, 1}, tuned(1, 0), PoolMode::kThreeWorkers, 5},
+    // Streaming tiles: vectors in registers (and bfloat16 pairs), carried through memory (wide
+    // rows), tails, split tiles on threads, and unaligned rows that fall back to plain stores.
+    {"stream_tile_in128", {2, 301, 128}, tuned(1 << 18, 0), PoolMode::kNone, 0},
+    {"stream_tile_in320", {2, 53, 320}, tuned(1 << 18, 0), PoolMode::kNone, 0},
+    {"stream_tile_in4112", {2, 9, 4112}, tuned(1, 0), PoolMode::kThreeWorkers, 0},
+    {"stream_tile_unaligned", {3, 101, 64}, tuned(1 << 18, 0), PoolMode::kOneWorker, 3},
+    {"stream_tile_odd_stride", {2, 77, 37}, tuned(1, 0), PoolMode::kThreeWorkers, 0},
+    // The streaming threshold's boundary: 4096 elements of any dtype stream at 4096 * 2 bytes
+    // (all dtypes are at least that large), none does at 4096 * 8 + 1.
+    {"stream_at_threshold", {1, 4096, 1}, tuned(1 << 18, 4096 * 2), PoolMode::kNone, 2},
+    {"stream_above_threshold", {1, 4096, 1}, tuned(1 << 18, 4096 * 8 + 1), PoolMode::kNone, 2},
+    // bfloat16 rounded without AVX512-BF16 (the path of CPUs that lack it).
+    {"exact_bf16_row", {1, 5003, 1}, tuned(1 << 18, -1, false), PoolMode::kNone, 0},
+    {"exact_bf16_tile", {3, 101, 64}, tuned(1 << 18, -1, false), PoolMode::kNone, 0},
+};
+
+class CpuCumprodTunedTest : public ::testing::TestWithParam<Param> {};
+
+TEST_P(CpuCumprodTunedTest, MatchesReference) {
+  const auto [isa, dtype, index] = GetParam();
+  if (!cpu_isa_supported(isa)) GTEST_SKIP() << cpu_isa_name(isa) << " not supported here";
+  const TunedCase& c = kTunedCases[index];
+  for (const Values values :
+       {Values::kDecay, Values::kNegative, Values::kSpecial, Values::kSubnormal}) {
+    for (const bool in_place : {false, true}) {
+      if (in_place && values != Values::kSpecial) continue;
+      check(isa, dtype, c.shape, values, c.pool, in_place, c.tuning, c.misalign);
+    }
+  }
+}
+
+std::string tuned_name(const ::testing::TestParamInfo<Param>& info) {
+  const auto [isa, dtype, index] = info.param;
+  std::ostringstream name;
+  name << cpu_isa_name(isa) << "_" << dtype_name(dtype) << "_" << kTunedCases[index].name;
+  return name.str();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    All, CpuCumprodTunedTest,
+    ::testing::Combine(::testing::ValuesIn(kIsas), ::testing::ValuesIn(kDTypes),
+                       ::testing::Range(0, static_cast<int>(std::size(kTunedCases)))),
+    tuned_name);
+
+// The AVX512-BF16 conversion (with its exact fallback for vectors holding subnormal results)
+// must store the very bits of the exact integer rounding, NaN payloads included.
+TEST(CpuCumprod, Bf16InstructionsRoundLikeExactRounding) {
+  if (!cpu_isa_supported(CpuIsa::kAvx512)) GTEST_SKIP() << "avx512 not supported here";
+  const ScanShape shapes[] = {{1, 10007, 1}, {2, 301, 128}, {4, 77, 32}};
+  for (const ScanShape shape : shapes) {
+    for (const Values values : {Values::kDecay, Values::kSpecial, Values::kSubnormal}) {
+      const std::uint64_t seed = rng()();
+      const std::vector<unsigned char> fast = check(CpuIsa::kAvx512, DType::kBFloat16, shape,
+                                                    values, PoolMode::kNone, false, {}, 0, seed);
+      const std::vector<unsigned char> exact =
+          check(CpuIsa::kAvx512, DType::kBFloat16, shape, values, PoolMode::kNone, false,
+                tuned(1 << 18, -1, false), 0, seed);
+      EXPECT_TRUE(fast == exact) << "shape " << shape.outer << "x" << shape.length << "x"
+                                 << shape.inner << ", values " << static_cast<int>(values)
+                                 << ", seed " << seed;
+    }
+  }
+}
+
+// Whether a late carry was waited for or computed by the waiting block must not change a bit.
+TEST(CpuCumprod, ChainedScanIsDeterministic) {
+  const ScanShape shapes[] = {{1, 99991, 1}, {2, 9001, 64}};
+  for (const ScanShape shape : shapes) {
+    for (const DType dtype : kDTypes) {
+      const std::uint64_t seed = rng()();
+      const std::vector<unsigned char> patient =
+          check(CpuIsa::kAuto, dtype, shape, Values::kNegative, PoolMode::kThreeWorkers, false,
+                tuned(1, -1), 0, seed);
+      for (int round = 0; round < 3; ++round) {
+        const std::vector<unsigned char> eager =
+            check(CpuIsa::kAuto, dtype, shape, Values::kNegative, PoolMode::kThreeWorkers, false,
+                  impatient(tuned(1, -1)), 0, seed);
+        EXPECT_TRUE(patient == eager) << dtype_name(dtype) << ", seed " << seed;
+      }
+    }
+  }
+}
 
 TEST(CpuCumprod, EmptyTensorsAreNoOps) {
   for (const ScanShape shape : {ScanShape{0, 5, 3}, ScanShape{2, 0, 3}, ScanShape{2, 5, 0}}) {
