@@ -24,7 +24,8 @@ HostTensor random_gamma(kernels::DType dtype, const std::vector<std::int64_t>& s
                         double high, std::uint64_t seed);
 
 // Checks `output` against a float64 cumprod of `input` along `dim` (already normalised), using
-// kernels::cumprod_tolerance for the scanned length.
+// kernels::cumprod_tolerance_flushed for the scanned length: a server may flush subnormal results
+// to zero (--cpu-flush-subnormals), which the check accepts.
 kernels::Comparison check_cumprod(const HostTensor& input, const HostTensor& output, int dim,
                                   kernels::Tolerance* tolerance_used = nullptr);
 

@@ -83,17 +83,17 @@ void print_server_info(const scan::v1::GetServerInfoResponse& info) {
     std::printf("routing:    AUTO keeps tensors under %lld bytes on the CPU\n",
                 static_cast<long long>(info.gpu_min_bytes()));
   }
-  std::printf("%-12s %-4s %-5s %6s %12s %12s %10s  %s\n", "backend", "kind", "up", "slots",
-              "fixed_us", "GB/s", "queued", "model");
+  std::printf("%-12s %-4s %-5s %6s %12s %12s %10s %-10s  %s\n", "backend", "kind", "up", "slots",
+              "fixed_us", "GB/s", "queued", "subnormals", "model");
   for (const auto& backend : info.backends()) {
     const auto& cost = backend.cost_model();
     std::printf(
-        "%-12s %-4s %-5s %6d %12.1f %12.2f %10s  %s\n", backend.name().c_str(),
+        "%-12s %-4s %-5s %6d %12.1f %12.2f %10s %-10s  %s\n", backend.name().c_str(),
         backend.kind() == scan::v1::DEVICE_KIND_GPU ? "gpu" : "cpu",
         backend.available() ? "yes" : "no", backend.concurrency(), cost.fixed_seconds() * 1e6,
         cost.bytes_per_second() / 1e9,
         fmt::format("{}/{}B", backend.outstanding_requests(), backend.outstanding_bytes()).c_str(),
-        cost.source().c_str());
+        backend.flushes_subnormals() ? "flushed" : "exact", cost.source().c_str());
   }
 }
 

@@ -29,6 +29,10 @@ struct ServerConfig {
   // "auto": register cpu-native and cpu-torch, calibrate both at startup, and let the router pick
   // by predicted time; a backend name: serve the CPU path with that backend only.
   std::string cpu_backend = "auto";
+  // CPU backends return 0 for results below the smallest normal number instead of subnormals:
+  // float products of decays above 0.5 otherwise stick in the subnormal range, where every
+  // multiply takes the CPU's slow path (15x slower scans). Changes results by < 1.2e-38.
+  bool cpu_flush_subnormals = true;
 
   // GPU backends (builds with CUDA). "auto": serve from every usable GPU found at startup; "off":
   // CPU only.

@@ -238,15 +238,17 @@ std::unique_ptr<Router> make_default_router(const ServerConfig& config) {
   const int slots = config.effective_worker_threads();
   if (config.cpu_backend != "cpu-torch") {
     auto pool = std::make_shared<kernels::ThreadPool>();
-    router->add_backend(make_cpu_native_backend(*pool, pool->max_parallelism()), slots,
-                        config.max_queue);
+    router->add_backend(
+        make_cpu_native_backend(*pool, pool->max_parallelism(), config.cpu_flush_subnormals), slots,
+        config.max_queue);
     router->keep_alive(std::move(pool));
     spdlog::info("cpu-native: {} kernels, up to {} threads per request",
                  kernels::cpu_isa_name(kernels::cpu_best_isa()),
                  kernels::ThreadPool::default_workers() + 1);
   }
   if (config.cpu_backend != "cpu-native") {
-    router->add_backend(make_cpu_torch_backend(), slots, config.max_queue);
+    router->add_backend(make_cpu_torch_backend(config.cpu_flush_subnormals), slots,
+                        config.max_queue);
   }
   add_gpu_backends(config, *router);
   router->set_policy({config.gpu_min_bytes});

@@ -14,6 +14,7 @@ v1::GetServerInfoResponse describe_server(const Router& router, const std::strin
     backend->set_kind(registered.backend->device_kind() == DeviceKind::kGpu ? v1::DEVICE_KIND_GPU
                                                                             : v1::DEVICE_KIND_CPU);
     backend->set_available(registered.backend->available());
+    backend->set_flushes_subnormals(registered.backend->flushes_subnormals());
     const CostModel cost = registered.cost->model();
     backend->mutable_cost_model()->set_fixed_seconds(cost.fixed_seconds);
     backend->mutable_cost_model()->set_bytes_per_second(cost.bytes_per_second);

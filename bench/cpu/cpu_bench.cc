@@ -2,6 +2,11 @@
 // the figures share machine state. Prints a Markdown table of medians and ratios.
 //
 //   scan_bench_cpu [--threads=1,2] [--min-reps=5] [--min-seconds=0.3] [--filter=SUBSTRING]
+//                  [--decays=near-one|wide] [--flush-subnormals=false|true]
+//
+// --decays=wide draws decays from (0.5, 1), as scan-bench does: float products then fall into the
+// subnormal range and stick there, which is what --flush-subnormals (scan-server's default) is
+// for; it applies to the native kernel and, on the calling thread, to LibTorch alike.
 //
 // Timing: one warm-up call, then at least --min-reps timed calls and at least --min-seconds, the
 // median reported. Outputs are preallocated and reused (torch::cumprod_out), so no variant pays
@@ -19,6 +24,7 @@
 #include <vector>
 
 #include "scan/kernels/cpu_cumprod.h"
+#include "scan/kernels/float_env.h"
 #include "scan/kernels/thread_pool.h"
 
 namespace {
@@ -39,6 +45,8 @@ struct Settings {
   int min_reps = 5;
   double min_seconds = 0.3;
   std::string filter;
+  bool wide_decays = false;
+  bool flush_subnormals = false;
 };
 
 std::vector<Case> cases() {
@@ -114,6 +122,10 @@ int main(int argc, char** argv) {
       settings.min_seconds = std::atof(seconds);
     } else if (const char* filter = value("--filter=")) {
       settings.filter = filter;
+    } else if (const char* decays = value("--decays=")) {
+      settings.wide_decays = std::string(decays) == "wide";
+    } else if (const char* flush = value("--flush-subnormals=")) {
+      settings.flush_subnormals = std::string(flush) == "true";
     } else {
       std::fprintf(stderr, "unknown argument %s\n", arg.c_str());
       return 2;
@@ -122,9 +134,11 @@ int main(int argc, char** argv) {
 
   const int max_threads = *std::max_element(settings.threads.begin(), settings.threads.end());
   ThreadPool pool(std::max(0, max_threads - 1));
-  std::printf("native ISA: %s, pool workers: %d, LibTorch %s\n\n",
+  std::printf("native ISA: %s, pool workers: %d, LibTorch %s, decays %s, flush subnormals %s\n\n",
               scan::kernels::cpu_isa_name(scan::kernels::cpu_best_isa()), pool.workers(),
-              TORCH_VERSION);
+              TORCH_VERSION, settings.wide_decays ? "(0.5, 1)" : "near one",
+              settings.flush_subnormals ? "on" : "off");
+  const scan::kernels::ScopedFlushSubnormals flush_for_torch(settings.flush_subnormals);
   std::printf(
       "| shape | threads | native ms | torch ms | memcpy ms | torch/native | native GB/s | "
       "native/memcpy bw | max rel diff vs torch |\n");
@@ -135,9 +149,10 @@ int main(int argc, char** argv) {
     const std::string name = describe(c);
     if (!settings.filter.empty() && name.find(settings.filter) == std::string::npos) continue;
     const int dim = c.dim < 0 ? c.dim + static_cast<int>(c.sizes.size()) : c.dim;
-    // Decay factors in (0, 1) close enough to one that products stay normal along the whole scan:
-    // subnormal arithmetic would measure the FPU's slow path, not the kernels.
-    const double spread = std::min(0.5, 4.0 / static_cast<double>(c.sizes[dim]));
+    // By default decay factors in (0, 1) close enough to one that products stay normal along the
+    // whole scan: subnormal arithmetic would measure the FPU's slow path, not the kernels.
+    const double spread =
+        settings.wide_decays ? 0.5 : std::min(0.5, 4.0 / static_cast<double>(c.sizes[dim]));
     const torch::Tensor in =
         (1.0 - torch::rand(c.sizes, torch::kFloat64) * spread).to(c.dtype).contiguous();
     torch::Tensor native_out = torch::empty_like(in);
@@ -151,6 +166,7 @@ int main(int argc, char** argv) {
       CpuScanOptions options;
       options.pool = &pool;
       options.max_parallelism = threads;
+      options.flush_subnormals = settings.flush_subnormals;
       const double native = median_ms(settings, [&] {
         if (!scan::kernels::cpu_cumprod(in.data_ptr(), native_out.data_ptr(), shape, dtype, options)
                  .ok()) {
@@ -173,8 +189,12 @@ int main(int argc, char** argv) {
       // memcpy overwrote native_out: recompute once for the accuracy column.
       scan::kernels::cpu_cumprod(in.data_ptr(), native_out.data_ptr(), shape, dtype, options);
       const torch::Tensor want = torch_out.to(torch::kFloat64);
-      const double diff =
-          ((native_out.to(torch::kFloat64) - want).abs() / want.abs()).max().item<double>();
+      // Relative differences of underflowed results say nothing: compare the normal range only.
+      const torch::Tensor normal = want.abs() > 1e-30;
+      const double diff = ((native_out.to(torch::kFloat64) - want).abs() / want.abs())
+                              .masked_select(normal)
+                              .max()
+                              .item<double>();
       std::printf("| %s | %d | %.4g | %.4g | %.4g | %.1fx | %.1f | %.0f%% | %.1e |\n", name.c_str(),
                   threads, native, reference, copy, reference / native,
                   2.0 * static_cast<double>(bytes) / (native * 1e6), 100.0 * copy / native, diff);

@@ -8,11 +8,13 @@ conditions. Prints a Markdown report (medians over rounds; ratios are medians of
 and keeps every scan-bench JSON under --out.
 
   bench/service/run.py [--build-dir build/release] [--rounds 5] [--out DIR] [--quick]
+                      [--cases '1MiB x1,...'] [--server-args '--cpu-flush-subnormals false']
 """
 import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -69,6 +71,8 @@ def main():
     parser.add_argument("--out", default=None, help="where to keep the JSON (default: temp)")
     parser.add_argument("--quick", action="store_true", help="1 round, short runs (smoke test)")
     parser.add_argument("--cases", default="", help="comma-separated case names to run")
+    parser.add_argument("--server-args", default="",
+                        help="extra scan-server flags, e.g. '--cpu-flush-subnormals false'")
     args = parser.parse_args()
     build = os.path.abspath(args.build_dir)
     out = args.out or tempfile.mkdtemp(prefix="scan-transport-")
@@ -92,7 +96,8 @@ def main():
         targets = {}
         for name, command in [
                 ("scan", [f"{build}/server/scan-server", "--listen", "127.0.0.1:0",
-                          "--log-level", "warn", "--port-file", ports["scan"]]),
+                          "--log-level", "warn", "--port-file", ports["scan"]]
+                 + shlex.split(args.server_args)),
                 ("echo", [f"{build}/bench/scan-bench-echo", "--port-file", ports["echo"]]),
                 ("tcp", [f"{build}/bench/scan-bench-tcp-echo", "--port-file", ports["tcp"]]),
                 ("python", ["/usr/bin/python3", f"{REPO}/bench/service/python_server.py",
@@ -122,14 +127,14 @@ def main():
         for process in processes:
             process.wait()
 
-    report(results, cases, rounds, out)
+    report(results, cases, rounds, out, args.server_args)
 
 
 def median(values):
     return statistics.median(values) if values else float("nan")
 
 
-def report(results, cases, rounds, out):
+def report(results, cases, rounds, out, server_args):
     def per_round(case, a, b, key):
         pairs = zip(results[(case, a)], results[(case, b)])
         return median([key(x) / key(y) for x, y in pairs if key(y)])
@@ -141,7 +146,8 @@ def report(results, cases, rounds, out):
     load = os.getloadavg()
     print(f"Machine: {platform.node()}, {os.cpu_count()} cores, {platform.platform()}; "
           f"{time.strftime('%Y-%m-%d %H:%M %Z')}; load average at the end "
-          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {rounds} rounds; JSON in {out}\n")
+          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {rounds} rounds; JSON in {out}; "
+          f"scan-server flags: {server_args or 'defaults'}\n")
     print("| case | server | req/s | payload MB/s | p50 ms | p99 ms | backend |")
     print("|---|---|---:|---:|---:|---:|---|")
     for name, _, servers in cases:

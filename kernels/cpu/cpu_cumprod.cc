@@ -13,6 +13,7 @@
 
 #include "cumprod_isa.h"
 #include "scan/kernels/cpu_cumprod_tuning.h"
+#include "scan/kernels/float_env.h"
 #include "scan/kernels/thread_pool.h"
 
 #if defined(SCAN_CPU_X86_ISAS)
@@ -120,7 +121,8 @@ template <typename A>
 class Plan {
  public:
   Plan(const cpu::DTypeKernels& kernels, const char* in, char* out, ScanShape shape,
-       std::int64_t element_bytes, ThreadPool* pool, int threads, const CpuTuning& tuning)
+       std::int64_t element_bytes, ThreadPool* pool, int threads, bool flush_subnormals,
+       const CpuTuning& tuning)
       : kernels_(kernels),
         in_(in),
         out_(out),
@@ -128,6 +130,7 @@ class Plan {
         element_bytes_(element_bytes),
         pool_(pool),
         threads_(threads),
+        flush_subnormals_(flush_subnormals),
         chain_block_bytes_(tuning.chain_block_bytes),
         help_after_(
             std::chrono::microseconds(std::max<std::int64_t>(0, tuning.chain_help_after_us))) {
@@ -281,9 +284,15 @@ class Plan {
 
   template <typename Body>
   void parallel(std::int64_t tasks, Body&& body) {
+    // The floating-point mode is per thread: pool workers set it per task and restore it, so
+    // that it never leaks into another caller's work.
     if (pool_ != nullptr && threads_ > 1 && tasks > 1) {
-      pool_->parallel_for(tasks, threads_, body);
+      pool_->parallel_for(tasks, threads_, [&](std::int64_t task) {
+        const ScopedFlushSubnormals flush(flush_subnormals_);
+        body(task);
+      });
     } else {
+      const ScopedFlushSubnormals flush(flush_subnormals_);
       for (std::int64_t task = 0; task < tasks; ++task) body(task);
     }
   }
@@ -326,6 +335,7 @@ class Plan {
   std::int64_t element_bytes_;
   ThreadPool* pool_;
   std::int64_t threads_;
+  bool flush_subnormals_;
   std::int64_t chain_block_bytes_;
   std::chrono::steady_clock::duration help_after_;
   std::int64_t tile_ = 1;
@@ -401,9 +411,13 @@ KernelStatus cpu_cumprod_tuned(const void* in, void* out, ScanShape shape, DType
   auto* out_bytes = static_cast<char*>(out);
   const auto bytes = static_cast<std::int64_t>(element_size(dtype));
   if (dtype == DType::kFloat64) {
-    Plan<double>(*kernels, in_bytes, out_bytes, shape, bytes, options.pool, threads, tuning).run();
+    Plan<double>(*kernels, in_bytes, out_bytes, shape, bytes, options.pool, threads,
+                 options.flush_subnormals, tuning)
+        .run();
   } else {
-    Plan<float>(*kernels, in_bytes, out_bytes, shape, bytes, options.pool, threads, tuning).run();
+    Plan<float>(*kernels, in_bytes, out_bytes, shape, bytes, options.pool, threads,
+                options.flush_subnormals, tuning)
+        .run();
   }
   return KernelStatus::Ok();
 }

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "scan/kernels/half.h"
 
@@ -117,6 +118,14 @@ Tolerance cumprod_tolerance(DType dtype, std::int64_t length) {
   // The 1.01 absorbs second-order terms of the first-order bound.
   return {1.01 * (stored.unit_roundoff + steps * accumulated.unit_roundoff),
           stored.subnormal_step + steps * accumulated.subnormal_step};
+}
+
+Tolerance cumprod_tolerance_flushed(DType dtype, std::int64_t length) {
+  Tolerance tolerance = cumprod_tolerance(dtype, length);
+  tolerance.atol += accumulation_type(dtype) == DType::kFloat64
+                        ? std::numeric_limits<double>::min()
+                        : static_cast<double>(std::numeric_limits<float>::min());
+  return tolerance;
 }
 
 Comparison compare_to_reference(const double* expected, const void* actual, DType dtype,

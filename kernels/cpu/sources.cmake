@@ -3,6 +3,7 @@
 target_sources(scan_kernels_cpu PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/cpu_cumprod.cc
   ${CMAKE_CURRENT_LIST_DIR}/cumprod_generic.cc
+  ${CMAKE_CURRENT_LIST_DIR}/float_env.cc
   ${CMAKE_CURRENT_LIST_DIR}/thread_pool.cc
 )
 

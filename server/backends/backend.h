@@ -46,6 +46,9 @@ class ScanBackend {
   virtual void on_availability_change(std::function<void(bool)> callback) { (void)callback; }
   // Device memory the backend holds (its buffer pools), for scan_gpu_memory_used_bytes.
   virtual std::int64_t device_memory_bytes() const { return 0; }
+  // True when results below the dtype's smallest normal number come out as 0 instead of
+  // subnormals (--cpu-flush-subnormals; see kernels/include/scan/kernels/float_env.h).
+  virtual bool flushes_subnormals() const { return false; }
 };
 
 }  // namespace scan::server

@@ -10,7 +10,7 @@
 namespace scan::server {
 
 // `pool` must outlive the backend; each request uses at most `max_parallelism` threads of it.
-std::unique_ptr<ScanBackend> make_cpu_native_backend(kernels::ThreadPool& pool,
-                                                     int max_parallelism);
+std::unique_ptr<ScanBackend> make_cpu_native_backend(kernels::ThreadPool& pool, int max_parallelism,
+                                                     bool flush_subnormals = false);
 
 }  // namespace scan::server

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "scan/kernels/float_env.h"
+
 namespace scan::server {
 namespace {
 
@@ -33,7 +35,7 @@ bool aligned_for(const void* address, std::size_t alignment) {
 
 class CpuTorchBackend final : public ScanBackend {
  public:
-  CpuTorchBackend() {
+  explicit CpuTorchBackend(bool flush_subnormals) : flush_subnormals_(flush_subnormals) {
     // Requests already run concurrently on the service's threads; intra-op threads on top of
     // that would oversubscribe the cores.
     at::set_num_threads(1);
@@ -41,11 +43,13 @@ class CpuTorchBackend final : public ScanBackend {
 
   const std::string& name() const override { return name_; }
   DeviceKind device_kind() const override { return DeviceKind::kCpu; }
+  bool flushes_subnormals() const override { return flush_subnormals_; }
 
   kernels::KernelStatus run(const ScanJob& job) override {
     const std::size_t element_bytes = kernels::element_size(job.dtype);
     const std::size_t bytes = static_cast<std::size_t>(job.view.numel()) * element_bytes;
     if (bytes == 0) return kernels::KernelStatus::Ok();
+    const kernels::ScopedFlushSubnormals flush(flush_subnormals_);
     try {
       const auto options = at::TensorOptions().dtype(to_scalar_type(job.dtype));
       const std::vector<int64_t> sizes{job.view.outer, job.view.length, job.view.inner};
@@ -85,12 +89,13 @@ class CpuTorchBackend final : public ScanBackend {
 
  private:
   const std::string name_ = "cpu-torch";
+  const bool flush_subnormals_;
 };
 
 }  // namespace
 
-std::unique_ptr<ScanBackend> make_cpu_torch_backend() {
-  return std::make_unique<CpuTorchBackend>();
+std::unique_ptr<ScanBackend> make_cpu_torch_backend(bool flush_subnormals) {
+  return std::make_unique<CpuTorchBackend>(flush_subnormals);
 }
 
 }  // namespace scan::server

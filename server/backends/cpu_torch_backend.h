@@ -8,6 +8,8 @@
 
 namespace scan::server {
 
-std::unique_ptr<ScanBackend> make_cpu_torch_backend();
+// `flush_subnormals`: LibTorch runs on the calling thread (one intra-op thread), so the caller's
+// flush-to-zero mode, set around each call, covers all of its arithmetic.
+std::unique_ptr<ScanBackend> make_cpu_torch_backend(bool flush_subnormals = false);
 
 }  // namespace scan::server

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
+#include <cstring>
 #include <random>
 #include <thread>
 
@@ -185,6 +187,67 @@ TEST_P(ServiceTest, ShutdownMarksHealthNotServingAndRefusesNewCalls) {
   running_->server().wait();
   bool serving = true;
   EXPECT_FALSE(client_->CheckHealth("", &serving, std::chrono::seconds(2)).ok() && serving);
+}
+
+// Products that end in float32's subnormal range (0.75^330 is 6.6e-42): the CPU backends flush
+// them to 0 by default, say so in GetServerInfo, and keep them exact with
+// --cpu-flush-subnormals=false. (Float products of decays above 0.5 never reach zero at all: they
+// stick in the subnormal range, where every multiply takes the CPU's slow path.)
+TEST_P(ServiceTest, SubnormalResultsAreFlushedByDefaultAndExactWhenConfigured) {
+  constexpr int kLength = 330;
+  constexpr int kLanes = 8;
+  client::HostTensor gamma{DType::kFloat32, {1, kLength, kLanes}, {}};
+  const std::vector<float> decays(kLength * kLanes, 0.75f);
+  gamma.data.assign(reinterpret_cast<const char*>(decays.data()), decays.size() * sizeof(float));
+  float sequential = 1.0f;
+  for (int step = 0; step < kLength; ++step) sequential *= 0.75f;
+  ASSERT_EQ(std::fpclassify(sequential), FP_SUBNORMAL);
+
+  struct Outcome {
+    std::string backend;
+    bool flushing = false;
+    float last = -1;
+  };
+  auto scan_on = [&](client::Client& client) {
+    client::ScanOptions options;
+    options.dim = 1;
+    options.backend = v1::BACKEND_PREFERENCE_CPU;
+    client::ScanResult result;
+    const grpc::Status status = client.Scan(gamma, options, &result);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    EXPECT_TRUE(client::check_cumprod(gamma, result.result, 1).ok());
+    Outcome outcome;
+    outcome.backend = result.backend;
+    v1::GetServerInfoResponse info;
+    EXPECT_TRUE(client.GetServerInfo(&info).ok());
+    for (const auto& backend : info.backends()) {
+      if (backend.name() == result.backend) outcome.flushing = backend.flushes_subnormals();
+    }
+    if (result.result.data.size() == decays.size() * sizeof(float)) {
+      std::memcpy(&outcome.last,
+                  result.result.data.data() + result.result.data.size() - sizeof(float),
+                  sizeof(float));
+    }
+    return outcome;
+  };
+
+  const Outcome flushed = scan_on(*client_);
+  EXPECT_EQ(flushed.last, 0.0f) << flushed.backend;
+  EXPECT_TRUE(flushed.flushing) << flushed.backend;
+
+  server::ServerConfig exact_config = testing::loopback_config();
+  exact_config.worker_threads = 2;
+  exact_config.cpu_backend = GetParam();
+  exact_config.cpu_flush_subnormals = false;
+  testing::InProcessServer exact_server(exact_config);
+  ASSERT_TRUE(exact_server.started());
+  const Outcome exact = scan_on(exact_server.client());
+  EXPECT_FALSE(exact.flushing) << exact.backend;
+  EXPECT_EQ(std::fpclassify(exact.last), FP_SUBNORMAL) << exact.backend << ": " << exact.last;
+  // cpu-native multiplies in float like the loop above; LibTorch may accumulate in double.
+  if (exact.backend == "cpu-native") {
+    EXPECT_EQ(exact.last, sequential);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(CpuBackends, ServiceTest,

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cfloat>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -16,6 +17,7 @@
 #include <vector>
 
 #include "scan/kernels/cpu_cumprod_tuning.h"
+#include "scan/kernels/float_env.h"
 #include "scan/kernels/half.h"
 #include "scan/kernels/reference.h"
 #include "scan/kernels/thread_pool.h"
@@ -455,6 +457,168 @@ TEST(CpuCumprod, ReportsIsas) {
     EXPECT_EQ(cpu_cumprod(data, data, {1, 1, 1}, DType::kFloat32, options).code(),
               KernelStatus::Code::kUnsupported);
   }
+}
+
+// Decays in (0.5, 1): float products of these stick at the smallest subnormal instead of reaching
+// zero (x * 0.75 rounds back up to it), the pattern that makes subnormal flushing worth having.
+// A few subnormal factors test that such inputs read as zero.
+std::vector<unsigned char> make_underflowing_input(ScanShape shape, DType dtype,
+                                                   std::uint64_t seed) {
+  std::mt19937_64 engine(seed);
+  std::uniform_real_distribution<double> decay(0.5, 1.0);
+  std::vector<double> wide(static_cast<std::size_t>(shape.numel()));
+  for (double& value : wide) value = decay(engine);
+  const double subnormal = dtype == DType::kFloat64 ? 0x1p-1060 : 0x1p-130;
+  std::uniform_int_distribution<std::size_t> where(0, wide.size() - 1);
+  for (int count = 0; count < 3; ++count) wide[where(engine)] = subnormal;
+  std::vector<unsigned char> stored(wide.size() * element_size(dtype));
+  narrow_from_f64(wide.data(), shape.numel(), dtype, stored.data());
+  return stored;
+}
+
+using FlushParam = std::tuple<CpuIsa, DType, int>;
+
+struct FlushCase {
+  const char* name;
+  ScanShape shape;
+  PoolMode pool;
+};
+
+// Long enough that float64 products leave the normal range too (about 2400 factors).
+const FlushCase kFlushCases[] = {
+    {"strided", {2, 4099, 19}, PoolMode::kNone},
+    {"strided_pool", {3, 4099, 64}, PoolMode::kThreeWorkers},
+    {"rows", {5, 4099, 1}, PoolMode::kOneWorker},
+    {"short_rows", {300, 61, 1}, PoolMode::kNone},
+    {"chained_row", {1, 70001, 1}, PoolMode::kThreeWorkers},
+};
+
+class CpuCumprodFlushTest : public ::testing::TestWithParam<FlushParam> {};
+
+// With flushing, results whose exact value is below half the accumulator's smallest normal number
+// are exactly zero, none is subnormal (except float16's own, which lie far above float32's normal
+// range and must survive), and everything well above that range is as accurate as without it.
+TEST_P(CpuCumprodFlushTest, ZeroBelowNormalRangeExactAbove) {
+  const auto [isa, dtype, index] = GetParam();
+  if (!cpu_isa_supported(isa)) GTEST_SKIP() << cpu_isa_name(isa) << " not supported here";
+  if (!subnormal_flush_supported()) GTEST_SKIP() << "no flush-to-zero on this architecture";
+  const FlushCase& c = kFlushCases[index];
+  const std::uint64_t seed = rng()();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  const std::vector<unsigned char> stored = make_underflowing_input(c.shape, dtype, seed);
+  const std::vector<double> wide_in = widen_to_f64(stored.data(), dtype, c.shape.numel());
+  std::vector<double> want(wide_in.size());
+  reference_cumprod(wide_in.data(), want.data(), c.shape);
+
+  CpuScanOptions options;
+  options.isa = isa;
+  options.pool = pool_for(c.pool);
+  options.flush_subnormals = true;
+  std::vector<unsigned char> out(stored.size());
+  const KernelStatus status =
+      cpu_cumprod_tuned(stored.data(), out.data(), c.shape, dtype, options, tuned(1, -1));
+  ASSERT_TRUE(status.ok()) << status.message();
+  const std::vector<double> got = widen_to_f64(out.data(), dtype, c.shape.numel());
+
+  const double normal_min = dtype == DType::kFloat64 ? DBL_MIN : FLT_MIN;
+  const Tolerance tol = tolerance(dtype, c.shape.length);
+  std::int64_t zeros = 0;
+  std::int64_t failures = 0;
+  for (std::size_t at = 0; at < want.size() && failures < 5; ++at) {
+    bool good;
+    if (std::fabs(want[at]) < normal_min / 2) {
+      good = got[at] == 0.0;
+      zeros += good;
+    } else if (std::fabs(want[at]) < 2 * normal_min) {
+      good = std::fabs(got[at] - want[at]) <= 2 * normal_min;
+    } else {
+      good = std::fabs(got[at] - want[at]) <= tol.relative * std::fabs(want[at]) + tol.absolute;
+    }
+    if (dtype != DType::kFloat16 && got[at] != 0.0 && std::fabs(got[at]) < normal_min) {
+      good = false;
+    }
+    if (!good) {
+      ++failures;
+      ADD_FAILURE() << "element " << at << ": got " << got[at] << ", want " << want[at];
+    }
+  }
+  EXPECT_GT(zeros, 0) << "the inputs never left the normal range: the test tests nothing";
+}
+
+std::string flush_name(const ::testing::TestParamInfo<FlushParam>& info) {
+  const auto [isa, dtype, index] = info.param;
+  std::ostringstream name;
+  name << cpu_isa_name(isa) << "_" << dtype_name(dtype) << "_" << kFlushCases[index].name;
+  return name.str();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    All, CpuCumprodFlushTest,
+    ::testing::Combine(::testing::ValuesIn(kIsas), ::testing::ValuesIn(kDTypes),
+                       ::testing::Range(0, static_cast<int>(std::size(kFlushCases)))),
+    flush_name);
+
+// The floating-point mode is per thread and the pool's workers outlive a call: a flushing call
+// must leave neither its caller nor the workers flushing, or the next exact call on the same pool
+// would silently lose its subnormals.
+TEST(CpuCumprod, FlushingLeavesCallerAndWorkersExact) {
+  ThreadPool pool(3);
+  const ScanShape shape{8, 600, 64};
+  std::vector<float> decays(static_cast<std::size_t>(shape.numel()), 0.75f);
+  std::vector<float> out(decays.size());
+  CpuScanOptions options;
+  options.pool = &pool;
+  options.flush_subnormals = true;
+  const CpuTuning every_thread = tuned(1, -1);
+  for (int round = 0; round < 3; ++round) {
+    ASSERT_TRUE(
+        cpu_cumprod_tuned(decays.data(), out.data(), shape, DType::kFloat32, options, every_thread)
+            .ok());
+    if (subnormal_flush_supported()) {
+      EXPECT_EQ(out.back(), 0.0f);
+    }
+  }
+
+  volatile float smallest_normal = FLT_MIN;
+  EXPECT_NE(smallest_normal * 0.5f, 0.0f) << "the caller thread was left flushing";
+
+  // 0.75^600 is about 1e-75; in float the product sticks in the subnormal range (x * 0.75
+  // rounds back up), which is what an exact call must reproduce on every thread.
+  float sequential = 1.0f;
+  for (std::int64_t step = 0; step < shape.length; ++step) sequential *= 0.75f;
+  ASSERT_EQ(std::fpclassify(sequential), FP_SUBNORMAL);
+  options.flush_subnormals = false;
+  for (int round = 0; round < 3; ++round) {
+    ASSERT_TRUE(
+        cpu_cumprod_tuned(decays.data(), out.data(), shape, DType::kFloat32, options, every_thread)
+            .ok());
+    for (std::int64_t block = 0; block < shape.outer; ++block) {
+      for (std::int64_t lane = 0; lane < shape.inner; ++lane) {
+        const std::size_t last =
+            static_cast<std::size_t>(((block + 1) * shape.length - 1) * shape.inner + lane);
+        ASSERT_EQ(out[last], sequential) << "block " << block << ", lane " << lane;
+      }
+    }
+  }
+}
+
+TEST(FloatEnv, FlushesInsideTheScopeOnly) {
+  if (!subnormal_flush_supported()) GTEST_SKIP() << "no flush-to-zero on this architecture";
+  volatile float smallest_normal = FLT_MIN;
+  volatile float subnormal = 0x1p-140f;
+  {
+    const ScopedFlushSubnormals flush(true);
+    EXPECT_EQ(smallest_normal * 0.5f, 0.0f);
+    EXPECT_EQ(subnormal * 2.0f, 0.0f) << "subnormal operands should read as zero";
+    {
+      const ScopedFlushSubnormals nested(true);
+      const ScopedFlushSubnormals disabled(false);
+      EXPECT_EQ(smallest_normal * 0.5f, 0.0f);
+    }
+    EXPECT_EQ(smallest_normal * 0.5f, 0.0f) << "a nested guard ended the outer one's mode";
+  }
+  EXPECT_EQ(smallest_normal * 0.5f, 0x1p-127f);
+  EXPECT_EQ(subnormal * 2.0f, 0x1p-139f);
 }
 
 // Several requests at once on one pool, each bounded to two threads: results stay right (and

@@ -117,20 +117,34 @@ TEST(Config, GpuFlagsAndCostModelOverrides) {
   EXPECT_EQ(parse_config({"--gpu", "on"}, {}, &gpu_typo).action, ParseResult::Action::kExitFailure);
 }
 
-TEST(Config, GpuRegisterPoolDefaultsOnAndCanBeTurnedOff) {
+// A switch that defaults on: its environment variable turns it off, the flag wins over the
+// environment, `describe()` (the startup log line) shows it, and a non-boolean is refused.
+void expect_switch_defaults_on(const std::string& flag, const std::string& variable,
+                               bool ServerConfig::*member, const std::string& described) {
+  SCOPED_TRACE(flag);
   ServerConfig defaults;
   ASSERT_EQ(parse_config({}, {}, &defaults).action, ParseResult::Action::kRun);
-  EXPECT_TRUE(defaults.gpu_register_pool);
+  EXPECT_TRUE(defaults.*member);
   ServerConfig from_env;
-  ASSERT_EQ(parse_config({}, {{"SCAN_GPU_REGISTER_POOL", "false"}}, &from_env).action,
-            ParseResult::Action::kRun);
-  EXPECT_FALSE(from_env.gpu_register_pool);
+  ASSERT_EQ(parse_config({}, {{variable, "false"}}, &from_env).action, ParseResult::Action::kRun);
+  EXPECT_FALSE(from_env.*member);
+  EXPECT_THAT(from_env.describe(), HasSubstr(described + "=false"));
   ServerConfig from_flag;
-  ASSERT_EQ(parse_config({"--gpu-register-pool", "true"}, {{"SCAN_GPU_REGISTER_POOL", "false"}},
-                         &from_flag)
-                .action,
+  ASSERT_EQ(parse_config({flag, "true"}, {{variable, "false"}}, &from_flag).action,
             ParseResult::Action::kRun);
-  EXPECT_TRUE(from_flag.gpu_register_pool);
+  EXPECT_TRUE(from_flag.*member);
+  ServerConfig typo;
+  EXPECT_EQ(parse_config({flag, "maybe"}, {}, &typo).action, ParseResult::Action::kExitFailure);
+}
+
+TEST(Config, CpuFlushSubnormalsDefaultsOnAndCanBeTurnedOff) {
+  expect_switch_defaults_on("--cpu-flush-subnormals", "SCAN_CPU_FLUSH_SUBNORMALS",
+                            &ServerConfig::cpu_flush_subnormals, "cpu_flush_subnormals");
+}
+
+TEST(Config, GpuRegisterPoolDefaultsOnAndCanBeTurnedOff) {
+  expect_switch_defaults_on("--gpu-register-pool", "SCAN_GPU_REGISTER_POOL",
+                            &ServerConfig::gpu_register_pool, "gpu_register_pool");
 }
 
 }  // namespace

@@ -30,6 +30,10 @@ struct CpuScanOptions {
   int max_parallelism = 0;
   // Forcing a specific ISA is for tests and benchmarks; one the CPU lacks yields kUnsupported.
   CpuIsa isa = CpuIsa::kAuto;
+  // Results below the dtype's smallest normal number become 0 instead of subnormals, on every
+  // thread of the call (see float_env.h for why and what it costs in accuracy). Off: exact IEEE
+  // products, subnormals included, as a sequential loop or torch.cumprod computes them.
+  bool flush_subnormals = false;
 };
 
 // out[o, l, i] = prod_{k <= l} in[o, k, i] for the contiguous row-major tensors `in` and `out`

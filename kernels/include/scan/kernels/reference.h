@@ -31,6 +31,10 @@ struct Tolerance {
 // of relative error, storing adds one unit of the output type, and results in the subnormal range
 // carry absolute rather than relative error (one subnormal step per multiplication).
 Tolerance cumprod_tolerance(DType dtype, std::int64_t length);
+// The same bound for a cumprod that flushes subnormal results to zero (scan-server's CPU backends
+// by default, see float_env.h): results below the accumulation type's smallest normal number
+// (1.2e-38 for float32 and the 16-bit types, 2.2e-308 for float64) may come out as 0.
+Tolerance cumprod_tolerance_flushed(DType dtype, std::int64_t length);
 
 struct Comparison {
   std::int64_t checked = 0;
