@@ -77,8 +77,14 @@ std::vector<std::string> split_targets(const std::string& text) {
 
 RoundRobinClients::RoundRobinClients(const std::vector<std::string>& targets,
                                      const transport::ChannelArgs& overrides) {
+  // Channels told not to retry get clients that do not resend either.
+  bool retries = true;
+  for (const auto& [name, value] : overrides) {
+    if (name == GRPC_ARG_ENABLE_RETRIES) retries = value != 0;
+  }
   for (const auto& target : targets) {
     clients_.push_back(std::make_unique<Client>(make_channel(target, overrides)));
+    if (!retries) clients_.back()->set_max_attempts(1);
   }
 }
 
@@ -141,7 +147,7 @@ grpc::Status Client::call(const grpc::ByteBuffer& request, std::chrono::millisec
   // gRPC's own retries (the channel's service config) stop once a replica has started answering;
   // a replica that dies mid-answer leaves UNAVAILABLE. A scan is a pure function of its request,
   // so sending it again is always safe: a few more attempts, within the same overall deadline.
-  for (int attempt = 0; attempt < 3; ++attempt) {
+  for (int attempt = 0; attempt < max_attempts_; ++attempt) {
     grpc::ClientContext context;
     prepare(&context, timeout.count() > 0 ? deadline : std::chrono::system_clock::time_point());
     grpc::ByteBuffer response_buffer;
@@ -170,7 +176,7 @@ grpc::Status Client::ScanStream(const v1::ScanRequest& request,
   const auto deadline = deadline_after(timeout);
   grpc::Status status;
   // As in call(): a replica going away is retried with the same bytes, within the deadline.
-  for (int attempt = 0; attempt < 3; ++attempt) {
+  for (int attempt = 0; attempt < max_attempts_; ++attempt) {
     response->Clear();
     status = stream_once(request, *payload, payload, std::max<std::size_t>(chunk_bytes, 1),
                          deadline, response);

@@ -69,6 +69,10 @@ class Client {
 
   // Every later call carries "authorization: Bearer <token>" (empty: no header).
   void set_auth_token(std::string token) { auth_token_ = std::move(token); }
+  // How often Scan and ScanStream send a call whose replica went away (UNAVAILABLE) on top of
+  // gRPC's own retries, within the call's deadline; 1: once. Default 3. Load generators that
+  // disable retries set 1, so that every refusal is seen and counted.
+  void set_max_attempts(int attempts) { max_attempts_ = attempts < 1 ? 1 : attempts; }
 
   // Sends `gamma` (moved into the request, so pass a copy to keep it) and waits for the answer.
   // The tensor bytes go to gRPC without a copy (see wire_codec.h).
@@ -118,6 +122,7 @@ class Client {
   // Sets the deadline (0 = none) and the credentials every call carries.
   void prepare(grpc::ClientContext* context, std::chrono::system_clock::time_point deadline) const;
 
+  int max_attempts_ = 3;
   std::string auth_token_;
   std::shared_ptr<grpc::Channel> channel_;
   // Scan, registered with the channel once; called with raw buffers (see wire_codec.h).
@@ -136,6 +141,7 @@ class Client {
 // balanced inside its channel: make_channel selects gRPC's round_robin policy.)
 class RoundRobinClients {
  public:
+  // Overrides with GRPC_ARG_ENABLE_RETRIES 0 also turn off the clients' own resending.
   explicit RoundRobinClients(const std::vector<std::string>& targets,
                              const transport::ChannelArgs& overrides = {});
 

@@ -21,7 +21,8 @@ namespace scan {
 namespace {
 
 // Echoes gamma as result under its own backend name, noting on which kind of thread it did; a
-// request with dim 99 fails; one with dim 77 asks to wait (Waiting) and, where it may, blocks
+// request with dim 99 fails; one with dim 55 is refused with UNAVAILABLE (a replica going away),
+// counted; one with dim 77 asks to wait (Waiting) and, where it may, blocks
 // until `release` is set.
 class Replica {
  public:
@@ -32,6 +33,10 @@ class Replica {
                          server::Waiting waiting) -> std::optional<grpc::Status> {
               if (request->dim() == 99) {
                 return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "dim: 99");
+              }
+              if (request->dim() == 55) {
+                ++refused;
+                return grpc::Status(grpc::StatusCode::UNAVAILABLE, "going away");
               }
               if (request->dim() == 77) {
                 if (waiting == server::Waiting::kNotAllowed) return std::nullopt;
@@ -55,7 +60,7 @@ class Replica {
   std::string target() const { return "127.0.0.1:" + std::to_string(port_); }
   int port() const { return port_; }
 
-  std::atomic<int> on_callback_thread{0}, on_own_threads{0}, blocked{0};
+  std::atomic<int> on_callback_thread{0}, on_own_threads{0}, blocked{0}, refused{0};
   std::atomic<bool> release{false};
 
  private:
@@ -93,6 +98,26 @@ TEST(Transport, HandlerErrorsReachTheClient) {
   const grpc::Status status = client.Scan(tensor_of(4), options, &result);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(status.error_message(), "dim: 99");
+}
+
+// A replica going away is sent the call again by default; a load generator that turns retries
+// off (scan-bench without --retries) must see the first refusal, not a resent call.
+TEST(Transport, UnavailableIsResentUnlessRetriesAreOff) {
+  Replica replica("a");
+  client::ScanOptions options;
+  options.dim = 55;
+  options.timeout = std::chrono::seconds(30);
+  client::ScanResult result;
+  client::RoundRobinClients no_retries({replica.target()}, {{GRPC_ARG_ENABLE_RETRIES, 0}});
+  EXPECT_EQ(no_retries.next().Scan(tensor_of(4), options, &result).error_code(),
+            grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(replica.refused.load(), 1);
+
+  replica.refused = 0;
+  client::Client retrying(replica.target());
+  EXPECT_EQ(retrying.Scan(tensor_of(4), options, &result).error_code(),
+            grpc::StatusCode::UNAVAILABLE);
+  EXPECT_GT(replica.refused.load(), 1);
 }
 
 TEST(Transport, SmallCallsRunOnTheCallbackThreadAndTheRestOnThreadsThatMayWait) {
