@@ -8,9 +8,10 @@
 # measures through the real client: a size sweep from 4 KiB to 256 MiB with AUTO (every answer
 # checked against float64), the production shape [2,8,32768,128] in float32 and bfloat16 on the GPU,
 # the same 256 MiB against one pinned host-to-device copy (PyTorch, same run), and the server's
-# routing table (scan-client --info) and GPU metrics. summary.md and logs.tar.gz go to $OUT (or
-# /tmp/device-out). Later steps run even if earlier ones fail; the exit status says whether all
-# passed.
+# routing table (scan-client --info) and GPU metrics. On a machine with several GPUs it first
+# checks that concurrent requests spread over them (SCAN_MULTI_GPU_ONLY=1: that and the tests
+# only). summary.md and logs.tar.gz go to $OUT (or /tmp/device-out). Later steps run even if
+# earlier ones fail; the exit status says whether all passed.
 set -uo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -46,7 +47,7 @@ step() {  # step NAME COMMAND...: runs COMMAND, logs to $logs/NAME.log, records 
 
 step configure cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_CUDA_ARCHITECTURES=90 -DSCAN_BUILD_BENCH=OFF -DSCAN_BUILD_TESTS=ON || exit 1
-step build cmake --build "$build" -j "$(nproc)" --target scan-server scan-client \
+step build cmake --build "$build" -j "$(nproc)" --target scan-server scan-client scan-bench \
   cuda_backend_test cuda_cumprod_test || exit 1
 if [ "${SCAN_SKIP_GPU_TESTS:-0}" != 1 ]; then
   step ctest bash -c "cd '$build' && ctest -L gpu -j 4 --output-on-failure --timeout 300"
@@ -56,6 +57,19 @@ fi
 
 server="$build/server/scan-server"
 client="$build/client/scan-client"
+bench="$build/client/scan-bench"
+
+finish() {  # summary and logs to $out; the exit status says whether every step passed
+  cat "$summary"
+  cp "$summary" "$out/"
+  tar czf "$out/logs.tar.gz" -C "$logs" .
+  if [ ${#failed[@]} -ne 0 ]; then
+    echo "device-gpu-backend: FAILED: ${failed[*]}"
+    exit 1
+  fi
+  echo "device-gpu-backend: all steps passed"
+  exit 0
+}
 
 # SCAN_METRICS_PORT=0 (metrics off): civetweb from the unpacked .deb could not bind there.
 metrics_port=${SCAN_METRICS_PORT:-19464}
@@ -101,6 +115,41 @@ scan() {
   check=$(awk '/^check:/ {print $2}' "$logs/last.txt")
   echo "| $label | $* | ${backend:-?} | ${compute:-?} | ${total:-?} | ${check:-FAILED} |" >>"$summary"
 }
+
+# Several GPUs: each request goes to the GPU with the fewest outstanding bytes, so requests sent at
+# once must spread over all of them, and every answer must still be right.
+gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
+if [ "$gpus" -ge 2 ] && start_server multi; then
+  "$client" --target "127.0.0.1:$port" --info | tee "$logs/info-multi.txt"
+  clients=()
+  for seed in 1 2 3 4 5 6 7 8; do
+    "$client" --target "127.0.0.1:$port" --check --seed "$seed" --backend gpu \
+      --shape 2,8,8192,128 --dtype f32 >"$logs/multi-$seed.txt" 2>&1 &
+    clients+=($!)
+  done
+  wait "${clients[@]}"
+  checked=$(grep -l '^check: *OK' "$logs"/multi-*.txt | wc -l)
+  [ "$checked" = 8 ] || failed+=("multi-gpu-check")
+  used=$(awk '/^backend:/ {print $2}' "$logs"/multi-*.txt | sort | uniq -c | tr '\n' ' ')
+  step multi-gpu-bench "$bench" --target "127.0.0.1:$port" --backend gpu --concurrency 4 \
+    --bytes 64Mi --requests 48 --warmup 1 --quiet
+  {
+    echo "### $gpus GPUs: requests sent at once"
+    echo
+    sed 's/^/    /' "$logs/info-multi.txt"
+    echo
+    echo "8 concurrent scan-client --check --backend gpu, [2,8,8192,128] f32: $checked of 8 OK;"
+    echo "answered by: $used"
+    echo
+    echo 'scan-bench --backend gpu --concurrency 4 --bytes 64Mi --requests 48:'
+    echo
+    sed 's/^/    /' "$logs/multi-gpu-bench.log"
+    echo
+  } >>"$summary"
+  kill "$pid"
+  wait "$pid"
+fi
+[ "${SCAN_MULTI_GPU_ONLY:-0}" = 1 ] && finish
 
 if start_server main; then
   "$client" --target "127.0.0.1:$port" --info | tee "$logs/info-start.txt"
@@ -239,11 +288,4 @@ for setting in "16 16Mi false" "16 8Mi true" "16 16Mi true"; do
   fi
 done
 
-cat "$summary"
-cp "$summary" "$out/"
-tar czf "$out/logs.tar.gz" -C "$logs" .
-if [ ${#failed[@]} -ne 0 ]; then
-  echo "device-gpu-backend: FAILED: ${failed[*]}"
-  exit 1
-fi
-echo "device-gpu-backend: all steps passed"
+finish
