@@ -58,7 +58,9 @@ struct BackendDescription {
 struct RequestRecord {
   const BackendSeries* backend = nullptr;  // null: rejected before a backend was chosen
   kernels::DType dtype = kernels::DType::kFloat32;
-  double seconds = 0;
+  // Decoded request in to response ready. < 0: not measured by the RPC, so the whole handler
+  // call counts (a unary Scan, whose request gRPC has fully received before the handler runs).
+  double seconds = -1;
   double queue_seconds = -1;    // < 0: never queued
   double compute_seconds = -1;  // < 0: never computed
   std::size_t request_bytes = 0;

@@ -59,7 +59,7 @@ grpc::Status ScanServiceImpl::recorded(grpc::ServerContextBase& context, Serve s
                   v1::status_code_name(status.error_code()), status.error_message());
   }
   record.code = status.error_code();
-  record.seconds = seconds_between(received, Clock::now());
+  if (record.seconds < 0) record.seconds = seconds_between(received, Clock::now());
   metrics_.record(record);
   return status;
 }
@@ -234,7 +234,6 @@ grpc::Status ScanServiceImpl::serve_stream(grpc::ServerContextBase& context, Sca
   }
   v1::ScanRequest header;
   if (auto status = parse_stream_header(&message, &header); !status.ok()) return status;
-  const auto received = Clock::now();
   ValidatedScan scan;
   if (auto status = validate_scan_header(header, limits_, &scan); !status.ok()) return status;
   // Admission happens here, before the client has sent a byte of the tensor: a refused stream
@@ -260,6 +259,10 @@ grpc::Status ScanServiceImpl::serve_stream(grpc::ServerContextBase& context, Sca
                                                      assembler.received_bytes(), scan.bytes)};
   }
   if (auto status = assembler.finish(); !status.ok()) return status;
+  // As for Scan, whose handler runs once gRPC holds the whole request: timings start with the last
+  // chunk in, so that neither the upload nor the result's download counts (Timing.total_us,
+  // scan_request_duration_seconds).
+  const auto received = Clock::now();
   record.request_bytes = scan.bytes;
   scan.input = input.bytes().data();
 
@@ -278,6 +281,7 @@ grpc::Status ScanServiceImpl::serve_stream(grpc::ServerContextBase& context, Sca
       !status.ok()) {
     return status;
   }
+  record.seconds = seconds_between(received, Clock::now());
   if (!io.write(wire::encode_message(head))) {
     return {grpc::StatusCode::CANCELLED, "the call ended before the result was sent"};
   }

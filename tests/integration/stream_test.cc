@@ -269,6 +269,33 @@ TEST_F(StreamTest, AdmissionHappensBeforeAnyTensorByteAndCancellingFreesTheReser
   EXPECT_TRUE(client::check_cumprod(gamma, result.result, 1).ok());
 }
 
+// The server's timing of a stream, like that of a unary Scan, leaves the network out: a client
+// that takes its time sending the tensor does not make the scan look slow.
+TEST_F(StreamTest, ServerTimingStartsWithTheLastChunk) {
+  const auto gamma = client::random_gamma(DType::kFloat32, {4, 256}, 0.5, 1.0, fresh_seed());
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  std::unique_ptr<RawStream> raw = stub_->ScanStream(&context);
+  ASSERT_TRUE(raw->Write(header_for(gamma, 1)));
+  v1::ScanStreamResponse answer;
+  ASSERT_TRUE(raw->Read(&answer));
+  ASSERT_EQ(answer.part_case(), v1::ScanStreamResponse::kAccepted);
+  constexpr auto kSlowUpload = std::chrono::milliseconds(600);
+  ASSERT_TRUE(raw->Write(chunk_of(gamma.data.substr(0, 1000))));
+  std::this_thread::sleep_for(kSlowUpload);
+  ASSERT_TRUE(raw->Write(chunk_of(gamma.data.substr(1000))));
+  raw->WritesDone();
+  ASSERT_TRUE(raw->Read(&answer));
+  ASSERT_EQ(answer.part_case(), v1::ScanStreamResponse::kHeader);
+  const v1::Timing& timing = answer.header().timing();
+  EXPECT_LT(timing.total_us(),
+            std::chrono::duration_cast<std::chrono::microseconds>(kSlowUpload).count());
+  EXPECT_GE(timing.total_us(), timing.compute_us() + timing.queue_us());
+  while (raw->Read(&answer)) {
+  }
+  EXPECT_TRUE(raw->Finish().ok());
+}
+
 TEST_F(StreamTest, ConcurrentStreamsEachGetTheirOwnAnswer) {
   constexpr int kClients = 8;
   std::vector<std::thread> threads;
