@@ -191,6 +191,21 @@ ThreadPool* pool_for(PoolMode mode) {
 
 using Param = std::tuple<CpuIsa, DType, int>;
 
+// Every (ISA, dtype, case of `Cases`) combination, named "<isa>_<dtype>_<case name>".
+template <const auto& Cases>
+auto every_isa_dtype_and() {
+  return ::testing::Combine(::testing::ValuesIn(kIsas), ::testing::ValuesIn(kDTypes),
+                            ::testing::Range(0, static_cast<int>(std::size(Cases))));
+}
+
+template <const auto& Cases>
+std::string case_name(const ::testing::TestParamInfo<Param>& info) {
+  const auto [isa, dtype, index] = info.param;
+  std::ostringstream name;
+  name << cpu_isa_name(isa) << "_" << dtype_name(dtype) << "_" << Cases[index].name;
+  return name.str();
+}
+
 // `misalign` elements of offset from the (64-byte aligned) buffers, for the head of the
 // streaming-store path; `tuning` lowers thresholds to reach the other paths on small tensors.
 // Returns the output bytes.
@@ -285,18 +300,7 @@ TEST_P(CpuCumprodTest, MatchesReference) {
   }
 }
 
-std::string param_name(const ::testing::TestParamInfo<Param>& info) {
-  const auto [isa, dtype, shape_index] = info.param;
-  std::ostringstream name;
-  name << cpu_isa_name(isa) << "_" << dtype_name(dtype) << "_" << kShapes[shape_index].name;
-  return name.str();
-}
-
-INSTANTIATE_TEST_SUITE_P(
-    All, CpuCumprodTest,
-    ::testing::Combine(::testing::ValuesIn(kIsas), ::testing::ValuesIn(kDTypes),
-                       ::testing::Range(0, static_cast<int>(std::size(kShapes)))),
-    param_name);
+INSTANTIATE_TEST_SUITE_P(All, CpuCumprodTest, every_isa_dtype_and<kShapes>(), case_name<kShapes>);
 
 // The paths that default thresholds reserve for large tensors, reached on small ones by lowering
 // the thresholds: the chained scan (fewer sequences than threads), non-temporal stores (with
@@ -374,18 +378,8 @@ TEST_P(CpuCumprodTunedTest, MatchesReference) {
   }
 }
 
-std::string tuned_name(const ::testing::TestParamInfo<Param>& info) {
-  const auto [isa, dtype, index] = info.param;
-  std::ostringstream name;
-  name << cpu_isa_name(isa) << "_" << dtype_name(dtype) << "_" << kTunedCases[index].name;
-  return name.str();
-}
-
-INSTANTIATE_TEST_SUITE_P(
-    All, CpuCumprodTunedTest,
-    ::testing::Combine(::testing::ValuesIn(kIsas), ::testing::ValuesIn(kDTypes),
-                       ::testing::Range(0, static_cast<int>(std::size(kTunedCases)))),
-    tuned_name);
+INSTANTIATE_TEST_SUITE_P(All, CpuCumprodTunedTest, every_isa_dtype_and<kTunedCases>(),
+                         case_name<kTunedCases>);
 
 // The AVX512-BF16 conversion (with its exact fallback for vectors holding subnormal results)
 // must store the very bits of the exact integer rounding, NaN payloads included.
@@ -476,8 +470,6 @@ std::vector<unsigned char> make_underflowing_input(ScanShape shape, DType dtype,
   return stored;
 }
 
-using FlushParam = std::tuple<CpuIsa, DType, int>;
-
 struct FlushCase {
   const char* name;
   ScanShape shape;
@@ -493,7 +485,7 @@ const FlushCase kFlushCases[] = {
     {"chained_row", {1, 70001, 1}, PoolMode::kThreeWorkers},
 };
 
-class CpuCumprodFlushTest : public ::testing::TestWithParam<FlushParam> {};
+class CpuCumprodFlushTest : public ::testing::TestWithParam<Param> {};
 
 // With flushing, results whose exact value is below half the accumulator's smallest normal number
 // are exactly zero, none is subnormal (except float16's own, which lie far above float32's normal
@@ -545,18 +537,8 @@ TEST_P(CpuCumprodFlushTest, ZeroBelowNormalRangeExactAbove) {
   EXPECT_GT(zeros, 0) << "the inputs never left the normal range: the test tests nothing";
 }
 
-std::string flush_name(const ::testing::TestParamInfo<FlushParam>& info) {
-  const auto [isa, dtype, index] = info.param;
-  std::ostringstream name;
-  name << cpu_isa_name(isa) << "_" << dtype_name(dtype) << "_" << kFlushCases[index].name;
-  return name.str();
-}
-
-INSTANTIATE_TEST_SUITE_P(
-    All, CpuCumprodFlushTest,
-    ::testing::Combine(::testing::ValuesIn(kIsas), ::testing::ValuesIn(kDTypes),
-                       ::testing::Range(0, static_cast<int>(std::size(kFlushCases)))),
-    flush_name);
+INSTANTIATE_TEST_SUITE_P(All, CpuCumprodFlushTest, every_isa_dtype_and<kFlushCases>(),
+                         case_name<kFlushCases>);
 
 // The floating-point mode is per thread and the pool's workers outlive a call: a flushing call
 // must leave neither its caller nor the workers flushing, or the next exact call on the same pool
