@@ -11,7 +11,7 @@ packages=(
   libgrpc++1.51 libgrpc29 libgrpc++-dev libgrpc-dev protobuf-compiler-grpc
   libabsl20220623 libabsl-dev libre2-9 libre2-dev libc-ares2 libc-ares-dev
   prometheus-cpp-dev libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 libprometheus-cpp-push1.0
-  libcivetweb1 libcivetweb-dev civetweb
+  libcivetweb1 libcivetweb-dev civetweb libmicrohttpd12 libmicrohttpd-dev
   libspdlog-dev libspdlog1.10 libfmt-dev libfmt9
   libprotobuf-dev libprotobuf32 libprotobuf-lite32 libprotoc32 protobuf-compiler
   libgtest-dev libgmock-dev googletest libbenchmark-dev libbenchmark1debian

@@ -72,7 +72,7 @@ finish() {  # summary and logs to $out; the exit status says whether every step 
   exit 0
 }
 
-# SCAN_METRICS_PORT=0 (metrics off): civetweb from the unpacked .deb could not bind there.
+# Metrics stay on, as operators run it (SCAN_METRICS_PORT=0 turns them off for a one-off A/B).
 metrics_port=${SCAN_METRICS_PORT:-19464}
 metrics_listen=127.0.0.1:$metrics_port
 [ "$metrics_port" = 0 ] && metrics_listen=

@@ -236,6 +236,10 @@ const std::vector<Option>& options() {
          config->metrics_listen = text;
          return {};
        }},
+      {"metrics-auth-token-file", "SCAN_METRICS_AUTH_TOKEN_FILE",
+       "scrapes of /metrics need 'Authorization: Bearer <token>' with the token in this file "
+       "(Prometheus: authorization.credentials_file)",
+       string_setter(&ServerConfig::metrics_auth_token_file)},
       {"metrics-port-file", "SCAN_METRICS_PORT_FILE",
        "write the bound metrics port to this file once serving",
        string_setter(&ServerConfig::metrics_port_file)},

@@ -64,6 +64,7 @@ struct ServerConfig {
   std::string tls_key;          // PEM private key
   std::string tls_client_ca;    // PEM CA bundle: client certificates required and verified (mTLS)
   std::string auth_token_file;  // bearer token clients must send; health stays open
+  std::string metrics_auth_token_file;  // bearer token scrapes of /metrics must send
   bool reflection = true;
 
   std::int64_t effective_max_inflight_bytes() const {

@@ -1,6 +1,7 @@
 #include "metrics.h"
 
 #include <grpcpp/grpcpp.h>
+#include <prometheus/text_serializer.h>
 
 namespace scan::server {
 namespace {
@@ -145,22 +146,20 @@ ServiceMetrics::ServiceMetrics(const std::vector<BackendDescription>& backends,
   rejected_ = make_series("none", false, DeviceKind::kCpu);
 }
 
-bool ServiceMetrics::expose(const std::string& listen, std::string* error) {
-  try {
-    exposer_ = std::make_unique<prometheus::Exposer>(listen, 1);
-  } catch (const std::exception& failure) {
-    *error = "cannot serve metrics on " + listen + ": " + failure.what();
-    return false;
-  }
-  exposer_->RegisterCollectable(registry_);
-  return true;
+bool ServiceMetrics::expose(const std::string& listen, MetricsHttpServer::Authorize authorize,
+                            std::string* error) {
+  std::weak_ptr<prometheus::Registry> registry = registry_;
+  endpoint_ = MetricsHttpServer::start(
+      listen,
+      [registry] {
+        const auto alive = registry.lock();
+        return alive ? prometheus::TextSerializer().Serialize(alive->Collect()) : std::string();
+      },
+      std::move(authorize), MetricsHttpLimits{}, error);
+  return endpoint_ != nullptr;
 }
 
-int ServiceMetrics::port() const {
-  if (!exposer_) return 0;
-  const auto ports = exposer_->GetListeningPorts();
-  return ports.empty() ? 0 : ports.front();
-}
+int ServiceMetrics::port() const { return endpoint_ ? endpoint_->port() : 0; }
 
 void ServiceMetrics::record(const RequestRecord& record) const {
   const BackendSeries& series = record.backend != nullptr ? *record.backend : rejected_;

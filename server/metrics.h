@@ -5,7 +5,6 @@
 
 #include <grpcpp/support/status.h>
 #include <prometheus/counter.h>
-#include <prometheus/exposer.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
@@ -18,6 +17,7 @@
 
 #include "backends/backend.h"
 #include "cost_model.h"
+#include "metrics_http.h"
 #include "scan/kernels/types.h"
 #include "scan/v1/status_code_name.h"
 
@@ -75,8 +75,10 @@ class ServiceMetrics {
   // `backends` are the router's backends, in its order.
   ServiceMetrics(const std::vector<BackendDescription>& backends, const std::string& version);
 
-  // Serves /metrics on `listen` (HOST:PORT, port 0 picks one). Returns false with *error set.
-  bool expose(const std::string& listen, std::string* error);
+  // Serves /metrics on `listen` (HOST:PORT, port 0 picks one); `authorize` (may be empty) guards
+  // scrapes. Returns false with *error set.
+  bool expose(const std::string& listen, MetricsHttpServer::Authorize authorize,
+              std::string* error);
   int port() const;  // 0 when not exposed
 
   const BackendSeries& backend(std::size_t index) const { return backends_.at(index); }
@@ -101,7 +103,7 @@ class ServiceMetrics {
   std::vector<BackendSeries> backends_;
   BackendSeries rejected_;  // requests refused before routing: backend="none"
   prometheus::Gauge* inflight_ = nullptr;
-  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::unique_ptr<MetricsHttpServer> endpoint_;
 };
 
 }  // namespace scan::server

@@ -42,39 +42,42 @@ std::shared_ptr<grpc::ServerCredentials> make_server_credentials(const ServerCon
 }
 
 std::optional<TokenAuthenticator> TokenAuthenticator::from_file(const std::string& path,
-                                                                std::string* error) {
+                                                                std::string* error,
+                                                                const std::string& flag) {
   std::string token;
   if (!read_file(path, &token)) {
-    *error = "--auth-token-file: cannot read " + path;
+    *error = flag + ": cannot read " + path;
     return std::nullopt;
   }
   const auto first = token.find_first_not_of(" \t\r\n");
   const auto last = token.find_last_not_of(" \t\r\n");
   token = first == std::string::npos ? "" : token.substr(first, last - first + 1);
   if (token.size() < 16) {
-    *error = "--auth-token-file: the token must have at least 16 characters";
+    *error = flag + ": the token must have at least 16 characters";
     return std::nullopt;
   }
   return TokenAuthenticator(std::move(token));
 }
 
 grpc::Status TokenAuthenticator::check(const grpc::ServerContextBase& context) const {
-  static constexpr std::string_view kScheme = "Bearer ";
   const auto& metadata = context.client_metadata();
   const auto found = metadata.find("authorization");
-  const grpc::Status refused(grpc::StatusCode::UNAUTHENTICATED,
-                             "authorization: a valid 'Bearer <token>' is required");
-  if (found == metadata.end()) return refused;
-  const std::string_view presented(found->second.data(), found->second.length());
-  if (presented.size() != kScheme.size() + token_.size() ||
-      presented.substr(0, kScheme.size()) != kScheme) {
-    return refused;
-  }
-  // Constant time, so response timing reveals nothing about how much of the token matched.
-  if (CRYPTO_memcmp(presented.data() + kScheme.size(), token_.data(), token_.size()) != 0) {
-    return refused;
+  if (found == metadata.end() ||
+      !matches(std::string_view(found->second.data(), found->second.length()))) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "authorization: a valid 'Bearer <token>' is required");
   }
   return grpc::Status::OK;
+}
+
+bool TokenAuthenticator::matches(std::string_view presented) const {
+  static constexpr std::string_view kScheme = "Bearer ";
+  if (presented.size() != kScheme.size() + token_.size() ||
+      presented.substr(0, kScheme.size()) != kScheme) {
+    return false;
+  }
+  // Constant time, so response timing reveals nothing about how much of the token matched.
+  return CRYPTO_memcmp(presented.data() + kScheme.size(), token_.data(), token_.size()) == 0;
 }
 
 }  // namespace scan::server

@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "config.h"
 
@@ -21,10 +22,16 @@ std::shared_ptr<grpc::ServerCredentials> make_server_credentials(const ServerCon
 class TokenAuthenticator {
  public:
   // Reads the token (surrounding whitespace stripped). Nullopt and *error when unusable.
-  static std::optional<TokenAuthenticator> from_file(const std::string& path, std::string* error);
+  // `flag` names the option in error messages.
+  static std::optional<TokenAuthenticator> from_file(const std::string& path, std::string* error,
+                                                     const std::string& flag = "--auth-token-file");
 
   // OK, or UNAUTHENTICATED without revealing anything about the expected token.
   grpc::Status check(const grpc::ServerContextBase& context) const;
+
+  // Whether an "authorization" value is "Bearer <the token>", in time independent of how much of
+  // the token matched.
+  bool matches(std::string_view authorization) const;
 
  private:
   explicit TokenAuthenticator(std::string token) : token_(std::move(token)) {}

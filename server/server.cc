@@ -87,7 +87,19 @@ bool ScanServer::start() {
   }
 
   if (!config_.metrics_listen.empty()) {
-    if (!metrics_->expose(config_.metrics_listen, &error)) {
+    MetricsHttpServer::Authorize authorize_scrape;
+    if (!config_.metrics_auth_token_file.empty()) {
+      auto scrape_token = TokenAuthenticator::from_file(config_.metrics_auth_token_file, &error,
+                                                        "--metrics-auth-token-file");
+      if (!scrape_token) {
+        spdlog::error("{}", error);
+        return false;
+      }
+      authorize_scrape = [token = std::move(*scrape_token)](const char* authorization) {
+        return authorization != nullptr && token.matches(authorization);
+      };
+    }
+    if (!metrics_->expose(config_.metrics_listen, std::move(authorize_scrape), &error)) {
       spdlog::error("{}", error);
       return false;
     }

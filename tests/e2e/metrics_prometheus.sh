@@ -63,5 +63,20 @@ sleep 3  # let the last scrapes and rule evaluations land
 python3 "$(dirname "$0")/check_promql.py" "http://127.0.0.1:$prometheus_port" \
   "$repo/deploy/grafana/dashboards/scan-service.json" "$repo/deploy/prometheus/scan-alerts.yml" ||
   fail "PromQL checks"
+# The metrics port against a port scanner, on the real binary: every method and stray path gets an
+# HTTP answer (the civetweb exposer died of SIGSEGV on the first 404 or 405), then it still scrapes.
+base="http://127.0.0.1:$metrics_port"
+for method in POST PUT DELETE OPTIONS PATCH TRACE; do
+  code=$(curl -s -o /dev/null -w '%{http_code}' -X "$method" "$base/metrics")
+  [ "$code" = 405 ] || fail "$method /metrics answered $code, expected 405"
+done
+for path in / /favicon.ico /metrics/x /index.html; do
+  code=$(curl -s -o /dev/null -w '%{http_code}' "$base$path")
+  [ "$code" = 404 ] || fail "GET $path answered $code, expected 404"
+done
+curl -sf -I "$base/metrics" >/dev/null || fail "HEAD /metrics"
+kill -0 "$server_pid" 2>/dev/null || fail "scan-server died under the metrics-port sweep"
+curl -sf "$base/metrics" | grep -q '^scan_requests_total' || fail "scrape after the sweep"
+
 kill -TERM "$server_pid"
 echo "e2e metrics: all checks passed"

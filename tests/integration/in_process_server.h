@@ -12,8 +12,8 @@
 
 namespace scan::testing {
 
-// Loopback, an ephemeral port, no metrics endpoint (metrics_test.cc covers it; civetweb takes
-// ~2 s to stop), a short grace period, and no GPU (these suites pin CPU backends or fakes; a GPU
+// Loopback, an ephemeral port, no metrics endpoint (metrics_test.cc and metrics_endpoint_test.cc
+// cover it), a short grace period, and no GPU (these suites pin CPU backends or fakes; a GPU
 // machine would route AUTO there).
 inline server::ServerConfig loopback_config() {
   server::ServerConfig config;
