@@ -164,7 +164,7 @@ grpc::ByteBuffer encode_chunk(int field_number, const char* data, std::size_t si
 }
 
 ChunkAppend append_chunk(grpc::ByteBuffer* message, int field_number, std::string* out,
-                         std::size_t limit) {
+                         std::size_t limit, std::size_t* payload_bytes) {
   std::vector<grpc::Slice> slices;
   if (!message->Dump(&slices).ok()) return ChunkAppend::kNotAChunk;
   // The tag and the length varint: at most 11 bytes, possibly spread over several slices.
@@ -180,7 +180,10 @@ ChunkAppend append_chunk(grpc::ByteBuffer* message, int field_number, std::strin
       !read_varint(head, &position, &length) || position + length != message->Length()) {
     return ChunkAppend::kNotAChunk;
   }
-  if (length > limit || out->size() > limit - length) return ChunkAppend::kOverflow;
+  if (length > limit || out->size() > limit - length) {
+    if (payload_bytes != nullptr) *payload_bytes = static_cast<std::size_t>(length);
+    return ChunkAppend::kOverflow;
+  }
   std::size_t skip = position;
   for (const grpc::Slice& slice : slices) {
     const auto* bytes = reinterpret_cast<const char*>(slice.begin());

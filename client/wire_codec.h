@@ -151,8 +151,8 @@ enum class ChunkAppend {
 };
 // Appends the payload of `message` to `out` if the message is exactly one field `field_number`,
 // length-delimited (how every protobuf encoder writes a chunk message). Consumes the message
-// unless it answers kNotAChunk.
+// unless it answers kNotAChunk. On kOverflow, *payload_bytes (when given) is the payload's size.
 ChunkAppend append_chunk(grpc::ByteBuffer* message, int field_number, std::string* out,
-                         std::size_t limit);
+                         std::size_t limit, std::size_t* payload_bytes = nullptr);
 
 }  // namespace scan::wire

@@ -292,6 +292,18 @@ int ServerConfig::effective_rpc_threads() const {
   return std::max(64, 8 * effective_worker_threads());
 }
 
+std::int64_t ServerConfig::max_stream_input_chunk_bytes() const {
+  const auto varint_bytes = [](std::int64_t value) {
+    int bytes = 1;
+    for (; value >= 0x80; value >>= 7) ++bytes;
+    return bytes;
+  };
+  const std::int64_t message = effective_max_message_bytes();
+  std::int64_t payload = message - 2;
+  while (payload > 0 && 1 + varint_bytes(payload) + payload > message) --payload;
+  return payload;
+}
+
 std::string ServerConfig::describe() const {
   auto or_dash = [](const std::string& text) { return text.empty() ? std::string("-") : text; };
   std::string text = fmt::format(
@@ -352,8 +364,8 @@ ParseResult parse_config(const std::vector<std::string>& args,
       return failure(fmt::format("--{}: {}", flag, error));
     }
   }
-  if (config->stream_chunk_bytes + ServerConfig::kStreamChunkOverhead >
-      config->effective_max_message_bytes()) {
+  // A result chunk is framed like an input chunk: one field, tag and length.
+  if (config->stream_chunk_bytes > config->max_stream_input_chunk_bytes()) {
     return failure("--stream-chunk-bytes must leave room below --max-message-bytes");
   }
   if (config->effective_max_inflight_bytes() < 2 * config->max_tensor_bytes) {

@@ -72,11 +72,9 @@ struct ServerConfig {
   }  // NOT_SERVING but still serving, so load balancers notice
 
   std::int64_t effective_max_message_bytes() const;
-  // The largest ScanStream chunk a client may send: a message less its field's tag and length.
-  std::int64_t max_stream_input_chunk_bytes() const {
-    return effective_max_message_bytes() - kStreamChunkOverhead;
-  }
-  static constexpr std::int64_t kStreamChunkOverhead = 16;
+  // The largest ScanStream chunk a client may send: the largest payload whose message (one tag
+  // byte, the length varint, the payload) still fits in --max-message-bytes.
+  std::int64_t max_stream_input_chunk_bytes() const;
   int effective_worker_threads() const;
   int effective_rpc_threads() const;
   int effective_gpu_copy_threads() const;

@@ -37,11 +37,12 @@ StreamAssembler::StreamAssembler(std::string* buffer, std::size_t expected_bytes
 grpc::Status StreamAssembler::add(grpc::ByteBuffer* message) {
   ++messages_;
   const std::size_t before = buffer_->size();
-  switch (wire::append_chunk(message, kChunkField, buffer_, expected_bytes_)) {
+  std::size_t chunk_bytes = 0;
+  switch (wire::append_chunk(message, kChunkField, buffer_, expected_bytes_, &chunk_bytes)) {
     case wire::ChunkAppend::kAppended:
       return grpc::Status::OK;
     case wire::ChunkAppend::kOverflow:
-      return too_many_bytes(message->Length());
+      return too_many_bytes(chunk_bytes);
     case wire::ChunkAppend::kNotAChunk:
       break;
   }

@@ -227,6 +227,32 @@ TEST_F(StreamTest, ConversationOutOfOrderIsRefusedNamingWhatWasWrong) {
   EXPECT_TRUE(client::check_cumprod(gamma, result.result, 1).ok());
 }
 
+TEST_F(StreamTest, AChunkOfExactlyMaxChunkBytesIsTakenAndOneByteMoreIsNamedPrecisely) {
+  // (1 MiB - 4) bytes: 262143 float32 values, sent as one chunk of exactly max_chunk_bytes.
+  const auto gamma = client::random_gamma(DType::kFloat32, {262143}, 0.5, 1.0, 11);
+  grpc::ClientContext context;
+  std::unique_ptr<RawStream> call = stub_->ScanStream(&context);
+  ASSERT_TRUE(call->Write(header_for(gamma, 0)));
+  v1::ScanStreamResponse answer;
+  ASSERT_TRUE(call->Read(&answer));
+  ASSERT_EQ(answer.accepted().max_chunk_bytes(), static_cast<std::int64_t>(gamma.data.size()));
+  ASSERT_TRUE(call->Write(chunk_of(gamma.data)));
+  call->WritesDone();
+  client::HostTensor output{gamma.dtype, gamma.shape, {}};
+  while (call->Read(&answer)) {
+    if (answer.part_case() == v1::ScanStreamResponse::kChunk) output.data += answer.chunk();
+  }
+  ASSERT_TRUE(call->Finish().ok());
+  EXPECT_TRUE(client::check_cumprod(gamma, output, 0).ok());
+
+  // One byte over the tensor's size in a chunk: the error gives the chunk's size, not the
+  // encoded message's.
+  const auto small = client::random_gamma(DType::kFloat32, {1000}, 0.5, 1.0, 12);
+  const auto status = converse({header_for(small, 0), chunk_of(small.data + "x")});
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("(4001 bytes)"));
+}
+
 TEST_F(StreamTest, AdmissionHappensBeforeAnyTensorByteAndCancellingFreesTheReservation) {
   // 6 MiB: one such stream with its result takes 12 of the 16 MiB budget.
   const auto gamma = client::random_gamma(DType::kFloat32, {4, 3072, 128}, 0.5, 1.0, 7);
@@ -238,7 +264,8 @@ TEST_F(StreamTest, AdmissionHappensBeforeAnyTensorByteAndCancellingFreesTheReser
   v1::ScanStreamResponse accepted;
   ASSERT_TRUE(holder->Read(&accepted));
   ASSERT_EQ(accepted.part_case(), v1::ScanStreamResponse::kAccepted);
-  EXPECT_EQ(accepted.accepted().max_chunk_bytes(), kMaxMessageBytes - 16);
+  // Tag byte + a 3-byte length varint + the payload fill one 1 MiB message exactly.
+  EXPECT_EQ(accepted.accepted().max_chunk_bytes(), kMaxMessageBytes - 4);
 
   // The budget is taken by a stream that has sent no data: the next one is refused at once,
   // before it sends any.

@@ -70,7 +70,8 @@ TEST(Config, TensorsMayExceedOneMessageSinceTheyCanBeStreamed) {
   const auto result = parse({"--max-tensor-bytes=2Gi", "--max-message-bytes=64Mi"}, {}, &config);
   ASSERT_EQ(result.action, ParseResult::Action::kRun) << result.output;
   EXPECT_EQ(config.max_tensor_bytes, std::int64_t{2} << 30);
-  EXPECT_EQ(config.max_stream_input_chunk_bytes(), (std::int64_t{64} << 20) - 16);
+  // Tag byte + a 4-byte length varint + the payload is exactly one 64 MiB message.
+  EXPECT_EQ(config.max_stream_input_chunk_bytes(), (std::int64_t{64} << 20) - 5);
 }
 
 TEST(Config, HelpListsEveryFlagWithItsEnvironmentVariable) {
