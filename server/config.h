@@ -25,7 +25,11 @@ struct ServerConfig {
   std::string port_file;  // where to write the bound port, for scripts that listen on port 0
   std::string metrics_listen = "0.0.0.0:9464";  // empty: no metrics endpoint
   std::string metrics_port_file;
-  double drain_delay_seconds = 0.0;
+  // gRPC hands a unary call to its handler only once the whole request has arrived, so a call
+  // whose upload began before SIGTERM is indistinguishable from a new one until then: keep
+  // accepting long enough for such uploads (a 64 MiB message takes well under a second on
+  // loopback) to land. Costs every shutdown this long.
+  double drain_delay_seconds = 2.0;
   // "auto": register cpu-native and cpu-torch, calibrate both at startup, and let the router pick
   // by predicted time; a backend name: serve the CPU path with that backend only.
   std::string cpu_backend = "auto";
