@@ -20,6 +20,7 @@ inline server::ServerConfig loopback_config() {
   config.listen = "127.0.0.1:0";
   config.metrics_listen = "";
   config.shutdown_grace_seconds = 5;
+  config.drain_delay_seconds = 0;  // draining is tested against real processes (resilience_test)
   config.gpu = "off";
   return config;
 }

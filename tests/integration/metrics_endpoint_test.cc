@@ -92,6 +92,7 @@ class MetricsEndpointTest : public ::testing::Test {
  protected:
   void start(const std::string& metrics_token_file = "") {
     server::ServerConfig config;
+    config.drain_delay_seconds = 0;  // no drain to wait for in-process
     config.listen = "127.0.0.1:0";
     config.metrics_listen = "127.0.0.1:0";
     config.metrics_auth_token_file = metrics_token_file;

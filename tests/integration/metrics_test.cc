@@ -47,6 +47,7 @@ class MetricsTest : public ::testing::Test {
  protected:
   void SetUp() override {
     server::ServerConfig config;
+    config.drain_delay_seconds = 0;  // no drain to wait for in-process
     config.listen = "127.0.0.1:0";
     config.metrics_listen = "127.0.0.1:0";
     config.worker_threads = 2;

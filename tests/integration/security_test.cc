@@ -52,6 +52,7 @@ class SecurityTest : public ::testing::Test {
   }
   server::ServerConfig tls_config(bool mutual) const {
     server::ServerConfig config;
+    config.drain_delay_seconds = 0;  // no drain to wait for in-process
     config.tls_cert = (*certs_ / "server.crt").string();
     config.tls_key = (*certs_ / "server.key").string();
     if (mutual) config.tls_client_ca = (*certs_ / "ca.crt").string();
@@ -117,6 +118,7 @@ TEST_F(SecurityTest, BearerTokenGuardsScanButNotHealth) {
   const std::string token = "s3cret-token-" + std::to_string(std::random_device{}());
   std::ofstream(token_file) << token << "\n";
   server::ServerConfig config;
+  config.drain_delay_seconds = 0;  // no drain to wait for in-process
   config.auth_token_file = token_file.string();
   start(config);
   const auto channel = grpc::CreateChannel(target(), grpc::InsecureChannelCredentials());
