@@ -156,6 +156,14 @@ const std::vector<Option>& options() {
       {"idle-connection-timeout-seconds", "SCAN_IDLE_CONNECTION_TIMEOUT_SECONDS",
        "connections without calls for this long are closed (0 = never)",
        seconds_setter(&ServerConfig::idle_connection_timeout_seconds)},
+      {"stream-first-chunk-timeout-seconds", "SCAN_STREAM_FIRST_CHUNK_TIMEOUT_SECONDS",
+       "a ScanStream whose header, or first chunk after `accepted`, takes longer is ended with "
+       "DEADLINE_EXCEEDED (0 = never)",
+       seconds_setter(&ServerConfig::stream_first_chunk_timeout_seconds)},
+      {"stream-idle-timeout-seconds", "SCAN_STREAM_IDLE_TIMEOUT_SECONDS",
+       "a ScanStream whose client sends no chunk, or reads no result chunk, for this long is ended "
+       "with DEADLINE_EXCEEDED and its memory freed (0 = never)",
+       seconds_setter(&ServerConfig::stream_idle_timeout_seconds)},
       {"tls-cert", "SCAN_TLS_CERT",
        "PEM certificate chain of the server; with --tls-key enables TLS",
        string_setter(&ServerConfig::tls_cert)},
@@ -313,14 +321,16 @@ std::string ServerConfig::describe() const {
       "log_format={} "
       "shutdown_grace_seconds={} drain_delay_seconds={} port_file={} metrics_port_file={} "
       "max_inflight_bytes={} max_queue={} max_concurrent_streams={} "
-      "min_client_ping_interval_seconds={} idle_connection_timeout_seconds={} tls={} mtls={} "
+      "min_client_ping_interval_seconds={} idle_connection_timeout_seconds={} "
+      "stream_first_chunk_timeout_seconds={} stream_idle_timeout_seconds={} tls={} mtls={} "
       "token_auth={} reflection={}",
       listen, or_dash(metrics_listen), max_tensor_bytes, effective_max_message_bytes(),
       stream_chunk_bytes, max_rank, effective_worker_threads(), effective_rpc_threads(),
       cpu_backend, cpu_flush_subnormals, log_level, log_format, shutdown_grace_seconds,
       drain_delay_seconds, or_dash(port_file), or_dash(metrics_port_file),
       effective_max_inflight_bytes(), max_queue, max_concurrent_streams,
-      min_client_ping_interval_seconds, idle_connection_timeout_seconds, !tls_cert.empty(),
+      min_client_ping_interval_seconds, idle_connection_timeout_seconds,
+      stream_first_chunk_timeout_seconds, stream_idle_timeout_seconds, !tls_cert.empty(),
       !tls_client_ca.empty(), !auth_token_file.empty(), reflection);
   text += fmt::format(
       " gpu={} gpu_lanes={} gpu_chunk_bytes={} gpu_copy_threads={} gpu_streaming_copies={} "

@@ -62,6 +62,11 @@ struct ServerConfig {
   int max_concurrent_streams = 64;      // per connection
   double min_client_ping_interval_seconds = 10;
   double idle_connection_timeout_seconds = 3600;
+  // A ScanStream must keep moving, or it is ended and its memory freed: its header, and then its
+  // first chunk after `accepted`, each within the first limit; then no gap longer than the second
+  // between chunks in, or between result chunks taken by the client. 0 = no limit.
+  double stream_first_chunk_timeout_seconds = 10;
+  double stream_idle_timeout_seconds = 10;
 
   // Security.
   std::string tls_cert;         // PEM certificate chain; with tls_key turns TLS on

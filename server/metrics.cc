@@ -67,6 +67,23 @@ ServiceMetrics::ServiceMetrics(const std::vector<BackendDescription>& backends,
                    .Help("Scan calls being handled right now")
                    .Register(*registry_)
                    .Add({});
+  inflight_bytes_ = &prometheus::BuildGauge()
+                         .Name("scan_inflight_bytes")
+                         .Help(
+                             "Tensor bytes held by calls being served (request and result "
+                             "buffers), out of scan_inflight_bytes_limit")
+                         .Register(*registry_)
+                         .Add({});
+  auto& stalled = prometheus::BuildCounter()
+                      .Name("scan_stream_stalls_total")
+                      .Help(
+                          "ScanStream calls the server ended (DEADLINE_EXCEEDED) because the "
+                          "client made no progress, by the phase it stalled in")
+                      .Register(*registry_);
+  for (int phase = 0; phase < kStreamPhaseCount; ++phase) {
+    streams_stalled_[phase] =
+        &stalled.Add({{"phase", stream_phase_name(static_cast<StreamPhase>(phase))}});
+  }
   auto& cost_fixed = prometheus::BuildGauge()
                          .Name("scan_router_cost_fixed_seconds")
                          .Help("Router's model of a backend: fixed cost per request (0 = unknown)")
@@ -157,6 +174,18 @@ bool ServiceMetrics::expose(const std::string& listen, MetricsHttpServer::Author
       },
       std::move(authorize), MetricsHttpLimits{}, error);
   return endpoint_ != nullptr;
+}
+
+void ServiceMetrics::watch_budget(ByteBudget& budget) const {
+  prometheus::BuildGauge()
+      .Name("scan_inflight_bytes_limit")
+      .Help("The in-flight budget's size in bytes (--max-inflight-bytes)")
+      .Register(*registry_)
+      .Add({})
+      .Set(static_cast<double>(budget.limit()));
+  prometheus::Gauge* in_use = inflight_bytes_;
+  budget.set_observer(
+      [in_use](std::int64_t delta) { in_use->Increment(static_cast<double>(delta)); });
 }
 
 int ServiceMetrics::port() const { return endpoint_ ? endpoint_->port() : 0; }

@@ -16,10 +16,12 @@
 #include <vector>
 
 #include "backends/backend.h"
+#include "byte_budget.h"
 #include "cost_model.h"
 #include "metrics_http.h"
 #include "scan/kernels/types.h"
 #include "scan/v1/status_code_name.h"
+#include "stream_phase.h"
 
 namespace scan::server {
 
@@ -83,6 +85,12 @@ class ServiceMetrics {
 
   const BackendSeries& backend(std::size_t index) const { return backends_.at(index); }
   prometheus::Gauge& inflight() const { return *inflight_; }
+  // Shows `budget`'s use and limit from now on (call before the budget is shared).
+  void watch_budget(ByteBudget& budget) const;
+  // A ScanStream ended by the server because its client made no progress in `phase`.
+  void record_stream_stall(StreamPhase phase) const {
+    streams_stalled_[static_cast<int>(phase)]->Increment();
+  }
   void record(const RequestRecord& record) const;
   // Shows the router's current model of a backend (0 = unknown).
   void publish_cost_model(std::size_t index, const CostModel& cost) const {
@@ -103,6 +111,8 @@ class ServiceMetrics {
   std::vector<BackendSeries> backends_;
   BackendSeries rejected_;  // requests refused before routing: backend="none"
   prometheus::Gauge* inflight_ = nullptr;
+  prometheus::Gauge* inflight_bytes_ = nullptr;
+  std::array<prometheus::Counter*, kStreamPhaseCount> streams_stalled_{};
   std::unique_ptr<MetricsHttpServer> endpoint_;
 };
 

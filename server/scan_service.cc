@@ -45,15 +45,9 @@ RouteReason reason_for(v1::BackendPreference preference) {
 
 }  // namespace
 
-template <class Serve>
-grpc::Status ScanServiceImpl::recorded(grpc::ServerContextBase& context, Serve serve) {
-  const auto received = Clock::now();
-  metrics_.inflight().Increment();
-  RequestRecord record;
-  bool deferred = false;
-  grpc::Status status = serve(record, &deferred);
+void ScanServiceImpl::record_end(grpc::ServerContextBase& context, RequestRecord& record,
+                                 const grpc::Status& status, Clock::time_point received) {
   metrics_.inflight().Decrement();
-  if (deferred) return status;
   if (!status.ok()) {
     spdlog::debug("scan from {} answered {}: {}", context.peer(),
                   v1::status_code_name(status.error_code()), status.error_message());
@@ -61,6 +55,20 @@ grpc::Status ScanServiceImpl::recorded(grpc::ServerContextBase& context, Serve s
   record.code = status.error_code();
   if (record.seconds < 0) record.seconds = seconds_between(received, Clock::now());
   metrics_.record(record);
+}
+
+template <class Serve>
+grpc::Status ScanServiceImpl::recorded(grpc::ServerContextBase& context, Serve serve) {
+  const auto received = Clock::now();
+  metrics_.inflight().Increment();
+  RequestRecord record;
+  bool deferred = false;
+  grpc::Status status = serve(record, &deferred);
+  if (deferred) {
+    metrics_.inflight().Decrement();
+    return status;
+  }
+  record_end(context, record, status, received);
   return status;
 }
 
@@ -77,12 +85,6 @@ std::optional<grpc::Status> ScanServiceImpl::Scan(grpc::ServerContextBase* conte
   });
   if (was_deferred) return std::nullopt;
   return status;
-}
-
-grpc::Status ScanServiceImpl::StreamScan(grpc::ServerContextBase* context, ScanStreamIo& io) {
-  return recorded(*context, [&](RequestRecord& record, bool* /*deferred*/) {
-    return serve_stream(*context, io, record);
-  });
 }
 
 kernels::KernelStatus ScanServiceImpl::compute(RegisteredBackend& chosen, ScanJob job,
@@ -130,14 +132,16 @@ grpc::Status ScanServiceImpl::check_caller(grpc::ServerContextBase& context) con
 grpc::Status ScanServiceImpl::admit(const ValidatedScan& scan, std::optional<BudgetLease>* held) {
   // Request and response buffers both stay alive until the response is sent.
   const auto held_bytes = static_cast<std::int64_t>(2 * scan.bytes);
-  if (!inflight_bytes_.try_acquire(held_bytes)) {
-    return {grpc::StatusCode::RESOURCE_EXHAUSTED,
-            fmt::format("server busy: {} tensor bytes in flight, this request needs {} more, "
-                        "limit {} (--max-inflight-bytes); retry with backoff",
-                        inflight_bytes_.in_use(), held_bytes, inflight_bytes_.limit())};
-  }
+  if (!inflight_bytes_.try_acquire(held_bytes)) return budget_exhausted(held_bytes);
   held->emplace(inflight_bytes_, held_bytes);
   return grpc::Status::OK;
+}
+
+grpc::Status ScanServiceImpl::budget_exhausted(std::int64_t needed) const {
+  return {grpc::StatusCode::RESOURCE_EXHAUSTED,
+          fmt::format("server busy: {} tensor bytes in flight, this request needs {} more, "
+                      "limit {} (--max-inflight-bytes); retry with backoff",
+                      inflight_bytes_.in_use(), needed, inflight_bytes_.limit())};
 }
 
 grpc::Status ScanServiceImpl::serve(grpc::ServerContextBase& context,
@@ -224,75 +228,127 @@ grpc::Status ScanServiceImpl::execute(grpc::ServerContextBase& context, const Va
   return grpc::Status::OK;
 }
 
-grpc::Status ScanServiceImpl::serve_stream(grpc::ServerContextBase& context, ScanStreamIo& io,
-                                           RequestRecord& record) {
-  if (auto status = check_caller(context); !status.ok()) return status;
-  grpc::ByteBuffer message;
-  if (!io.read(&message)) {
-    if (context.IsCancelled()) return {grpc::StatusCode::CANCELLED, "cancelled by the client"};
-    return {grpc::StatusCode::INVALID_ARGUMENT, "header: the stream ended before its header"};
+// The server's side of one ScanStream call. Its budget grows as the tensor arrives (what was
+// received) and by the result's size once the upload is complete; the received bytes are
+// released as soon as the scan has run, leaving the result alone held while it downloads.
+class ScanServiceImpl::StreamCall final : public ScanStreamSession {
+ public:
+  StreamCall(ScanServiceImpl& service, grpc::ServerContextBase& context,
+             std::shared_ptr<wire::BufferPool> buffers)
+      : service_(service),
+        context_(context),
+        buffers_(std::move(buffers)),
+        held_(service.inflight_bytes_),
+        started_(Clock::now()) {
+    service_.metrics_.inflight().Increment();
   }
-  v1::ScanRequest header;
-  if (auto status = parse_stream_header(&message, &header); !status.ok()) return status;
-  ValidatedScan scan;
-  if (auto status = validate_scan_header(header, limits_, &scan); !status.ok()) return status;
-  // Admission happens here, before the client has sent a byte of the tensor: a refused stream
-  // costs the server one small message, not the tensor.
-  std::optional<BudgetLease> held;
-  if (auto status = admit(scan, &held); !status.ok()) return status;
 
-  const auto& pool = io.buffers();
-  wire::PooledBuffer input(pool, scan.bytes);
-  {
-    v1::ScanStreamResponse accepted;
-    accepted.mutable_accepted()->set_max_chunk_bytes(chunking_.max_input_chunk_bytes);
-    if (!io.write(wire::encode_message(accepted))) {
-      return {grpc::StatusCode::CANCELLED, "the call ended before the tensor was sent"};
+  grpc::Status begin(grpc::ByteBuffer* message, grpc::ByteBuffer* reply) override {
+    if (auto status = service_.check_caller(context_); !status.ok()) return status;
+    if (auto status = parse_stream_header(message, &header_); !status.ok()) return status;
+    if (auto status = validate_scan_header(header_, service_.limits_, &scan_); !status.ok()) {
+      return status;
     }
+    // Refused while the budget lacks room for the whole stream: a refusal then costs the client
+    // one small message, not the tensor. Nothing is reserved yet, so a header alone holds nothing.
+    const auto needed = static_cast<std::int64_t>(2 * scan_.bytes);
+    ByteBudget& budget = service_.inflight_bytes_;
+    if (needed > budget.limit() - budget.in_use()) return service_.budget_exhausted(needed);
+    v1::ScanStreamResponse accepted;
+    accepted.mutable_accepted()->set_max_chunk_bytes(service_.chunking_.max_input_chunk_bytes);
+    *reply = wire::encode_message(accepted);
+    return grpc::Status::OK;
   }
-  StreamAssembler assembler(&input.bytes(), scan.bytes);
-  while (io.read(&message)) {
-    if (auto status = assembler.add(&message); !status.ok()) return status;
-  }
-  if (context.IsCancelled()) {
-    return {grpc::StatusCode::CANCELLED, fmt::format("the call ended after {} of {} tensor bytes",
-                                                     assembler.received_bytes(), scan.bytes)};
-  }
-  if (auto status = assembler.finish(); !status.ok()) return status;
-  // As for Scan, whose handler runs once gRPC holds the whole request: timings start with the last
-  // chunk in, so that neither the upload nor the result's download counts (Timing.total_us,
-  // scan_request_duration_seconds).
-  const auto received = Clock::now();
-  record.request_bytes = scan.bytes;
-  scan.input = input.bytes().data();
 
-  // The result's chunks go out by reference to this buffer, which the last of them returns to
-  // the pool once gRPC has sent it.
-  // Overwritten in full by the scan, so not cleared first (see BufferPool::take_for_overwrite).
-  auto output = wire::PooledBuffer::for_overwrite(pool, scan.bytes);
-  v1::ScanStreamResponse head;
-  v1::ScanResponse& response = *head.mutable_header();
-  v1::Tensor* result = response.mutable_result();
-  result->set_dtype(header.gamma().dtype());
-  *result->mutable_shape() = header.gamma().shape();
-  bool never_deferred = false;  // streams run on threads that may wait
-  if (auto status = execute(context, scan, output->bytes().data(), response, record, received,
-                            Waiting::kAllowed, &never_deferred);
-      !status.ok()) {
-    return status;
+  grpc::Status add(grpc::ByteBuffer* chunk) override {
+    start_assembly();
+    const std::size_t before = assembler_->received_bytes();
+    if (auto status = assembler_->add(chunk); !status.ok()) return status;
+    const auto arrived = static_cast<std::int64_t>(assembler_->received_bytes() - before);
+    if (!held_.try_grow(arrived)) {
+      return with_progress(service_.budget_exhausted(arrived), assembler_->received_bytes());
+    }
+    return grpc::Status::OK;
   }
-  record.seconds = seconds_between(received, Clock::now());
-  if (!io.write(wire::encode_message(head))) {
-    return {grpc::StatusCode::CANCELLED, "the call ended before the result was sent"};
+
+  grpc::Status complete(grpc::ByteBuffer* head,
+                        std::shared_ptr<wire::PooledBuffer>* result) override {
+    start_assembly();
+    if (auto status = assembler_->finish(); !status.ok()) return status;
+    // As for Scan, whose handler runs once gRPC holds the whole request: timings start with the
+    // last chunk in, so that neither the upload nor the result's download counts
+    // (Timing.total_us, scan_request_duration_seconds).
+    received_ = Clock::now();
+    const auto result_bytes = static_cast<std::int64_t>(scan_.bytes);
+    if (!held_.try_grow(result_bytes)) {
+      return with_progress(service_.budget_exhausted(result_bytes), scan_.bytes);
+    }
+    record_.request_bytes = scan_.bytes;
+    scan_.input = input_->bytes().data();
+    // Overwritten in full by the scan, so not cleared first (see BufferPool::take_for_overwrite).
+    auto output = wire::PooledBuffer::for_overwrite(buffers_, scan_.bytes);
+    v1::ScanStreamResponse message;
+    v1::ScanResponse& response = *message.mutable_header();
+    v1::Tensor* tensor = response.mutable_result();
+    tensor->set_dtype(header_.gamma().dtype());
+    *tensor->mutable_shape() = header_.gamma().shape();
+    bool never_deferred = false;  // complete() runs on a thread that may wait
+    grpc::Status status = service_.execute(context_, scan_, output->bytes().data(), response,
+                                           record_, received_, Waiting::kAllowed, &never_deferred);
+    // The input has served its purpose: its memory and budget go before the download starts.
+    assembler_.reset();
+    input_.reset();
+    held_.shrink(static_cast<std::int64_t>(scan_.bytes));
+    if (!status.ok()) return status;
+    record_.seconds = seconds_between(received_, Clock::now());
+    *head = wire::encode_message(message);
+    *result = std::move(output);
+    return grpc::Status::OK;
   }
-  const std::size_t sent = send_result_chunks(
-      io, std::move(output), static_cast<std::size_t>(chunking_.output_chunk_bytes));
-  if (sent < scan.bytes) {
-    return {grpc::StatusCode::CANCELLED,
-            fmt::format("the call ended after {} of {} result bytes", sent, scan.bytes)};
+
+  void end(const grpc::Status& status, const StreamEnd& how) override {
+    if (status.ok()) record_.response_bytes = how.result_bytes_sent;
+    if (how.stalled) service_.metrics_.record_stream_stall(*how.stalled);
+    service_.record_end(context_, record_, status, started_);
+    assembler_.reset();
+    input_.reset();
   }
-  record.response_bytes = scan.bytes;
-  return grpc::Status::OK;
+
+  std::size_t received_bytes() const override {
+    return assembler_ ? assembler_->received_bytes() : 0;
+  }
+  std::size_t expected_bytes() const override { return scan_.bytes; }
+
+ private:
+  // The tensor's buffer is taken with its first chunk, so that a stream that sent only its header
+  // holds no memory at all.
+  void start_assembly() {
+    if (assembler_) return;
+    input_.emplace(buffers_, scan_.bytes);
+    assembler_.emplace(&input_->bytes(), scan_.bytes);
+  }
+
+  grpc::Status with_progress(const grpc::Status& status, std::size_t received) const {
+    return {status.error_code(), fmt::format("{} (after {} of {} tensor bytes of this stream)",
+                                             status.error_message(), received, scan_.bytes)};
+  }
+
+  ScanServiceImpl& service_;
+  grpc::ServerContextBase& context_;
+  const std::shared_ptr<wire::BufferPool> buffers_;
+  BudgetLease held_;
+  const Clock::time_point started_;
+  Clock::time_point received_;
+  v1::ScanRequest header_;
+  ValidatedScan scan_;
+  std::optional<wire::PooledBuffer> input_;
+  std::optional<StreamAssembler> assembler_;
+  RequestRecord record_;
+};
+
+std::unique_ptr<ScanStreamSession> ScanServiceImpl::open_stream(
+    grpc::ServerContextBase* context, const std::shared_ptr<wire::BufferPool>& buffers) {
+  return std::make_unique<StreamCall>(*this, *context, buffers);
 }
 
 }  // namespace scan::server

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <memory>
 #include <optional>
 
 #include "byte_budget.h"
@@ -16,13 +17,11 @@
 
 namespace scan::server {
 
-// Chunk sizes of ScanStream.
+// Chunk sizes of ScanStream (the transport sizes the result's chunks: WireOptions).
 struct StreamChunking {
   // The largest chunk a client may send (what it is told in ScanStreamResponse.accepted); bounded
   // by the gRPC message limit.
   std::int64_t max_input_chunk_bytes = std::int64_t{64} << 20;
-  // The size of the result chunks the server sends.
-  std::int64_t output_chunk_bytes = std::int64_t{4} << 20;
 };
 
 // Not a generated service: the transport (wire_service.h) registers these handlers itself.
@@ -44,15 +43,23 @@ class ScanServiceImpl final {
   // calls again with Waiting::kAllowed from a thread of its own.
   std::optional<grpc::Status> Scan(grpc::ServerContextBase* context, const v1::ScanRequest* request,
                                    v1::ScanResponse* response, Waiting waiting);
-  // The ScanStream conversation (see scan.proto) over `io`: the header is validated and the
-  // tensor's memory reserved before the client is told to send any bytes.
-  grpc::Status StreamScan(grpc::ServerContextBase* context, ScanStreamIo& io);
+  // A ScanStream call (see scan.proto and ScanStreamSession). Its header is validated, and the
+  // stream refused while the in-flight budget lacks room for it, before the client is told to
+  // send any bytes; the budget is then taken as the bytes arrive, so a stream holds what it was
+  // sent and no more.
+  std::unique_ptr<ScanStreamSession> open_stream(grpc::ServerContextBase* context,
+                                                 const std::shared_ptr<wire::BufferPool>& buffers);
 
   // From now on new calls are refused with UNAVAILABLE (retryable on another replica); calls
   // already inside the handler finish normally.
   void stop_admitting() { draining_.store(true, std::memory_order_relaxed); }
 
  private:
+  class StreamCall;
+
+  // The end of a call: counted out of the in-flight gauge and recorded in the metrics.
+  void record_end(grpc::ServerContextBase& context, RequestRecord& record,
+                  const grpc::Status& status, std::chrono::steady_clock::time_point received);
   // Counts the call in the in-flight gauge and records it in the metrics when `serve` returns,
   // unless it set *deferred (it did nothing and will be called again).
   template <class Serve>
@@ -60,6 +67,7 @@ class ScanServiceImpl final {
   // Before any compute: the request's bytes (request plus response) reserved from the in-flight
   // budget, held by *held until the call ends.
   grpc::Status admit(const ValidatedScan& scan, std::optional<BudgetLease>* held);
+  grpc::Status budget_exhausted(std::int64_t needed) const;
   // Draining and credentials.
   grpc::Status check_caller(grpc::ServerContextBase& context) const;
   // Routes `scan`, waits for a slot (or, when waiting is not allowed and none is free, sets
@@ -72,8 +80,6 @@ class ScanServiceImpl final {
   grpc::Status serve(grpc::ServerContextBase& context, const v1::ScanRequest& request,
                      v1::ScanResponse& response, RequestRecord& record, Waiting waiting,
                      bool* deferred);
-  grpc::Status serve_stream(grpc::ServerContextBase& context, ScanStreamIo& io,
-                            RequestRecord& record);
   // Runs `job` on `chosen`, feeding the router's cost model; a GPU failure is retried on the
   // router's CPU fallback (counted in scan_backend_fallbacks_total).
   kernels::KernelStatus compute(RegisteredBackend& chosen, ScanJob job, RequestRecord& record,

@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <cmath>
 #include <thread>
 
 #include "backends/cpu_native_backend.h"
@@ -106,10 +107,11 @@ bool ScanServer::start() {
     spdlog::info("serving Prometheus metrics on http://{}/metrics (port {})",
                  config_.metrics_listen, metrics_->port());
   }
+  metrics_->watch_budget(inflight_bytes_);
   service_ = std::make_unique<ScanServiceImpl>(
       *router_, ValidationLimits{config_.max_tensor_bytes, config_.max_rank}, *metrics_,
       inflight_bytes_, authenticator_ ? &*authenticator_ : nullptr,
-      StreamChunking{config_.max_stream_input_chunk_bytes(), config_.stream_chunk_bytes});
+      StreamChunking{config_.max_stream_input_chunk_bytes()});
 
   grpc::ServerBuilder builder;
   builder.AddListeningPort(config_.listen, credentials, &port_);
@@ -132,12 +134,18 @@ bool ScanServer::start() {
   }
   WireOptions wire_options;
   wire_options.blocking_threads = config_.effective_rpc_threads();
+  wire_options.stream_chunk_bytes = static_cast<std::size_t>(config_.stream_chunk_bytes);
+  const auto milliseconds = [](double seconds) {
+    return std::chrono::milliseconds(static_cast<std::int64_t>(std::ceil(seconds * 1000)));
+  };
+  wire_options.stream_progress = {milliseconds(config_.stream_first_chunk_timeout_seconds),
+                                  milliseconds(config_.stream_idle_timeout_seconds)};
   wire_service_ = std::make_unique<WireScanService>(
       [this](grpc::ServerContextBase* context, v1::ScanRequest* request, v1::ScanResponse* response,
              Waiting waiting) { return service_->Scan(context, request, response, waiting); },
       static_cast<std::size_t>(config_.effective_max_inflight_bytes()),
-      [this](grpc::ServerContextBase* context, ScanStreamIo& io) {
-        return service_->StreamScan(context, io);
+      [this](grpc::ServerContextBase* context, const std::shared_ptr<wire::BufferPool>& buffers) {
+        return service_->open_stream(context, buffers);
       },
       wire_options);
   builder.RegisterService(wire_service_.get());
@@ -187,10 +195,15 @@ void ScanServer::shutdown_now() {
   // gRPC cancels calls that arrive while it shuts down, before a handler sees them; refusing new
   // calls ourselves first, for a moment, makes late clients see a retryable UNAVAILABLE instead.
   service_->stop_admitting();
+  // A stream that has not sent a tensor byte loses nothing by moving to another replica now; left
+  // alone, an idle one would hold the shutdown for the whole grace period.
+  wire_service_->end_streams_not_started(
+      {grpc::StatusCode::UNAVAILABLE, "server is shutting down; retry on another replica"});
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   const auto grace = std::chrono::duration_cast<std::chrono::milliseconds>(
       std::chrono::duration<double>(config_.shutdown_grace_seconds));
   server_->Shutdown(std::chrono::system_clock::now() + grace);
+  spdlog::info("every call has ended; exiting");
 }
 
 void ScanServer::wait() {

@@ -3,8 +3,6 @@
 #include <fmt/format.h>
 #include <grpcpp/impl/codegen/server_callback_handlers.h>
 #include <grpcpp/impl/rpc_service_method.h>
-#include <grpcpp/support/method_handler.h>
-#include <grpcpp/support/sync_stream.h>
 
 #include <algorithm>
 #include <climits>
@@ -12,6 +10,7 @@
 #include <deque>
 #include <mutex>
 #include <thread>
+#include <unordered_set>
 #include <vector>
 
 #include "wire_codec.h"
@@ -44,40 +43,6 @@ void configure_transport(grpc::ServerBuilder& builder, std::int64_t message_limi
     builder.AddChannelArgument(name, value);
   }
   for (const auto& [name, value] : overrides) builder.AddChannelArgument(name, value);
-}
-
-namespace {
-
-class GrpcScanStreamIo final : public ScanStreamIo {
- public:
-  using Stream = grpc::ServerReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer>;
-  GrpcScanStreamIo(Stream& stream, const std::shared_ptr<wire::BufferPool>& buffers)
-      : stream_(stream), buffers_(buffers) {}
-
-  bool read(grpc::ByteBuffer* message) override { return stream_.Read(message); }
-  bool write(const grpc::ByteBuffer& message) override { return stream_.Write(message); }
-  const std::shared_ptr<wire::BufferPool>& buffers() override { return buffers_; }
-
- private:
-  Stream& stream_;
-  const std::shared_ptr<wire::BufferPool>& buffers_;
-};
-
-}  // namespace
-
-std::size_t send_result_chunks(ScanStreamIo& io, std::shared_ptr<wire::PooledBuffer> result,
-                               std::size_t chunk_bytes) {
-  const std::string& bytes = result->bytes();
-  std::size_t offset = 0;
-  while (offset < bytes.size()) {
-    const std::size_t size = std::min(chunk_bytes, bytes.size() - offset);
-    if (!io.write(wire::encode_chunk(v1::ScanStreamResponse::kChunkFieldNumber,
-                                     bytes.data() + offset, size, result))) {
-      break;
-    }
-    offset += size;
-  }
-  return offset;
 }
 
 // A bounded set of threads, grown on demand, for handlers that may wait.
@@ -134,6 +99,258 @@ class WireScanService::BlockingThreads {
   bool stopping_ = false;
 };
 
+using Clock = std::chrono::steady_clock;
+
+// Keeps the set of live ScanStream calls, and wakes a few times per progress limit to end those
+// whose client stopped. One thread for all streams: a stream waiting for its client costs an
+// entry here, not a thread or a timer.
+class WireScanService::StreamWatchdog {
+ public:
+  explicit StreamWatchdog(StreamProgressLimits limits) : limits_(limits) {
+    auto shortest = std::chrono::milliseconds::max();
+    for (const auto limit : {limits.first_message, limits.idle}) {
+      if (limit.count() > 0) shortest = std::min(shortest, limit);
+    }
+    if (shortest == std::chrono::milliseconds::max()) return;  // no limits: nothing to watch
+    period_ = std::clamp<std::chrono::milliseconds>(shortest / 10, std::chrono::milliseconds(10),
+                                                    std::chrono::milliseconds(250));
+    thread_ = std::thread([this] { watch(); });
+  }
+  // gRPC's shutdown has waited for every call by now, so no stream is left.
+  ~StreamWatchdog() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+
+  void add(StreamCall* call) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    calls_.insert(call);
+  }
+  // Once this returns, the watchdog no longer touches `call`.
+  void remove(StreamCall* call) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    calls_.erase(call);
+  }
+  template <class Visit>
+  void for_each(Visit visit) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (StreamCall* call : calls_) visit(*call);
+  }
+
+  const StreamProgressLimits& limits() const { return limits_; }
+
+ private:
+  void watch();
+
+  const StreamProgressLimits limits_;
+  std::chrono::milliseconds period_{0};
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::unordered_set<StreamCall*> calls_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+// One ScanStream call: reads and writes driven by gRPC's reactions, the session's work in order,
+// and the client's progress checked by the watchdog. Every step runs under `mutex_`, except the
+// session's complete(), which runs on a blocking thread while nothing else may touch the session.
+class WireScanService::StreamCall final
+    : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+ public:
+  StreamCall(WireScanService& service, grpc::CallbackServerContext* context)
+      : service_(service),
+        context_(context),
+        session_(service.open_stream_(context, service.buffers_)),
+        last_progress_(Clock::now()) {
+    service_.watchdog_->add(this);
+    std::lock_guard<std::mutex> lock(mutex_);
+    StartRead(&incoming_);
+  }
+
+  void OnReadDone(bool ok) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (finished_) return;
+    if (!ok) return on_client_closed();
+    last_progress_ = Clock::now();
+    if (phase_ == StreamPhase::kHeader) {
+      if (grpc::Status status = session_->begin(&incoming_, &outgoing_); !status.ok()) {
+        return finish(status);
+      }
+      // `accepted`; the first chunk is read once it is out (the client waits for it anyway).
+      phase_ = StreamPhase::kUpload;
+      StartWrite(&outgoing_);
+      return;
+    }
+    chunk_received_ = true;
+    if (grpc::Status status = session_->add(&incoming_); !status.ok()) return finish(status);
+    StartRead(&incoming_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (finished_) return;
+    if (!ok) {
+      return finish({grpc::StatusCode::CANCELLED,
+                     phase_ == StreamPhase::kDownload
+                         ? fmt::format("the call ended after {} of {} result bytes", sent_,
+                                       session_->expected_bytes())
+                         : std::string("the call ended before the tensor was sent")});
+    }
+    last_progress_ = Clock::now();
+    if (phase_ == StreamPhase::kUpload) {
+      StartRead(&incoming_);
+      return;
+    }
+    sent_ += writing_bytes_;
+    send_next_chunk();
+  }
+
+  void OnCancel() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    // A computing call is finished by its blocking thread, which sees the cancellation.
+    if (finished_ || phase_ == StreamPhase::kCompute) return;
+    finish({grpc::StatusCode::CANCELLED, "cancelled by the client"});
+  }
+
+  void OnDone() override {
+    { std::lock_guard<std::mutex> wait_for_whoever_finished(mutex_); }
+    service_.watchdog_->remove(this);
+    delete this;
+  }
+
+  // The watchdog's round: ends the call if its client has kept it waiting too long.
+  void check_progress(Clock::time_point now) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (finished_ || phase_ == StreamPhase::kCompute) return;
+    const StreamProgressLimits& limits = service_.watchdog_->limits();
+    const bool first_message = phase_ == StreamPhase::kHeader || !chunk_received_;
+    const auto limit =
+        first_message && phase_ != StreamPhase::kDownload ? limits.first_message : limits.idle;
+    if (limit.count() == 0 || now - last_progress_ < limit) return;
+    const double seconds = std::chrono::duration<double>(limit).count();
+    std::string why;
+    switch (phase_) {
+      case StreamPhase::kHeader:
+        why = fmt::format(
+            "header: none arrived within {:g} s of the call's start "
+            "(--stream-first-chunk-timeout-seconds)",
+            seconds);
+        break;
+      case StreamPhase::kUpload:
+        why = chunk_received_
+                  ? fmt::format(
+                        "chunk: none arrived for {:g} s, after {} of {} tensor bytes "
+                        "(--stream-idle-timeout-seconds); the stream's memory is released",
+                        seconds, session_->received_bytes(), session_->expected_bytes())
+                  : fmt::format(
+                        "chunk: none arrived within {:g} s of `accepted` "
+                        "(--stream-first-chunk-timeout-seconds)",
+                        seconds);
+        break;
+      default:
+        why = fmt::format(
+            "result: the client read nothing for {:g} s, after {} of {} result bytes "
+            "(--stream-idle-timeout-seconds); the stream's memory is released",
+            seconds, sent_, session_->expected_bytes());
+        break;
+    }
+    finish({grpc::StatusCode::DEADLINE_EXCEEDED, why}, phase_);
+    // gRPC sends the status only after the write under way, which a client that reads nothing
+    // never lets complete: the call (and the result it holds) would stay until the client left.
+    // Cancelling ends it now; such a client sees CANCELLED instead of the message.
+    if (phase_ == StreamPhase::kDownload) context_->TryCancel();
+  }
+
+  // For shutdown: a call that has not received a tensor byte has nothing to lose.
+  void end_if_not_started(const grpc::Status& status) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (finished_ || chunk_received_) return;
+    if (phase_ == StreamPhase::kHeader || phase_ == StreamPhase::kUpload) finish(status);
+  }
+
+ private:
+  // The client closed its side (or the call ended).
+  void on_client_closed() {
+    if (context_->IsCancelled()) return finish({grpc::StatusCode::CANCELLED, "the call ended"});
+    if (phase_ == StreamPhase::kHeader) {
+      return finish(
+          {grpc::StatusCode::INVALID_ARGUMENT, "header: the stream ended before its header"});
+    }
+    phase_ = StreamPhase::kCompute;
+    if (!service_.blocking_->try_run([this] { compute(); })) {
+      finish({grpc::StatusCode::RESOURCE_EXHAUSTED,
+              fmt::format("server busy: all {} handler threads are busy (--rpc-threads); retry "
+                          "with backoff",
+                          service_.blocking_->limit())});
+    }
+  }
+
+  // On a blocking thread; nothing else touches the session meanwhile (see OnCancel and
+  // check_progress).
+  void compute() {
+    grpc::ByteBuffer head;
+    std::shared_ptr<wire::PooledBuffer> result;
+    const grpc::Status status = session_->complete(&head, &result);
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!status.ok()) return finish(status);
+    if (context_->IsCancelled()) return finish({grpc::StatusCode::CANCELLED, "the call ended"});
+    phase_ = StreamPhase::kDownload;
+    last_progress_ = Clock::now();
+    result_ = std::move(result);
+    outgoing_ = std::move(head);
+    writing_bytes_ = 0;
+    StartWrite(&outgoing_);
+  }
+
+  void send_next_chunk() {
+    const std::string& bytes = result_->bytes();
+    if (sent_ == bytes.size()) return finish(grpc::Status::OK);
+    writing_bytes_ = std::min(service_.options_.stream_chunk_bytes, bytes.size() - sent_);
+    // By reference: the last chunk gRPC releases returns the buffer to its pool.
+    outgoing_ = wire::encode_chunk(v1::ScanStreamResponse::kChunkFieldNumber, bytes.data() + sent_,
+                                   writing_bytes_, result_);
+    StartWrite(&outgoing_);
+  }
+
+  void finish(const grpc::Status& status, std::optional<StreamPhase> stalled = std::nullopt) {
+    finished_ = true;
+    session_->end(status, StreamEnd{sent_, stalled});
+    result_.reset();
+    Finish(status);
+  }
+
+  WireScanService& service_;
+  grpc::CallbackServerContext* const context_;
+  const std::unique_ptr<ScanStreamSession> session_;
+  std::mutex mutex_;
+  StreamPhase phase_ = StreamPhase::kHeader;
+  bool finished_ = false;
+  bool chunk_received_ = false;
+  Clock::time_point last_progress_;  // the last message in, or out to a reading client
+  grpc::ByteBuffer incoming_;
+  grpc::ByteBuffer outgoing_;
+  std::shared_ptr<wire::PooledBuffer> result_;
+  std::size_t writing_bytes_ = 0;  // result bytes in the write under way
+  std::size_t sent_ = 0;           // result bytes gRPC has taken
+};
+
+void WireScanService::StreamWatchdog::watch() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  while (!wake_.wait_for(lock, period_, [this] { return stopping_; })) {
+    const auto now = Clock::now();
+    for (StreamCall* call : calls_) call->check_progress(now);
+  }
+}
+
+void WireScanService::end_streams_not_started(const grpc::Status& status) {
+  if (!watchdog_) return;
+  watchdog_->for_each([&status](StreamCall& call) { call.end_if_not_started(status); });
+}
+
 // The decoded request and the response being built, for as long as a call is in the handler.
 struct WireScanService::Call {
   v1::ScanRequest request;
@@ -141,9 +358,9 @@ struct WireScanService::Call {
 };
 
 WireScanService::WireScanService(Handler handler, std::size_t pooled_bytes,
-                                 StreamHandler stream_handler, WireOptions options)
+                                 StreamOpener open_stream, WireOptions options)
     : handler_(std::move(handler)),
-      stream_handler_(std::move(stream_handler)),
+      open_stream_(std::move(open_stream)),
       options_(options),
       buffers_(std::make_shared<wire::BufferPool>(pooled_bytes)),
       blocking_(std::make_unique<BlockingThreads>(options.blocking_threads)) {
@@ -155,21 +372,19 @@ WireScanService::WireScanService(Handler handler, std::size_t pooled_bytes,
       0, new grpc::internal::CallbackUnaryHandler<grpc::ByteBuffer, grpc::ByteBuffer>(
              [this](grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
                     grpc::ByteBuffer* response) { return handle(context, request, response); }));
-  if (!stream_handler_) {
+  if (!open_stream_) {
     SCAN_PUBLISHED(this);
     return;
   }
-  using RawStreamHandler =
-      grpc::internal::BidiStreamingHandler<WireScanService, grpc::ByteBuffer, grpc::ByteBuffer>;
+  watchdog_ = std::make_unique<StreamWatchdog>(options_.stream_progress);
   AddMethod(new grpc::internal::RpcServiceMethod(
-      "/scan.v1.ScanService/ScanStream", grpc::internal::RpcMethod::BIDI_STREAMING,
-      new RawStreamHandler(
-          [](WireScanService* service, grpc::ServerContext* context,
-             GrpcScanStreamIo::Stream* stream) {
-            GrpcScanStreamIo io(*stream, service->buffers_);
-            return service->stream_handler_(context, io);
-          },
-          this)));
+      "/scan.v1.ScanService/ScanStream", grpc::internal::RpcMethod::BIDI_STREAMING, nullptr));
+  MarkMethodRawCallback(1,
+                        new grpc::internal::CallbackBidiHandler<grpc::ByteBuffer, grpc::ByteBuffer>(
+                            [this](grpc::CallbackServerContext* context) {
+                              SCAN_SEEN_PUBLISHED(this);
+                              return new StreamCall(*this, context);
+                            }));
   SCAN_PUBLISHED(this);
 }
 

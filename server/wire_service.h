@@ -8,6 +8,7 @@
 #include <grpcpp/server_context.h>
 #include <grpcpp/support/server_callback.h>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -15,6 +16,7 @@
 #include <optional>
 
 #include "scan/v1/scan.pb.h"
+#include "stream_phase.h"
 #include "transport.h"
 #include "wire_codec.h"
 
@@ -24,24 +26,43 @@ namespace scan::server {
 void configure_transport(grpc::ServerBuilder& builder, std::int64_t message_limit,
                          const transport::ChannelArgs& overrides = {});
 
-// One ScanStream call as its handler sees it: raw messages in both directions (so chunks are
-// neither parsed nor copied by protobuf) and the server's pool of tensor buffers.
-class ScanStreamIo {
- public:
-  virtual ~ScanStreamIo() = default;
-  // The next message from the client; false once the client has closed its side or the call is
-  // over (cancelled, deadline passed).
-  virtual bool read(grpc::ByteBuffer* message) = 0;
-  // Blocks until gRPC has taken the message (flow control applies); false once the call is over.
-  virtual bool write(const grpc::ByteBuffer& message) = 0;
-  virtual const std::shared_ptr<wire::BufferPool>& buffers() = 0;
+// How a ScanStream call ended, for the service's records.
+struct StreamEnd {
+  std::size_t result_bytes_sent = 0;
+  // Set when the transport cut the call because the client made no progress in this phase.
+  std::optional<StreamPhase> stalled;
 };
 
-// Sends `result` as ScanStreamResponse chunks of at most `chunk_bytes`, by reference (the last
-// chunk gRPC releases returns the buffer to its pool). Returns the bytes gRPC took: fewer than
-// the result's size when the call ended first.
-std::size_t send_result_chunks(ScanStreamIo& io, std::shared_ptr<wire::PooledBuffer> result,
-                               std::size_t chunk_bytes);
+// One ScanStream call as the service sees it. The transport calls these one at a time and in
+// order (begin, add..., complete, end; end alone may come at any point), so a session needs no
+// lock of its own, and it times the client's side of the conversation (StreamProgressLimits).
+class ScanStreamSession {
+ public:
+  virtual ~ScanStreamSession() = default;
+  // The client's first message. OK: *reply is the message that tells the client to send the
+  // tensor.
+  virtual grpc::Status begin(grpc::ByteBuffer* header, grpc::ByteBuffer* reply) = 0;
+  // Each further message: a chunk of the tensor.
+  virtual grpc::Status add(grpc::ByteBuffer* chunk) = 0;
+  // The client has closed its side. Runs on a thread that may wait. OK: *head is the first
+  // response message and *result the bytes that follow it, as ScanStreamResponse chunks.
+  virtual grpc::Status complete(grpc::ByteBuffer* head,
+                                std::shared_ptr<wire::PooledBuffer>* result) = 0;
+  // The call is over and `status` is what the client was sent. Frees what the session holds.
+  virtual void end(const grpc::Status& status, const StreamEnd& how) = 0;
+  // Tensor bytes received so far, and in all (0 before the header), for the transport's messages.
+  virtual std::size_t received_bytes() const = 0;
+  virtual std::size_t expected_bytes() const = 0;
+};
+
+// A ScanStream client must keep the conversation moving: the header, and then the first chunk,
+// each within `first_message` of the step before, and then no pause longer than `idle` between
+// chunks received, or between result chunks taken by a reading client. Otherwise the call ends in
+// DEADLINE_EXCEEDED, saying which step stalled, and frees everything it held. Zero: no limit.
+struct StreamProgressLimits {
+  std::chrono::milliseconds first_message{std::chrono::seconds(10)};
+  std::chrono::milliseconds idle{std::chrono::seconds(10)};
+};
 
 // Where a Scan handler runs: first on gRPC's callback thread, where it must not wait (for a
 // compute slot, say); if it would have to, it returns nullopt and is called again from one of the
@@ -56,30 +77,42 @@ struct WireOptions {
   // microseconds, and handing them to another thread costs more than the scan (a third of the
   // throughput at 4 KiB, bench/RESULTS.md).
   std::size_t inline_max_bytes = std::size_t{1} << 20;
+  // Size of the result chunks ScanStream sends.
+  std::size_t stream_chunk_bytes = std::size_t{4} << 20;
+  StreamProgressLimits stream_progress;
 };
 
 // Serves /scan.v1.ScanService/Scan on gRPC's callback API: decodes the request (wire::decode),
 // runs `handler` (see Waiting), and sends the response through wire::encode_response. The handler
-// may move the request's data out. With a `stream_handler`, also serves
-// /scan.v1.ScanService/ScanStream through it (sync API: a stream is a conversation that waits).
+// may move the request's data out. With `open_stream`, also serves /scan.v1.ScanService/ScanStream,
+// also on the callback API: one session per call, driven by the client's messages, so that a
+// stream waiting for its client holds no thread, and timed (StreamProgressLimits).
 class WireScanService final : public grpc::Service {
  public:
   using Handler = std::function<std::optional<grpc::Status>(
       grpc::ServerContextBase*, v1::ScanRequest*, v1::ScanResponse*, Waiting)>;
-  using StreamHandler = std::function<grpc::Status(grpc::ServerContextBase*, ScanStreamIo&)>;
+  using StreamOpener = std::function<std::unique_ptr<ScanStreamSession>(
+      grpc::ServerContextBase*, const std::shared_ptr<wire::BufferPool>&)>;
   // Keeps up to `pooled_bytes` of idle tensor buffers for reuse (see wire::BufferPool); the
   // server passes its in-flight byte budget, so idle memory never exceeds what busy requests may
   // hold anyway.
-  WireScanService(Handler handler, std::size_t pooled_bytes, StreamHandler stream_handler = {},
+  WireScanService(Handler handler, std::size_t pooled_bytes, StreamOpener open_stream = {},
                   WireOptions options = {});
   ~WireScanService() override;
 
   // The pool of request and response tensor buffers (the server registers them with CUDA).
   wire::BufferPool& buffer_pool() { return *buffers_; }
 
+  // For shutdown: ends, with `status`, every ScanStream that has not yet received a tensor byte
+  // (it has nothing to lose), so that idle streams do not hold the shutdown up. Streams under way
+  // go on.
+  void end_streams_not_started(const grpc::Status& status);
+
  private:
   struct Call;
   class BlockingThreads;
+  class StreamCall;
+  class StreamWatchdog;
 
   grpc::ServerUnaryReactor* handle(grpc::CallbackServerContext* context,
                                    const grpc::ByteBuffer* request, grpc::ByteBuffer* response);
@@ -89,11 +122,12 @@ class WireScanService final : public grpc::Service {
               grpc::ByteBuffer* response);
 
   Handler handler_;
-  StreamHandler stream_handler_;
+  StreamOpener open_stream_;
   const WireOptions options_;
   // Tensor buffers of requests and responses, reused across calls (see wire::BufferPool).
   std::shared_ptr<wire::BufferPool> buffers_;
   std::unique_ptr<BlockingThreads> blocking_;
+  std::unique_ptr<StreamWatchdog> watchdog_;  // null without open_stream
 };
 
 }  // namespace scan::server

@@ -9,6 +9,8 @@
 #include <csignal>
 #include <cstdio>
 #include <fstream>
+#include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -45,6 +47,54 @@ std::size_t declared_bytes(const scan::v1::Tensor& tensor) {
   }
   return bytes <= kPooledBytes ? bytes : 0;
 }
+
+// ScanStream the same way as the server: the header, `accepted`, the chunks reassembled as the
+// server does, then the result header and the same bytes back in chunks.
+class EchoStream final : public scan::server::ScanStreamSession {
+ public:
+  explicit EchoStream(std::shared_ptr<scan::wire::BufferPool> buffers)
+      : buffers_(std::move(buffers)) {}
+
+  grpc::Status begin(grpc::ByteBuffer* message, grpc::ByteBuffer* reply) override {
+    if (auto status = scan::server::parse_stream_header(message, &header_); !status.ok()) {
+      return status;
+    }
+    expected_ = declared_bytes(header_.gamma());
+    tensor_ = std::make_shared<scan::wire::PooledBuffer>(buffers_, expected_);
+    assembler_.emplace(&tensor_->bytes(), expected_);
+    scan::v1::ScanStreamResponse accepted;
+    accepted.mutable_accepted()->set_max_chunk_bytes(kStreamChunkBytes);
+    *reply = scan::wire::encode_message(accepted);
+    return grpc::Status::OK;
+  }
+  grpc::Status add(grpc::ByteBuffer* chunk) override { return assembler_->add(chunk); }
+  grpc::Status complete(grpc::ByteBuffer* head,
+                        std::shared_ptr<scan::wire::PooledBuffer>* result) override {
+    if (auto status = assembler_->finish(); !status.ok()) return status;
+    scan::v1::ScanStreamResponse reply;
+    scan::v1::ScanResponse* response = reply.mutable_header();
+    response->mutable_result()->Swap(header_.mutable_gamma());
+    response->set_backend("echo");
+    *head = scan::wire::encode_message(reply);
+    *result = std::move(tensor_);
+    return grpc::Status::OK;
+  }
+  void end(const grpc::Status&, const scan::server::StreamEnd&) override {
+    assembler_.reset();
+    tensor_.reset();
+  }
+  std::size_t received_bytes() const override {
+    return assembler_ ? assembler_->received_bytes() : 0;
+  }
+  std::size_t expected_bytes() const override { return expected_; }
+
+ private:
+  const std::shared_ptr<scan::wire::BufferPool> buffers_;
+  scan::v1::ScanRequest header_;
+  std::size_t expected_ = 0;
+  std::shared_ptr<scan::wire::PooledBuffer> tensor_;
+  std::optional<scan::server::StreamAssembler> assembler_;
+};
 
 grpc::Server* g_server = nullptr;
 
@@ -86,34 +136,8 @@ int main(int argc, char** argv) {
         return grpc::Status::OK;
       },
       kPooledBytes,
-      // ScanStream the same way: the header, `accepted`, the chunks reassembled as the server
-      // does, then the result header and the same bytes back in chunks.
-      [](grpc::ServerContextBase*, scan::server::ScanStreamIo& io) {
-        grpc::ByteBuffer message;
-        scan::v1::ScanRequest header;
-        if (!io.read(&message)) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "empty");
-        if (auto status = scan::server::parse_stream_header(&message, &header); !status.ok()) {
-          return status;
-        }
-        scan::v1::ScanStreamResponse reply;
-        reply.mutable_accepted()->set_max_chunk_bytes(kStreamChunkBytes);
-        if (!io.write(scan::wire::encode_message(reply))) return grpc::Status::CANCELLED;
-        const std::size_t bytes = declared_bytes(header.gamma());
-        auto tensor = std::make_shared<scan::wire::PooledBuffer>(io.buffers(), bytes);
-        scan::server::StreamAssembler assembler(&tensor->bytes(), bytes);
-        while (io.read(&message)) {
-          if (auto status = assembler.add(&message); !status.ok()) return status;
-        }
-        reply.Clear();
-        scan::v1::ScanResponse* response = reply.mutable_header();
-        response->mutable_result()->Swap(header.mutable_gamma());
-        response->set_backend("echo");
-        if (!io.write(scan::wire::encode_message(reply))) return grpc::Status::CANCELLED;
-        if (auto status = assembler.finish(); !status.ok()) return status;
-        if (scan::server::send_result_chunks(io, std::move(tensor), kStreamChunkBytes) < bytes) {
-          return grpc::Status::CANCELLED;
-        }
-        return grpc::Status::OK;
+      [](grpc::ServerContextBase*, const std::shared_ptr<scan::wire::BufferPool>& buffers) {
+        return std::make_unique<EchoStream>(buffers);
       });
   grpc::ServerBuilder builder;
   int port = 0;

@@ -1,14 +1,10 @@
 // Known requests in, exact series out: scrape /metrics over HTTP like Prometheus does.
-#include <arpa/inet.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <random>
-#include <regex>
 
+#include "metrics_scrape.h"
 #include "scan_client.h"
 #include "server.h"
 
@@ -16,32 +12,8 @@ namespace scan {
 namespace {
 
 using ::testing::HasSubstr;
-
-std::string http_get(int port, const std::string& path) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(static_cast<std::uint16_t>(port));
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::string reply;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0) {
-    const std::string request = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-    if (write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
-      char buffer[65536];
-      for (ssize_t got; (got = read(fd, buffer, sizeof buffer)) > 0;) reply.append(buffer, got);
-    }
-  }
-  close(fd);
-  return reply;
-}
-
-// The value of the one sample whose name and labels are exactly `series`, or -1.
-double sample(const std::string& text, const std::string& series) {
-  const std::regex line(
-      "(^|\n)" + std::regex_replace(series, std::regex(R"([{}()+.\[\]])"), R"(\$&)") + " ([^\n]+)");
-  std::smatch match;
-  return std::regex_search(text, match, line) ? std::stod(match[2]) : -1;
-}
+using testing::http_get;
+using testing::sample;
 
 class MetricsTest : public ::testing::Test {
  protected:

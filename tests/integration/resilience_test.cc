@@ -1,6 +1,7 @@
 // Overload and shutdown against real scan-server processes on loopback: bounded memory, precise
 // refusals, and no accepted request ever lost. Every loop here is bounded in count and time.
 #include <gmock/gmock.h>
+#include <grpcpp/create_channel.h>
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -174,14 +175,16 @@ TEST_P(Overload, TenTimesTheInflightBoundKeepsMemoryBoundedAndAnswersCorrectOrEx
   // to the in-flight bound again), plus a fixed 256 MiB for the runtime and the heap that the
   // server keeps instead of unmapping large buffers (transport.h). Scan adds what gRPC holds
   // before any handler runs: it assembles every arriving message whole, and the decoded copy
-  // follows it, up to two messages per client sending at once. ScanStream admits a tensor before
-  // its bytes are sent, so it adds nothing per client. See docs/reliability.md.
+  // follows it, up to two messages per client sending at once. ScanStream takes the budget as
+  // bytes arrive, so under overload a stream admitted by its header may be refused partway, after
+  // its buffer has been partly written: up to one tensor per client sending at once. See
+  // docs/reliability.md.
   const std::int64_t growth = peak_rss - baseline_rss;
   std::printf("overload (%s): %s; baseline RSS %lld MiB, peak %lld MiB (growth %lld MiB)\n",
               rpc_name(GetParam()), tally.describe().c_str(),
               static_cast<long long>(baseline_rss >> 20), static_cast<long long>(peak_rss >> 20),
               static_cast<long long>(growth >> 20));
-  const std::int64_t per_client = GetParam() == Rpc::kScan ? 2 * kTensorBytes : 0;
+  const std::int64_t per_client = GetParam() == Rpc::kScan ? 2 * kTensorBytes : kTensorBytes;
   EXPECT_LT(growth, 2 * kInflightBytes + kClients * per_client + (256 << 20));
 
   // Normal latency again within seconds of the storm.
@@ -272,6 +275,46 @@ TEST_P(Shutdown, DefaultFlagsServeEveryCallWhoseUploadHadBegun) {
   EXPECT_EQ(server.wait_exit(std::chrono::seconds(30)), 0);
   EXPECT_EQ(tally.count(grpc::StatusCode::OK), 8) << tally.describe();
   EXPECT_EQ(tally.wrong, 0);
+}
+
+// Streams that never sent a tensor byte lose nothing by being ended at shutdown, and must not hold
+// it up: one idle stream once stretched SIGTERM to the whole 30 s grace period. Default flags;
+// the exit must come well before even the 10 s first-chunk timeout would have ended the streams.
+TEST(ShutdownWithIdleStreams, EndsThemWithUnavailableInsteadOfWaitingOutTheGrace) {
+  ServerProcess server({"--cpu-backend", "cpu-native"});
+  ASSERT_TRUE(server.running());
+  auto stub = v1::ScanService::NewStub(
+      grpc::CreateChannel(server.target(), grpc::InsecureChannelCredentials()));
+  using RawStream = grpc::ClientReaderWriter<v1::ScanStreamRequest, v1::ScanStreamResponse>;
+  grpc::ClientContext silent_context;  // never even sends its header
+  std::unique_ptr<RawStream> silent = stub->ScanStream(&silent_context);
+  grpc::ClientContext idle_context;  // sends its header, is accepted, then nothing
+  std::unique_ptr<RawStream> idle = stub->ScanStream(&idle_context);
+  v1::ScanStreamRequest header;
+  header.mutable_header()->mutable_gamma()->set_dtype(v1::DATA_TYPE_FLOAT32);
+  header.mutable_header()->mutable_gamma()->add_shape(1);
+  ASSERT_TRUE(idle->Write(header));
+  v1::ScanStreamResponse answer;
+  ASSERT_TRUE(idle->Read(&answer));
+  ASSERT_EQ(answer.part_case(), v1::ScanStreamResponse::kAccepted);
+
+  const auto signalled = Clock::now();
+  server.signal(SIGTERM);
+  EXPECT_FALSE(idle->Read(&answer));
+  const grpc::Status status = idle->Finish();
+  std::printf("idle stream ended after %.2f s\n",
+              std::chrono::duration<double>(Clock::now() - signalled).count());
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
+  EXPECT_THAT(status.error_message(), ::testing::HasSubstr("retry on another replica"));
+  EXPECT_FALSE(silent->Read(&answer));
+  EXPECT_EQ(silent->Finish().error_code(), grpc::StatusCode::UNAVAILABLE);
+  std::printf("silent stream ended after %.2f s\n",
+              std::chrono::duration<double>(Clock::now() - signalled).count());
+  EXPECT_EQ(server.wait_exit(std::chrono::seconds(30)), 0);
+  const auto took = Clock::now() - signalled;
+  std::printf("SIGTERM with two idle streams: exit after %.2f s\n",
+              std::chrono::duration<double>(took).count());
+  EXPECT_LT(took, std::chrono::seconds(8));
 }
 
 class ReplicaLoss : public ::testing::TestWithParam<Rpc> {};

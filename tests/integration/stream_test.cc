@@ -266,27 +266,35 @@ TEST_F(StreamTest, AdmissionHappensBeforeAnyTensorByteAndCancellingFreesTheReser
   ASSERT_EQ(accepted.part_case(), v1::ScanStreamResponse::kAccepted);
   // Tag byte + a 3-byte length varint + the payload fill one 1 MiB message exactly.
   EXPECT_EQ(accepted.accepted().max_chunk_bytes(), kMaxMessageBytes - 4);
+  // The holder sends its whole tensor but does not close its side: those 6 MiB are held.
+  for (std::size_t offset = 0; offset < gamma.data.size(); offset += 1 << 19) {
+    ASSERT_TRUE(holder->Write(chunk_of(gamma.data.substr(offset, 1 << 19))));
+  }
 
-  // The budget is taken by a stream that has sent no data: the next one is refused at once,
-  // before it sends any.
-  {
+  // The next stream no longer fits: it is refused at once, before it sends any byte.
+  grpc::Status status;
+  for (int attempt = 0; attempt < 50; ++attempt) {
     grpc::ClientContext context;
     std::unique_ptr<RawStream> refused = stub_->ScanStream(&context);
     ASSERT_TRUE(refused->Write(header));
     v1::ScanStreamResponse answer;
-    EXPECT_FALSE(refused->Read(&answer));
-    const grpc::Status status = refused->Finish();
-    EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
-    EXPECT_THAT(status.error_message(), HasSubstr("--max-inflight-bytes"));
+    if (refused->Read(&answer)) {  // the holder's bytes are still on their way
+      context.TryCancel();
+      refused->Finish();
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      continue;
+    }
+    status = refused->Finish();
+    break;
   }
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(status.error_message(), HasSubstr("--max-inflight-bytes"));
 
-  // The holder goes away mid-stream: its reservation is released.
-  ASSERT_TRUE(holder->Write(chunk_of(gamma.data.substr(0, 1000))));
+  // The holder goes away mid-stream: what it held is released.
   holder_context.TryCancel();
   holder->Finish();
 
   client::ScanResult result;
-  grpc::Status status;
   for (int attempt = 0; attempt < 50; ++attempt) {
     status = stream(gamma, 1, 1 << 18, &result);
     if (status.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) break;
