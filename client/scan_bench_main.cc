@@ -31,7 +31,7 @@
 #include <vector>
 
 #include "bench_report.h"
-#include "scan/v1/dtype.h"
+#include "scan/wire/dtype.h"
 #include "scan_client.h"
 
 namespace {

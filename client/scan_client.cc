@@ -13,8 +13,8 @@
 #include <sstream>
 
 #include "grpc/health/v1/health.grpc.pb.h"
-#include "scan/v1/dtype.h"
-#include "wire_codec.h"
+#include "scan/wire/codec.h"
+#include "scan/wire/dtype.h"
 
 namespace scan::client {
 namespace {

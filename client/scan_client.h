@@ -18,9 +18,9 @@
 
 #include "host_tensor.h"
 #include "scan/v1/scan.grpc.pb.h"
-#include "scan/v1/status_code_name.h"
-#include "transport.h"
-#include "wire_codec.h"
+#include "scan/wire/codec.h"
+#include "scan/wire/status_code_name.h"
+#include "scan/wire/transport.h"
 
 namespace scan::client {
 
@@ -75,7 +75,7 @@ class Client {
   void set_max_attempts(int attempts) { max_attempts_ = attempts < 1 ? 1 : attempts; }
 
   // Sends `gamma` (moved into the request, so pass a copy to keep it) and waits for the answer.
-  // The tensor bytes go to gRPC without a copy (see wire_codec.h).
+  // The tensor bytes go to gRPC without a copy (see scan/wire/codec.h).
   grpc::Status Scan(HostTensor gamma, const ScanOptions& options, ScanResult* result);
   // The same call for a request built by the caller (its gamma data is moved out).
   grpc::Status Scan(v1::ScanRequest* request, std::chrono::milliseconds timeout,
@@ -125,7 +125,7 @@ class Client {
   int max_attempts_ = 3;
   std::string auth_token_;
   std::shared_ptr<grpc::Channel> channel_;
-  // Scan, registered with the channel once; called with raw buffers (see wire_codec.h).
+  // Scan, registered with the channel once; called with raw buffers (see scan/wire/codec.h).
   grpc::internal::RpcMethod scan_method_;
   grpc::internal::RpcMethod scan_stream_method_;
   // Response buffers of StartScan calls, reused: their answers are not handed out.

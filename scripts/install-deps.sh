@@ -7,7 +7,7 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libspdlog-dev prometheus-cpp-dev libtorch-dev
-  # The metrics endpoint's HTTP server (server/metrics_http.cc): event-driven, per-connection
+  # The metrics endpoint's HTTP server (server/metrics/metrics_http.cc): event-driven, per-connection
   # timeouts and limits, instead of prometheus-cpp's civetweb exposer.
   libmicrohttpd-dev
   libgtest-dev libgmock-dev libbenchmark-dev

@@ -14,11 +14,11 @@
 #include <string>
 #include <thread>
 
-#include "scan/v1/dtype.h"
-#include "stream_assembly.h"
-#include "transport.h"
-#include "wire_codec.h"
-#include "wire_service.h"
+#include "rpc/stream_assembly.h"
+#include "rpc/wire_service.h"
+#include "scan/wire/codec.h"
+#include "scan/wire/dtype.h"
+#include "scan/wire/transport.h"
 
 namespace {
 

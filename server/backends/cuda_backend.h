@@ -16,7 +16,7 @@
 #include <string>
 
 #include "backends/backend.h"
-#include "gpu_inventory.h"
+#include "routing/gpu_inventory.h"
 
 namespace scan::server {
 

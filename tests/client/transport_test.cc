@@ -14,8 +14,8 @@
 #include <thread>
 #include <vector>
 
+#include "rpc/wire_service.h"
 #include "scan_client.h"
-#include "wire_service.h"
 
 namespace scan {
 namespace {

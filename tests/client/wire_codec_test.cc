@@ -1,7 +1,5 @@
 // The zero-copy codec must put exactly protobuf's bytes on the wire, and its buffer pool must
 // actually hand buffers back (that is the point of it).
-#include "wire_codec.h"
-
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -13,6 +11,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "scan/wire/codec.h"
 
 namespace scan::wire {
 namespace {

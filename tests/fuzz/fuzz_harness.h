@@ -13,10 +13,10 @@
 #include <memory>
 #include <vector>
 
+#include "admission/request_validation.h"
 #include "backends/cpu_native_backend.h"
-#include "request_validation.h"
 #include "scan/kernels/thread_pool.h"
-#include "wire_codec.h"
+#include "scan/wire/codec.h"
 
 namespace scan::fuzz {
 

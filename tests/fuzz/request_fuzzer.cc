@@ -11,10 +11,10 @@
 #include <string>
 #include <utility>
 
+#include "admission/request_validation.h"
 #include "fuzz_harness.h"
-#include "request_validation.h"
 #include "scan/v1/scan.pb.h"
-#include "wire_codec.h"
+#include "scan/wire/codec.h"
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   grpc_init();

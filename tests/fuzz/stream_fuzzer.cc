@@ -14,10 +14,10 @@
 #include <cstdlib>
 #include <vector>
 
+#include "admission/request_validation.h"
 #include "fuzz_harness.h"
-#include "request_validation.h"
-#include "stream_assembly.h"
-#include "wire_codec.h"
+#include "rpc/stream_assembly.h"
+#include "scan/wire/codec.h"
 
 namespace {
 

@@ -7,8 +7,8 @@
 #include <memory>
 #include <string>
 
+#include "app/server.h"
 #include "scan_client.h"
-#include "server.h"
 
 namespace scan::testing {
 

@@ -15,10 +15,10 @@
 #include <random>
 #include <thread>
 
+#include "app/server.h"
 #include "host_tensor.h"
-#include "metrics_http.h"
+#include "metrics/metrics_http.h"
 #include "scan_client.h"
-#include "server.h"
 
 namespace scan {
 namespace {

@@ -4,9 +4,9 @@
 
 #include <random>
 
+#include "app/server.h"
 #include "metrics_scrape.h"
 #include "scan_client.h"
-#include "server.h"
 
 namespace scan {
 namespace {

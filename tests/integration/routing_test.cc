@@ -6,11 +6,11 @@
 #include <atomic>
 #include <cstring>
 
+#include "app/server.h"
 #include "backends/cpu_native_backend.h"
 #include "in_process_server.h"
 #include "scan/kernels/thread_pool.h"
 #include "scan_client.h"
-#include "server.h"
 
 namespace scan {
 namespace {

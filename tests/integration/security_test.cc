@@ -1,5 +1,5 @@
 // TLS, mutual TLS and bearer tokens, end to end over loopback with throwaway certificates.
-#include "security.h"
+#include "rpc/security.h"
 
 #include <gmock/gmock.h>
 #include <grpcpp/create_channel.h>
@@ -12,8 +12,8 @@
 #include <fstream>
 #include <random>
 
+#include "app/server.h"
 #include "scan_client.h"
-#include "server.h"
 
 #ifndef SCAN_TEST_CERT_SCRIPT
 #error "SCAN_TEST_CERT_SCRIPT must name make_test_certs.sh"

@@ -9,9 +9,9 @@
 #include <random>
 #include <thread>
 
+#include "app/server.h"
 #include "in_process_server.h"
 #include "scan_client.h"
-#include "server.h"
 
 namespace scan {
 namespace {

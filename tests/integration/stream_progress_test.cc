@@ -10,11 +10,11 @@
 #include <random>
 #include <thread>
 
+#include "app/server.h"
 #include "in_process_server.h"
 #include "metrics_scrape.h"
-#include "scan/v1/dtype.h"
+#include "scan/wire/dtype.h"
 #include "scan_client.h"
-#include "server.h"
 
 namespace scan {
 namespace {

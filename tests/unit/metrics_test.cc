@@ -1,6 +1,6 @@
 // Which series exist before any request: every backend's series up front, GPU-only series for GPU
 // backends only, so dashboards see zeros rather than gaps and label sets stay bounded.
-#include "metrics.h"
+#include "metrics/metrics.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>

@@ -1,5 +1,5 @@
 // One case per validation rule: the status code and the field named in the message.
-#include "request_validation.h"
+#include "admission/request_validation.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>

@@ -1,4 +1,4 @@
-#include "router.h"
+#include "routing/router.h"
 
 #include <gtest/gtest.h>
 
@@ -6,7 +6,7 @@
 #include <chrono>
 #include <cmath>
 
-#include "calibration.h"
+#include "routing/calibration.h"
 
 namespace scan::server {
 namespace {

@@ -1,4 +1,4 @@
-#include "router.h"
+#include "routing/router.h"
 
 namespace scan::server {
 

@@ -1,4 +1,4 @@
-#include "transport.h"
+#include "scan/wire/transport.h"
 
 #include <grpc/grpc.h>
 #include <malloc.h>

@@ -1,4 +1,4 @@
-#include "wire_service.h"
+#include "rpc/wire_service.h"
 
 #include <fmt/format.h>
 #include <grpcpp/impl/codegen/server_callback_handlers.h>
@@ -13,7 +13,7 @@
 #include <unordered_set>
 #include <vector>
 
-#include "wire_codec.h"
+#include "scan/wire/codec.h"
 
 // gRPC's callback threads are shared by every server of a process and outlive them; a server
 // built after they started is handed to them inside uninstrumented libgrpc, so TSan would see no

@@ -1,4 +1,4 @@
-#include "security.h"
+#include "rpc/security.h"
 
 #include <openssl/crypto.h>
 

@@ -15,10 +15,10 @@
 #include <memory>
 #include <optional>
 
+#include "rpc/stream_phase.h"
 #include "scan/v1/scan.pb.h"
-#include "stream_phase.h"
-#include "transport.h"
-#include "wire_codec.h"
+#include "scan/wire/codec.h"
+#include "scan/wire/transport.h"
 
 namespace scan::server {
 

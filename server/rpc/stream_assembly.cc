@@ -1,8 +1,8 @@
-#include "stream_assembly.h"
+#include "rpc/stream_assembly.h"
 
 #include <fmt/format.h>
 
-#include "wire_codec.h"
+#include "scan/wire/codec.h"
 
 namespace scan::server {
 namespace {

@@ -1,4 +1,4 @@
-#include "scan_service.h"
+#include "rpc/scan_service.h"
 
 #include <fmt/ranges.h>
 #include <grpcpp/server_context.h>
@@ -9,8 +9,8 @@
 #include <memory>
 #include <string>
 
-#include "stream_assembly.h"
-#include "wire_codec.h"
+#include "rpc/stream_assembly.h"
+#include "scan/wire/codec.h"
 
 namespace scan::server {
 namespace {

@@ -1,4 +1,4 @@
-#include "metrics.h"
+#include "metrics/metrics.h"
 
 #include <grpcpp/grpcpp.h>
 #include <prometheus/text_serializer.h>

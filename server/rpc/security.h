@@ -9,7 +9,7 @@
 #include <string>
 #include <string_view>
 
-#include "config.h"
+#include "app/config.h"
 
 namespace scan::server {
 

@@ -1,4 +1,4 @@
-#include "server.h"
+#include "app/server.h"
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -12,7 +12,7 @@
 
 #include "backends/cpu_native_backend.h"
 #include "backends/cpu_torch_backend.h"
-#include "calibration.h"
+#include "routing/calibration.h"
 #include "scan/kernels/cpu_cumprod.h"
 #if SCAN_HAVE_CUDA
 #include "backends/cuda_backend.h"

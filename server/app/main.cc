@@ -9,9 +9,9 @@
 #include <thread>
 #include <vector>
 
-#include "config.h"
-#include "logging.h"
-#include "server.h"
+#include "app/config.h"
+#include "app/logging.h"
+#include "app/server.h"
 
 int main(int argc, char** argv) {
   using scan::server::ParseResult;

@@ -1,4 +1,4 @@
-#include "calibration.h"
+#include "routing/calibration.h"
 
 #include <algorithm>
 #include <chrono>

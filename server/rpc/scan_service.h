@@ -7,13 +7,13 @@
 #include <memory>
 #include <optional>
 
-#include "byte_budget.h"
-#include "metrics.h"
-#include "request_validation.h"
-#include "router.h"
+#include "admission/byte_budget.h"
+#include "admission/request_validation.h"
+#include "metrics/metrics.h"
+#include "routing/router.h"
+#include "rpc/security.h"
+#include "rpc/wire_service.h"
 #include "scan/v1/scan.pb.h"
-#include "security.h"
-#include "wire_service.h"
 
 namespace scan::server {
 

@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "backends/backend.h"
-#include "cost_model.h"
+#include "routing/cost_model.h"
 
 namespace scan::server {
 

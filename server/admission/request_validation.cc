@@ -1,11 +1,11 @@
-#include "request_validation.h"
+#include "admission/request_validation.h"
 
 #include <fmt/format.h>
 
 #include <limits>
 #include <string>
 
-#include "scan/v1/dtype.h"
+#include "scan/wire/dtype.h"
 
 namespace scan::server {
 namespace {

@@ -11,12 +11,12 @@
 #include <memory>
 #include <vector>
 
+#include "admission/compute_slots.h"
+#include "admission/request_validation.h"
 #include "backends/backend.h"
-#include "compute_slots.h"
-#include "cost_model.h"
-#include "gpu_inventory.h"
-#include "metrics.h"
-#include "request_validation.h"
+#include "metrics/metrics.h"
+#include "routing/cost_model.h"
+#include "routing/gpu_inventory.h"
 
 namespace scan::server {
 

@@ -9,9 +9,9 @@
 
 #include <string>
 
-#include "router.h"
+#include "routing/router.h"
+#include "rpc/security.h"
 #include "scan/v1/scan.grpc.pb.h"
-#include "security.h"
 
 namespace scan::server {
 

@@ -1,4 +1,4 @@
-#include "server_info.h"
+#include "rpc/server_info.h"
 
 #include <grpcpp/impl/rpc_service_method.h>
 #include <grpcpp/support/method_handler.h>

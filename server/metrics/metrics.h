@@ -15,13 +15,13 @@
 #include <string>
 #include <vector>
 
+#include "admission/byte_budget.h"
 #include "backends/backend.h"
-#include "byte_budget.h"
-#include "cost_model.h"
-#include "metrics_http.h"
+#include "metrics/metrics_http.h"
+#include "routing/cost_model.h"
+#include "rpc/stream_phase.h"
 #include "scan/kernels/types.h"
-#include "scan/v1/status_code_name.h"
-#include "stream_phase.h"
+#include "scan/wire/status_code_name.h"
 
 namespace scan::server {
 

@@ -1,4 +1,4 @@
-#include "metrics_http.h"
+#include "metrics/metrics_http.h"
 
 #include <microhttpd.h>
 #include <netdb.h>

@@ -1,4 +1,4 @@
-#include "cost_model.h"
+#include "routing/cost_model.h"
 
 #include <algorithm>
 #include <cmath>

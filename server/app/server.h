@@ -8,14 +8,14 @@
 #include <mutex>
 #include <optional>
 
-#include "byte_budget.h"
-#include "config.h"
-#include "metrics.h"
-#include "router.h"
-#include "scan_service.h"
-#include "security.h"
-#include "server_info.h"
-#include "wire_service.h"
+#include "admission/byte_budget.h"
+#include "app/config.h"
+#include "metrics/metrics.h"
+#include "routing/router.h"
+#include "rpc/scan_service.h"
+#include "rpc/security.h"
+#include "rpc/server_info.h"
+#include "rpc/wire_service.h"
 
 namespace scan::server {
 
