@@ -166,12 +166,16 @@ class WireScanService::StreamCall final
         context_(context),
         session_(service.open_stream_(context, service.buffers_)),
         last_progress_(Clock::now()) {
+    // gRPC calls the reactions below on other threads, after a hand-off inside libgrpc that TSan
+    // cannot see; each reaction acquires what the constructor released here (mutex_ included).
+    SCAN_PUBLISHED(this);
     service_.watchdog_->add(this);
     std::lock_guard<std::mutex> lock(mutex_);
     StartRead(&incoming_);
   }
 
   void OnReadDone(bool ok) override {
+    SCAN_SEEN_PUBLISHED(this);
     std::lock_guard<std::mutex> lock(mutex_);
     if (finished_) return;
     if (!ok) return on_client_closed();
@@ -191,6 +195,7 @@ class WireScanService::StreamCall final
   }
 
   void OnWriteDone(bool ok) override {
+    SCAN_SEEN_PUBLISHED(this);
     std::lock_guard<std::mutex> lock(mutex_);
     if (finished_) return;
     if (!ok) {
@@ -210,6 +215,7 @@ class WireScanService::StreamCall final
   }
 
   void OnCancel() override {
+    SCAN_SEEN_PUBLISHED(this);
     std::lock_guard<std::mutex> lock(mutex_);
     // A computing call is finished by its blocking thread, which sees the cancellation.
     if (finished_ || phase_ == StreamPhase::kCompute) return;
@@ -217,6 +223,7 @@ class WireScanService::StreamCall final
   }
 
   void OnDone() override {
+    SCAN_SEEN_PUBLISHED(this);
     { std::lock_guard<std::mutex> wait_for_whoever_finished(mutex_); }
     service_.watchdog_->remove(this);
     delete this;
