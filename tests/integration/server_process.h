@@ -60,7 +60,8 @@ class ServerProcess {
       pid_ = -1;
       return;
     }
-    for (int attempt = 0; attempt < 200 && port_ == 0; ++attempt) {
+    // Up to 30 s: under TSan, on two busy cores, a restart has taken over 10 s.
+    for (int attempt = 0; attempt < 600 && port_ == 0; ++attempt) {
       std::ifstream(port_file) >> port_;
       if (port_ == 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
