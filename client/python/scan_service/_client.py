@@ -22,6 +22,11 @@ _MESSAGE_OVERHEAD = 4096
 # One gRPC message carries at most 2 GiB; without the server's limits, stream above 1 GiB (as
 # scan-client does).
 _STREAM_ABOVE_WITHOUT_LIMITS = 1 << 30
+# grpcio turns a large unary message into one fresh `bytes` each way (page faults, no overlap of
+# copy and transfer), while ScanStream's 4 MiB chunks reuse memory: on loopback a 16 MiB float32
+# scan took 44 ms as Scan and 22 ms as ScanStream, 64 MiB 228 vs 95 ms; up to 8 MiB Scan is
+# faster (12.3 vs 14.2 ms). bench/RESULTS.md, "Python client".
+DEFAULT_STREAM_ABOVE_BYTES = 8 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,9 +70,12 @@ class Client:
     for servers that require client certificates. Each may be PEM bytes, PEM text or a file path.
     token: sent as "authorization: Bearer <token>" with every call. timeout: seconds per call
     (None: no deadline), including retries. max_attempts: how often a call that ends UNAVAILABLE
-    is sent again on top of gRPC's own retries (1: once). shared_memory: "auto" (shared memory
-    when the server offers it, else gRPC), "system", "cuda" (demand it; FailedPreconditionError if
-    not offered) or "off". options: extra gRPC channel arguments, applied last.
+    is sent again on top of gRPC's own retries (1: once). Tensors over the server's message limit,
+    or over stream_above_bytes (default 8 MiB, above which grpcio's chunked stream is faster than
+    one message), go through ScanStream in stream_chunk_bytes chunks. shared_memory: "auto"
+    (shared memory when the server offers it, else gRPC), "system", "cuda" (demand it;
+    FailedPreconditionError if not offered) or "off". options: extra gRPC channel arguments,
+    applied last.
 
     Thread-safe: one Client (one channel, one connection per server address) may serve many
     threads. Calls fetch the server's limits once (GetServerInfo) to pick Scan or ScanStream.
@@ -75,7 +83,8 @@ class Client:
 
     def __init__(self, target, *, token=None, root_certificates=None, private_key=None,
                  certificate_chain=None, tls=None, shared_memory="auto", timeout=None,
-                 max_attempts=3, stream_chunk_bytes=_grpc.DEFAULT_STREAM_CHUNK_BYTES, options=()):
+                 max_attempts=3, stream_chunk_bytes=_grpc.DEFAULT_STREAM_CHUNK_BYTES,
+                 stream_above_bytes=DEFAULT_STREAM_ABOVE_BYTES, options=()):
         self._shared_memory = SharedMemoryPolicy(shared_memory)
         if timeout is not None and not timeout > 0:
             raise ValueError(f"timeout: {timeout!r} is not a positive number of seconds")
@@ -90,6 +99,7 @@ class Client:
             raise ValueError("token: expected a non-empty string on one line")
         self._timeout = timeout
         self._stream_chunk_bytes = int(stream_chunk_bytes)
+        self._stream_above_bytes = int(stream_above_bytes)
 
         credentials = None
         if tls or (tls is None and (root_certificates is not None or private_key is not None)):
@@ -132,10 +142,12 @@ class Client:
             raise ResourceExhaustedError(f"gamma: {host.nbytes} bytes exceed the server's tensor "
                                          f"limit of {limits.max_tensor_bytes} bytes")
         message_limit = limits.max_message_bytes or _STREAM_ABOVE_WITHOUT_LIMITS
+        stream = (host.nbytes + _MESSAGE_OVERHEAD > message_limit
+                  or host.nbytes > self._stream_above_bytes)
         if shared is not None:  # a transport with the same interface as self._calls' scan
             transport = shared.name
             response, out = shared.scan(host, dim, _BACKENDS[backend], deadline)
-        elif host.nbytes + _MESSAGE_OVERHEAD > message_limit:
+        elif stream:
             transport = "grpc-stream"
             response, out = self._calls.scan_stream(host, dim, _BACKENDS[backend], deadline,
                                                     self._stream_chunk_bytes)
