@@ -19,6 +19,11 @@ packages=(
   # Transport benchmarks (bench/service/run.py, scan-bench --plot): the Python comparison server
   # and the PNG plots.
   python3-grpcio python3-numpy python3-protobuf gnuplot-nox
+  # The Python client (client/python) and its tests (tests/python): torch for torch tensors and
+  # the example, pytest, and pip/setuptools/venv for the offline `pip install ./client/python`.
+  # (No python3-grpc-tools: its bundled protoc 3.5 writes stubs newer protobuf refuses; the
+  # stubs come from protobuf-compiler above.)
+  python3-torch python3-pytest python3-pip python3-setuptools python3-venv
 )
 
 missing=()
