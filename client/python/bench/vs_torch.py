@@ -1,0 +1,66 @@
+#!/usr/bin/python3
+"""client.cumprod vs torch.cumprod on CUDA tensors of MM-Rec's shapes, side by side.
+
+torch.cumprod runs on the tensor's own GPU (synchronised before the clock stops); client.cumprod
+copies it to the host, sends it to scan-server (which runs its own GPU kernel when it has one),
+and copies the result back to the same device. Medians of --repeats runs, alternating.
+
+  vs_torch.py --target HOST:PORT [--repeats 10] [--backend auto|gpu|cpu]
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from scan_service import Client  # noqa: E402
+
+SHAPES = [(2, 8, 4096, 128), (2, 8, 32768, 128)]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", required=True)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--backend", default="auto")
+    args = parser.parse_args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"torch {torch.__version__}, device {device}"
+          f" ({torch.cuda.get_device_name() if device == 'cuda' else 'no CUDA'})")
+    print("| shape | dtype | MiB | torch.cumprod ms | client.cumprod ms | transport | backend |"
+          " server total ms | max rel diff |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    with Client(args.target, timeout=120) as client:
+        for shape in SHAPES:
+            for dtype in (torch.float32, torch.bfloat16):
+                gamma = (0.9 + 0.1 * torch.rand(shape, device=device)).to(dtype)
+                times = {"torch": [], "client": []}
+                for run in range(args.repeats + 1):
+                    started = time.perf_counter()
+                    want = torch.cumprod(gamma, dim=2)
+                    if device == "cuda":
+                        torch.cuda.synchronize()
+                    torch_s = time.perf_counter() - started
+                    started = time.perf_counter()
+                    result = client.scan(gamma, dim=2, backend=args.backend)
+                    if device == "cuda":
+                        torch.cuda.synchronize()
+                    client_s = time.perf_counter() - started
+                    if run:  # the first of each is a warm-up
+                        times["torch"].append(torch_s)
+                        times["client"].append(client_s)
+                got = result.tensor
+                assert got.device == gamma.device and got.dtype == dtype
+                diff = ((got.double() - want.double()).abs() / want.double().abs()).max().item()
+                mib = gamma.numel() * gamma.element_size() / (1 << 20)
+                print(f"| {list(shape)} | {str(dtype)[6:]} | {mib:.0f} | "
+                      f"{statistics.median(times['torch']) * 1e3:.2f} | "
+                      f"{statistics.median(times['client']) * 1e3:.1f} | {result.transport} | "
+                      f"{result.backend} | {result.timing['total_us'] / 1e3:.2f} | {diff:.2g} |")
+
+
+if __name__ == "__main__":
+    main()
