@@ -103,7 +103,7 @@ def measure(target, mib, repeats, warmup, backend, dim=2):
         framing.append(time.perf_counter() - started)
         started = time.perf_counter()
         out = np.empty_like(x)
-        memoryview(out.reshape(-1)).cast("B")[:] = request[:x.nbytes]
+        memoryview(out.reshape(-1)).cast("B")[:] = memoryview(request)[:x.nbytes]
         copying.append(time.perf_counter() - started)
     for client in clients.values():
         client.close()
