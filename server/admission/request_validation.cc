@@ -10,8 +10,8 @@
 namespace scan::server {
 namespace {
 
-grpc::Status invalid(std::string message) {
-  return {grpc::StatusCode::INVALID_ARGUMENT, std::move(message)};
+Outcome invalid(std::string message) {
+  return Outcome::refused(Refusal::kInvalidArgument, std::move(message));
 }
 
 bool multiply_overflows(std::int64_t a, std::int64_t b, std::int64_t* product) {
@@ -22,32 +22,30 @@ bool multiply_overflows(std::int64_t a, std::int64_t b, std::int64_t* product) {
 // chunks, where the reassembly checks their count.
 enum class DataLocation { kInMessage, kInChunks };
 
-grpc::Status validate(const v1::ScanRequest& request, const ValidationLimits& limits,
-                      DataLocation data_location, ValidatedScan* scan);
+Outcome validate(const v1::ScanRequest& request, const ValidationLimits& limits,
+                 DataLocation data_location, ValidatedScan* scan);
 
 }  // namespace
 
-grpc::Status validate_scan_request(const v1::ScanRequest& request, const ValidationLimits& limits,
-                                   ValidatedScan* scan) {
+Outcome validate_scan_request(const v1::ScanRequest& request, const ValidationLimits& limits,
+                              ValidatedScan* scan) {
   return validate(request, limits, DataLocation::kInMessage, scan);
 }
 
-grpc::Status validate_scan_header(const v1::ScanRequest& header, const ValidationLimits& limits,
-                                  ValidatedScan* scan) {
+Outcome validate_scan_header(const v1::ScanRequest& header, const ValidationLimits& limits,
+                             ValidatedScan* scan) {
   if (!header.gamma().data().empty()) {
     return invalid(
         "header.gamma.data: must be empty in ScanStream; send the tensor's bytes as chunks");
   }
-  grpc::Status status = validate(header, limits, DataLocation::kInChunks, scan);
-  if (status.ok()) return status;
   // Every message starts with the field it is about; in a stream that field is inside `header`.
-  return {status.error_code(), "header." + status.error_message()};
+  return validate(header, limits, DataLocation::kInChunks, scan).prefixed("header.");
 }
 
 namespace {
 
-grpc::Status validate(const v1::ScanRequest& request, const ValidationLimits& limits,
-                      DataLocation data_location, ValidatedScan* scan) {
+Outcome validate(const v1::ScanRequest& request, const ValidationLimits& limits,
+                 DataLocation data_location, ValidatedScan* scan) {
   if (request.op() != v1::SCAN_OP_UNSPECIFIED && request.op() != v1::SCAN_OP_CUMPROD) {
     return invalid(fmt::format("op: unsupported scan op {}", static_cast<int>(request.op())));
   }
@@ -100,9 +98,10 @@ grpc::Status validate(const v1::ScanRequest& request, const ValidationLimits& li
         gamma.data().size(), expected_bytes, numel, element_bytes, kernels::dtype_name(*dtype)));
   }
   if (expected_bytes > limits.max_tensor_bytes) {
-    return {grpc::StatusCode::RESOURCE_EXHAUSTED,
-            fmt::format("gamma: {} bytes exceed the server's tensor limit of {} bytes",
-                        expected_bytes, limits.max_tensor_bytes)};
+    return Outcome::refused(
+        Refusal::kResourceExhausted,
+        fmt::format("gamma: {} bytes exceed the server's tensor limit of {} bytes", expected_bytes,
+                    limits.max_tensor_bytes));
   }
 
   const int dim = request.dim();
@@ -119,7 +118,7 @@ grpc::Status validate(const v1::ScanRequest& request, const ValidationLimits& li
   scan->bytes = static_cast<std::size_t>(expected_bytes);
   scan->input = data_location == DataLocation::kInMessage ? gamma.data().data() : nullptr;
   scan->preference = request.backend();
-  return grpc::Status::OK;
+  return Outcome::accepted();
 }
 
 }  // namespace

@@ -1,13 +1,13 @@
-// Turns an untrusted ScanRequest into a ValidatedScan, or into the precise gRPC status (naming the
-// offending field) that the client gets back. Nothing is computed before this passes.
+// Turns an untrusted ScanRequest into a ValidatedScan, or into a refusal naming the offending field
+// (the client gets it as a gRPC status: rpc/outcome_status.h). Nothing is computed before this
+// passes.
 #pragma once
-
-#include <grpcpp/support/status.h>
 
 #include <cstddef>
 #include <cstdint>
 #include <vector>
 
+#include "admission/outcome.h"
 #include "scan/kernels/types.h"
 #include "scan/v1/scan.pb.h"
 
@@ -30,12 +30,12 @@ struct ValidatedScan {
   v1::BackendPreference preference = v1::BACKEND_PREFERENCE_AUTO;
 };
 
-grpc::Status validate_scan_request(const v1::ScanRequest& request, const ValidationLimits& limits,
-                                   ValidatedScan* scan);
+Outcome validate_scan_request(const v1::ScanRequest& request, const ValidationLimits& limits,
+                              ValidatedScan* scan);
 
 // The same checks for the header of a ScanStream call, whose gamma.data must be empty: the bytes
 // follow in chunks. scan->input is left null.
-grpc::Status validate_scan_header(const v1::ScanRequest& header, const ValidationLimits& limits,
-                                  ValidatedScan* scan);
+Outcome validate_scan_header(const v1::ScanRequest& header, const ValidationLimits& limits,
+                             ValidatedScan* scan);
 
 }  // namespace scan::server

@@ -40,7 +40,7 @@ int main(int argc, char** argv) {
   scan::server::configure_logging(config.log_level, config.log_format);
   spdlog::info("scan-server {} starting: {}", SCAN_VERSION, config.describe());
 
-  scan::server::ScanServer server(config, scan::server::make_default_router(config));
+  scan::server::ScanServer server(config, scan::server::compose_backends(config));
   if (!server.start()) return 1;
   spdlog::info("serving scan.v1.ScanService on {} (port {})", config.listen, server.port());
   if (!config.port_file.empty()) std::ofstream(config.port_file) << server.port() << "\n";

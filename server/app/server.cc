@@ -10,38 +10,17 @@
 #include <cmath>
 #include <thread>
 
-#include "backends/cpu_native_backend.h"
-#include "backends/cpu_torch_backend.h"
-#include "routing/calibration.h"
-#include "scan/kernels/cpu_cumprod.h"
-#if SCAN_HAVE_CUDA
-#include "backends/cuda_backend.h"
-#endif
-
 namespace scan::server {
 
 namespace {
 constexpr const char* kScanServiceName = "scan.v1.ScanService";
 
-#if SCAN_HAVE_CUDA
-// --gpu-register-pool: the wire pool's buffers are registered with CUDA while pooled, so GPU jobs
-// DMA straight from the request and into the response.
-class PoolRegistrar final : public wire::BufferPool::Listener {
- public:
-  void kept(const void* data, std::size_t bytes) override {
-    registry_->register_async(data, bytes);
-  }
-  void dropped(const void* data, std::size_t bytes) override { registry_->unregister(data, bytes); }
-
- private:
-  const std::shared_ptr<CudaHostRegistry> registry_ = process_cuda_host_registry();
-};
-#endif
 }  // namespace
 
-ScanServer::ScanServer(ServerConfig config, std::unique_ptr<Router> router)
+ScanServer::ScanServer(ServerConfig config, ServingBackends backends)
     : config_(std::move(config)),
-      router_(std::move(router)),
+      router_(std::move(backends.router)),
+      gpus_(std::move(backends.gpus)),
       metrics_(std::make_unique<ServiceMetrics>(router_->describe_backends(), SCAN_VERSION)),
       inflight_bytes_(config_.effective_max_inflight_bytes()) {
   for (const auto& registered : router_->backends()) {
@@ -149,21 +128,21 @@ bool ScanServer::start() {
       },
       wire_options);
   builder.RegisterService(wire_service_.get());
-#if SCAN_HAVE_CUDA
   if (config_.gpu_register_pool && router_->has(DeviceKind::kGpu)) {
-    wire_service_->buffer_pool().set_listener(std::make_shared<PoolRegistrar>());
-    spdlog::info(
-        "GPU: pooled tensor buffers are registered with CUDA as they are first reused "
-        "(--gpu-register-pool); requests in them skip the staging copies");
+    if (auto registrar = make_gpu_pool_registrar()) {
+      wire_service_->buffer_pool().set_listener(std::move(registrar));
+      spdlog::info(
+          "GPU: pooled tensor buffers are registered with CUDA as they are first reused "
+          "(--gpu-register-pool); requests in them skip the staging copies");
+    }
   }
-#endif
   v1::ServerLimits limits;
   limits.set_max_tensor_bytes(config_.max_tensor_bytes);
   limits.set_max_message_bytes(config_.effective_max_message_bytes());
   limits.set_max_inflight_bytes(config_.effective_max_inflight_bytes());
   limits.set_max_rank(config_.max_rank);
   info_service_ = std::make_unique<ServerInfoService>(
-      *router_, authenticator_ ? &*authenticator_ : nullptr, std::move(limits));
+      *router_, gpus_, authenticator_ ? &*authenticator_ : nullptr, std::move(limits));
   builder.RegisterService(info_service_.get());
 
   server_ = builder.BuildAndStart();
@@ -208,118 +187,6 @@ void ScanServer::shutdown_now() {
 
 void ScanServer::wait() {
   if (server_) server_->Wait();
-}
-
-namespace {
-
-// GPU discovery and one backend per usable GPU. Never fails the server: without a GPU (or CUDA) it
-// serves from the CPU and says why.
-void add_gpu_backends(const ServerConfig& config, Router& router) {
-  GpuInventory inventory;
-#if SCAN_HAVE_CUDA
-  if (config.gpu == "off") {
-    inventory.status = "disabled by --gpu=off";
-  } else {
-    inventory = discover_gpus();
-    CudaBackendOptions options;
-    options.lanes = config.gpu_lanes;
-    options.chunk_bytes = config.gpu_chunk_bytes;
-    options.copy_threads = config.effective_gpu_copy_threads();
-    options.streaming_copies = config.gpu_streaming_copies;
-    if (config.gpu_register_pool) options.host_registry = process_cuda_host_registry();
-    for (GpuDevice& device : inventory.devices) {
-      spdlog::info("GPU {}: {}, {:.1f} GiB, compute capability {}.{}, {} SMs{}{}", device.ordinal,
-                   device.name, static_cast<double>(device.total_memory_bytes) / (1 << 30),
-                   device.compute_capability_major, device.compute_capability_minor,
-                   device.multiprocessors, device.usable ? "" : ": not usable, ", device.detail);
-      if (!device.usable) continue;
-      std::string error;
-      auto backend = make_cuda_backend(device.ordinal, options, &error);
-      if (!backend) {
-        device.usable = false;
-        device.detail = "backend setup failed: " + error;
-        spdlog::error("GPU {}: {}", device.ordinal, device.detail);
-        continue;
-      }
-      router.add_backend(std::move(backend), config.gpu_lanes, config.max_queue);
-    }
-  }
-#else
-  (void)config;
-  inventory.status = "built without CUDA";
-#endif
-  if (!router.has(DeviceKind::kGpu)) {
-    spdlog::info("no GPU backend ({}): serving from the CPU", inventory.status);
-  } else {
-    spdlog::info("GPUs: {}", inventory.status);
-  }
-  router.set_gpu_inventory(std::move(inventory));
-}
-
-}  // namespace
-
-std::unique_ptr<Router> make_default_router(const ServerConfig& config) {
-  auto router = std::make_unique<Router>();
-  const int slots = config.effective_worker_threads();
-  if (config.cpu_backend != "cpu-torch") {
-    auto pool = std::make_shared<kernels::ThreadPool>();
-    router->add_backend(
-        make_cpu_native_backend(*pool, pool->max_parallelism(), config.cpu_flush_subnormals), slots,
-        config.max_queue);
-    router->keep_alive(std::move(pool));
-    spdlog::info("cpu-native: {} kernels, up to {} threads per request",
-                 kernels::cpu_isa_name(kernels::cpu_best_isa()),
-                 kernels::ThreadPool::default_workers() + 1);
-  }
-  if (config.cpu_backend != "cpu-native") {
-    router->add_backend(make_cpu_torch_backend(config.cpu_flush_subnormals), slots,
-                        config.max_queue);
-  }
-  add_gpu_backends(config, *router);
-  router->set_policy({config.gpu_min_bytes});
-
-  std::vector<CostOverride> overrides;
-  std::string error;
-  if (!parse_cost_overrides(config.cost_models, &overrides, &error)) {
-    spdlog::error("--cost-model: {}", error);  // parse_config validated it already
-  }
-  auto override_for = [&](const std::string& name) -> const CostOverride* {
-    for (const auto& entry : overrides) {
-      if (entry.backend == name) return &entry;
-    }
-    return nullptr;
-  };
-  for (const auto& entry : overrides) {
-    bool found = false;
-    for (const auto& registered : router->backends())
-      found |= registered.backend->name() == entry.backend;
-    if (!found) spdlog::warn("--cost-model: no backend named {} on this server", entry.backend);
-  }
-  // With a single backend there is nothing to choose, so startup skips the timing.
-  const bool choice = router->backends().size() > 1;
-  for (std::size_t index = 0; index < router->backends().size(); ++index) {
-    ScanBackend& backend = *router->backends()[index].backend;
-    if (const CostOverride* pinned = override_for(backend.name())) {
-      router->set_cost_model(index, {pinned->fixed_seconds, pinned->bytes_per_second}, {},
-                             CostSource::kConfigured);
-      spdlog::info("cost model of {} configured: fixed {:.1f} us + {:.2f} GB/s", backend.name(),
-                   pinned->fixed_seconds * 1e6, pinned->bytes_per_second / 1e9);
-      continue;
-    }
-    if (!choice) continue;
-    const CalibrationResult calibration =
-        calibrate(backend, backend.device_kind() == DeviceKind::kGpu ? gpu_calibration_shapes()
-                                                                     : cpu_calibration_shapes());
-    router->set_cost_model(index, calibration.model, calibration.samples);
-    std::string samples;
-    for (const auto& sample : calibration.samples) {
-      samples += fmt::format(" {:.0f}B:{:.1f}us", sample.bytes, sample.seconds * 1e6);
-    }
-    spdlog::info("calibrated {}: fixed {:.1f} us + {:.2f} GB/s (medians{})", backend.name(),
-                 calibration.model.fixed_seconds * 1e6, calibration.model.bytes_per_second / 1e9,
-                 samples);
-  }
-  return router;
 }
 
 }  // namespace scan::server

@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "admission/byte_budget.h"
+#include "app/composition.h"
 #include "app/config.h"
 #include "metrics/metrics.h"
 #include "routing/router.h"
@@ -21,8 +22,8 @@ namespace scan::server {
 
 class ScanServer {
  public:
-  // Takes ownership of the configured router (its backends).
-  ScanServer(ServerConfig config, std::unique_ptr<Router> router);
+  // Takes ownership of the composed backends (compose_backends, or a test's own router).
+  ScanServer(ServerConfig config, ServingBackends backends);
   ~ScanServer();
 
   // Binds and starts serving; returns false (and logs why) if the address cannot be bound.
@@ -44,6 +45,7 @@ class ScanServer {
 
   ServerConfig config_;
   std::unique_ptr<Router> router_;
+  const GpuInventory gpus_;
   std::unique_ptr<ServiceMetrics> metrics_;
   ByteBudget inflight_bytes_;
   std::optional<TokenAuthenticator> authenticator_;
@@ -55,10 +57,5 @@ class ScanServer {
   int port_ = 0;
   std::once_flag shutdown_once_;
 };
-
-// The backends this build and machine offer: cpu-native and/or cpu-torch (--cpu-backend), and a
-// cuda:N backend per usable GPU (builds with CUDA, --gpu=auto); calibrated when there is a choice,
-// then --cost-model overrides applied.
-std::unique_ptr<Router> make_default_router(const ServerConfig& config);
 
 }  // namespace scan::server

@@ -28,6 +28,12 @@ struct ScanJob {
 
 enum class DeviceKind { kCpu, kGpu };
 
+// What the metrics need to know of a registered backend to label its series.
+struct BackendDescription {
+  std::string name;
+  DeviceKind kind = DeviceKind::kCpu;
+};
+
 class ScanBackend {
  public:
   virtual ~ScanBackend() = default;

@@ -16,7 +16,7 @@
 #include <string>
 
 #include "backends/backend.h"
-#include "routing/gpu_inventory.h"
+#include "backends/gpu_inventory.h"
 
 namespace scan::server {
 

@@ -51,11 +51,6 @@ struct BackendSeries {
   prometheus::Counter* fallback_to_cpu = nullptr;  // requests retried on the first CPU backend
 };
 
-struct BackendDescription {
-  std::string name;
-  DeviceKind kind = DeviceKind::kCpu;
-};
-
 // What one finished request reports.
 struct RequestRecord {
   const BackendSeries* backend = nullptr;  // null: rejected before a backend was chosen

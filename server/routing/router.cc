@@ -79,18 +79,19 @@ RegisteredBackend* Router::fallback_for(const RegisteredBackend& failed) {
   return nullptr;
 }
 
-grpc::Status Router::route(const ValidatedScan& scan, RegisteredBackend** chosen) {
+Outcome Router::route(const ValidatedScan& scan, RegisteredBackend** chosen) {
   const auto bytes = static_cast<double>(scan.bytes);
   switch (scan.preference) {
     case v1::BACKEND_PREFERENCE_GPU:
       *chosen = least_loaded_gpu();
       if (*chosen == nullptr) {
-        return {grpc::StatusCode::FAILED_PRECONDITION,
-                has(DeviceKind::kGpu)
-                    ? "backend: GPU requested but every GPU backend is marked unhealthy"
-                    : "backend: GPU requested but this server has no usable GPU backend"};
+        return Outcome::refused(
+            Refusal::kFailedPrecondition,
+            has(DeviceKind::kGpu)
+                ? "backend: GPU requested but every GPU backend is marked unhealthy"
+                : "backend: GPU requested but this server has no usable GPU backend");
       }
-      return grpc::Status::OK;
+      return Outcome::accepted();
     case v1::BACKEND_PREFERENCE_CPU:
       *chosen = cheapest_cpu(bytes);
       break;
@@ -112,9 +113,10 @@ grpc::Status Router::route(const ValidatedScan& scan, RegisteredBackend** chosen
     }
   }
   if (*chosen == nullptr) {
-    return {grpc::StatusCode::UNAVAILABLE, "backend: no backend is available on this server"};
+    return Outcome::refused(Refusal::kUnavailable,
+                            "backend: no backend is available on this server");
   }
-  return grpc::Status::OK;
+  return Outcome::accepted();
 }
 
 }  // namespace scan::server

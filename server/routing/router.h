@@ -4,19 +4,16 @@
 // unit-testable with fake backends.
 #pragma once
 
-#include <grpcpp/support/status.h>
-
 #include <atomic>
 #include <cstdint>
 #include <memory>
 #include <vector>
 
 #include "admission/compute_slots.h"
+#include "admission/outcome.h"
 #include "admission/request_validation.h"
 #include "backends/backend.h"
-#include "metrics/metrics.h"
 #include "routing/cost_model.h"
-#include "routing/gpu_inventory.h"
 
 namespace scan::server {
 
@@ -78,16 +75,13 @@ class Router {
     return backends_.at(index).cost->observe(bytes, seconds);
   }
   void set_policy(RoutingPolicy policy) { policy_ = policy; }
-  // What startup found out about GPUs (for GetServerInfo); not used for decisions.
-  void set_gpu_inventory(GpuInventory inventory) { gpu_inventory_ = std::move(inventory); }
-  const GpuInventory& gpu_inventory() const { return gpu_inventory_; }
   const RoutingPolicy& policy() const { return policy_; }
   // Keeps a resource the backends share (a thread pool, a device context) alive exactly as long
   // as the backends: resources are destroyed after every backend.
   void keep_alive(std::shared_ptr<void> resource) { resources_.push_back(std::move(resource)); }
 
-  // The backend for `scan`, or FAILED_PRECONDITION when the preference cannot be met.
-  grpc::Status route(const ValidatedScan& scan, RegisteredBackend** chosen);
+  // The backend for `scan`; refused (kFailedPrecondition) when the preference cannot be met.
+  Outcome route(const ValidatedScan& scan, RegisteredBackend** chosen);
   // Where a request that failed on `failed` (a device error) is retried: the first available CPU
   // backend (the `to` of scan_backend_fallbacks_total), or null.
   RegisteredBackend* fallback_for(const RegisteredBackend& failed);
@@ -112,7 +106,6 @@ class Router {
   std::vector<std::shared_ptr<void>> resources_;  // declared first: destroyed last
   std::vector<RegisteredBackend> backends_;
   RoutingPolicy policy_;
-  GpuInventory gpu_inventory_;
 };
 
 }  // namespace scan::server

@@ -9,6 +9,7 @@
 #include <memory>
 #include <string>
 
+#include "rpc/outcome_status.h"
 #include "rpc/stream_assembly.h"
 #include "scan/wire/codec.h"
 
@@ -150,7 +151,9 @@ grpc::Status ScanServiceImpl::serve(grpc::ServerContextBase& context,
   const auto received = Clock::now();
   if (auto status = check_caller(context); !status.ok()) return status;
   ValidatedScan scan;
-  if (auto status = validate_scan_request(request, limits_, &scan); !status.ok()) return status;
+  if (auto outcome = validate_scan_request(request, limits_, &scan); !outcome.ok()) {
+    return to_status(outcome);
+  }
   std::optional<BudgetLease> held;
   if (auto status = admit(scan, &held); !status.ok()) return status;
 
@@ -167,7 +170,7 @@ grpc::Status ScanServiceImpl::execute(grpc::ServerContextBase& context, const Va
                                       RequestRecord& record, Clock::time_point received,
                                       Waiting waiting, bool* deferred) {
   RegisteredBackend* chosen = nullptr;
-  if (auto status = router_.route(scan, &chosen); !status.ok()) return status;
+  if (auto outcome = router_.route(scan, &chosen); !outcome.ok()) return to_status(outcome);
   // A caller that may not wait either gets a free slot now or comes back on a thread that may.
   const bool needs_slot = scan.numel > 0;
   const bool slot_taken = needs_slot && waiting == Waiting::kNotAllowed;
@@ -246,8 +249,8 @@ class ScanServiceImpl::StreamCall final : public ScanStreamSession {
   grpc::Status begin(grpc::ByteBuffer* message, grpc::ByteBuffer* reply) override {
     if (auto status = service_.check_caller(context_); !status.ok()) return status;
     if (auto status = parse_stream_header(message, &header_); !status.ok()) return status;
-    if (auto status = validate_scan_header(header_, service_.limits_, &scan_); !status.ok()) {
-      return status;
+    if (auto outcome = validate_scan_header(header_, service_.limits_, &scan_); !outcome.ok()) {
+      return to_status(outcome);
     }
     // Refused while the budget lacks room for the whole stream: a refusal then costs the client
     // one small message, not the tensor. Nothing is reserved yet, so a header alone holds nothing.

@@ -5,7 +5,8 @@
 
 namespace scan::server {
 
-v1::GetServerInfoResponse describe_server(const Router& router, const std::string& version) {
+v1::GetServerInfoResponse describe_server(const Router& router, const GpuInventory& gpus,
+                                          const std::string& version) {
   v1::GetServerInfoResponse info;
   info.set_version(version);
   for (const RegisteredBackend& registered : router.backends()) {
@@ -23,8 +24,7 @@ v1::GetServerInfoResponse describe_server(const Router& router, const std::strin
     backend->set_outstanding_requests(registered.load->requests.load());
     backend->set_outstanding_bytes(registered.load->bytes.load());
   }
-  const GpuInventory& inventory = router.gpu_inventory();
-  for (const GpuDevice& device : inventory.devices) {
+  for (const GpuDevice& device : gpus.devices) {
     v1::GpuInfo* gpu = info.add_gpus();
     gpu->set_ordinal(device.ordinal);
     gpu->set_name(device.name);
@@ -35,14 +35,15 @@ v1::GetServerInfoResponse describe_server(const Router& router, const std::strin
     gpu->set_usable(device.usable);
     gpu->set_detail(device.detail);
   }
-  info.set_gpu_status(inventory.status);
+  info.set_gpu_status(gpus.status);
   info.set_gpu_min_bytes(router.policy().gpu_min_bytes);
   return info;
 }
 
-ServerInfoService::ServerInfoService(const Router& router, const TokenAuthenticator* authenticator,
+ServerInfoService::ServerInfoService(const Router& router, const GpuInventory& gpus,
+                                     const TokenAuthenticator* authenticator,
                                      v1::ServerLimits limits)
-    : router_(router), authenticator_(authenticator), limits_(std::move(limits)) {
+    : router_(router), gpus_(gpus), authenticator_(authenticator), limits_(std::move(limits)) {
   // What protoc generates for one sync unary method: registering the generated ScanService here
   // would also claim Scan, which WireScanService serves on raw buffers.
   using Handler = grpc::internal::RpcMethodHandler<ServerInfoService, v1::GetServerInfoRequest,
@@ -63,7 +64,7 @@ grpc::Status ServerInfoService::handle(grpc::ServerContext* context,
   if (authenticator_ != nullptr) {
     if (grpc::Status status = authenticator_->check(*context); !status.ok()) return status;
   }
-  *response = describe_server(router_, SCAN_VERSION);
+  *response = describe_server(router_, gpus_, SCAN_VERSION);
   *response->mutable_limits() = limits_;
   return grpc::Status::OK;
 }

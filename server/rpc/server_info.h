@@ -9,25 +9,28 @@
 
 #include <string>
 
+#include "backends/gpu_inventory.h"
 #include "routing/router.h"
 #include "rpc/security.h"
 #include "scan/v1/scan.grpc.pb.h"
 
 namespace scan::server {
 
-v1::GetServerInfoResponse describe_server(const Router& router, const std::string& version);
+v1::GetServerInfoResponse describe_server(const Router& router, const GpuInventory& gpus,
+                                          const std::string& version);
 
 class ServerInfoService final : public grpc::Service {
  public:
-  // `authenticator` null: no token needed. Both must outlive the service.
-  ServerInfoService(const Router& router, const TokenAuthenticator* authenticator,
-                    v1::ServerLimits limits = {});
+  // `authenticator` null: no token needed. Everything referenced must outlive the service.
+  ServerInfoService(const Router& router, const GpuInventory& gpus,
+                    const TokenAuthenticator* authenticator, v1::ServerLimits limits = {});
 
  private:
   grpc::Status handle(grpc::ServerContext* context, const v1::GetServerInfoRequest& request,
                       v1::GetServerInfoResponse* response);
 
   const Router& router_;
+  const GpuInventory& gpus_;
   const TokenAuthenticator* authenticator_;
   const v1::ServerLimits limits_;
 };

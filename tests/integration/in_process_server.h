@@ -27,11 +27,14 @@ inline server::ServerConfig loopback_config() {
 
 class InProcessServer {
  public:
-  // Starts `config` with `router` (the default router for `config` when null); check started().
+  // Starts `config` with `router` and `gpus` (the default backends for `config` when `router` is
+  // null); check started().
   explicit InProcessServer(const server::ServerConfig& config,
-                           std::unique_ptr<server::Router> router = nullptr) {
-    if (!router) router = server::make_default_router(config);
-    server_ = std::make_unique<server::ScanServer>(config, std::move(router));
+                           std::unique_ptr<server::Router> router = nullptr,
+                           server::GpuInventory gpus = {}) {
+    server::ServingBackends backends{std::move(router), std::move(gpus)};
+    if (!backends.router) backends = server::compose_backends(config);
+    server_ = std::make_unique<server::ScanServer>(config, std::move(backends));
     if (!server_->start()) return;
     target_ = "127.0.0.1:" + std::to_string(server_->port());
     client_ = std::make_unique<client::Client>(target_);

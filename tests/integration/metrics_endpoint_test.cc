@@ -98,7 +98,7 @@ class MetricsEndpointTest : public ::testing::Test {
     config.metrics_auth_token_file = metrics_token_file;
     config.worker_threads = 2;
     config.gpu = "off";
-    server_ = std::make_unique<server::ScanServer>(config, server::make_default_router(config));
+    server_ = std::make_unique<server::ScanServer>(config, server::compose_backends(config));
     ASSERT_TRUE(server_->start());
     port_ = server_->metrics_port();
     ASSERT_GT(port_, 0);

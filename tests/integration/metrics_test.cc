@@ -25,7 +25,7 @@ class MetricsTest : public ::testing::Test {
     config.worker_threads = 2;
     config.cpu_backend = cpu_backend_;
     config.gpu = "off";  // exact per-backend counts: no GPU backend to share AUTO traffic with
-    server_ = std::make_unique<server::ScanServer>(config, server::make_default_router(config));
+    server_ = std::make_unique<server::ScanServer>(config, server::compose_backends(config));
     ASSERT_TRUE(server_->start());
     ASSERT_GT(server_->metrics_port(), 0);
     client_ = std::make_unique<client::Client>("127.0.0.1:" + std::to_string(server_->port()));

@@ -52,10 +52,9 @@ class RoutingTest : public ::testing::Test {
     server::GpuInventory inventory;
     inventory.status = "1 fake GPU";
     inventory.devices.push_back({0, "Fake GPU", 1 << 30, 9, 0, 132, true, ""});
-    router->set_gpu_inventory(inventory);
 
-    running_ =
-        std::make_unique<testing::InProcessServer>(testing::loopback_config(), std::move(router));
+    running_ = std::make_unique<testing::InProcessServer>(testing::loopback_config(),
+                                                          std::move(router), inventory);
     ASSERT_TRUE(running_->started());
     client_ = &running_->client();
   }

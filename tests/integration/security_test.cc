@@ -47,7 +47,7 @@ class SecurityTest : public ::testing::Test {
     config.listen = "127.0.0.1:0";
     config.metrics_listen = "";
     config.cpu_backend = "cpu-native";
-    server_ = std::make_unique<server::ScanServer>(config, server::make_default_router(config));
+    server_ = std::make_unique<server::ScanServer>(config, server::compose_backends(config));
     ASSERT_TRUE(server_->start());
   }
   server::ServerConfig tls_config(bool mutual) const {
@@ -156,7 +156,7 @@ TEST_F(SecurityTest, UnreadableOrShortSecretsStopTheServerFromStarting) {
   config.tls_key = (*certs_ / "missing.key").string();
   config.listen = "127.0.0.1:0";
   config.metrics_listen = "";
-  server::ScanServer missing_key(config, server::make_default_router(config));
+  server::ScanServer missing_key(config, server::compose_backends(config));
   EXPECT_FALSE(missing_key.start());
 
   const auto short_token = *certs_ / "short-token";
@@ -165,7 +165,7 @@ TEST_F(SecurityTest, UnreadableOrShortSecretsStopTheServerFromStarting) {
   token_config.listen = "127.0.0.1:0";
   token_config.metrics_listen = "";
   token_config.auth_token_file = short_token.string();
-  server::ScanServer weak(token_config, server::make_default_router(token_config));
+  server::ScanServer weak(token_config, server::compose_backends(token_config));
   EXPECT_FALSE(weak.start());
 }
 

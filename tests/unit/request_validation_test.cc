@@ -4,6 +4,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "rpc/outcome_status.h"
+
 namespace scan::server {
 namespace {
 
@@ -23,14 +25,14 @@ v1::ScanRequest make_request(v1::DataType dtype, std::vector<std::int64_t> shape
   return request;
 }
 
-struct Outcome {
-  grpc::Status status;
+struct Validated {
+  grpc::Status status;  // as the client sees it
   ValidatedScan scan;
 };
 
-Outcome validate(const v1::ScanRequest& request, ValidationLimits limits = {}) {
-  Outcome outcome;
-  outcome.status = validate_scan_request(request, limits, &outcome.scan);
+Validated validate(const v1::ScanRequest& request, ValidationLimits limits = {}) {
+  Validated outcome;
+  outcome.status = to_status(validate_scan_request(request, limits, &outcome.scan));
   return outcome;
 }
 

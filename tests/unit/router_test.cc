@@ -34,8 +34,9 @@ ValidatedScan scan_preferring(v1::BackendPreference preference) {
 
 std::string routed_name(Router& router, v1::BackendPreference preference) {
   RegisteredBackend* chosen = nullptr;
-  const grpc::Status status = router.route(scan_preferring(preference), &chosen);
-  return status.ok() ? chosen->backend->name() : "error:" + std::to_string(status.error_code());
+  const Outcome outcome = router.route(scan_preferring(preference), &chosen);
+  return outcome.ok() ? chosen->backend->name()
+                      : "refused:" + std::to_string(static_cast<int>(outcome.reason()));
 }
 
 TEST(Router, CpuOnlyServerServesAutoAndCpuAndRefusesGpu) {
@@ -44,7 +45,7 @@ TEST(Router, CpuOnlyServerServesAutoAndCpuAndRefusesGpu) {
   EXPECT_EQ(routed_name(router, v1::BACKEND_PREFERENCE_AUTO), "cpu-fake");
   EXPECT_EQ(routed_name(router, v1::BACKEND_PREFERENCE_CPU), "cpu-fake");
   EXPECT_EQ(routed_name(router, v1::BACKEND_PREFERENCE_GPU),
-            "error:" + std::to_string(grpc::StatusCode::FAILED_PRECONDITION));
+            "refused:" + std::to_string(static_cast<int>(Refusal::kFailedPrecondition)));
 }
 
 TEST(Router, ExplicitPreferencesAreHonouredWhenBothExist) {
@@ -58,7 +59,7 @@ TEST(Router, ExplicitPreferencesAreHonouredWhenBothExist) {
 TEST(Router, EmptyRouterIsUnavailable) {
   Router router;
   EXPECT_EQ(routed_name(router, v1::BACKEND_PREFERENCE_CPU),
-            "error:" + std::to_string(grpc::StatusCode::UNAVAILABLE));
+            "refused:" + std::to_string(static_cast<int>(Refusal::kUnavailable)));
 }
 
 }  // namespace
@@ -190,10 +191,11 @@ TEST(Router, UnhealthyGpuIsSkippedAndComesBack) {
   setup.gpu->set_available(false);
   EXPECT_EQ(routed_for_bytes(setup.router, 256 << 20), "cpu-fake");
   RegisteredBackend* chosen = nullptr;
-  const grpc::Status refused =
+  const Outcome refused =
       setup.router.route(scan_of_bytes(1 << 20, v1::BACKEND_PREFERENCE_GPU), &chosen);
-  EXPECT_EQ(refused.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
-  EXPECT_NE(refused.error_message().find("unhealthy"), std::string::npos);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.reason(), Refusal::kFailedPrecondition);
+  EXPECT_NE(refused.message().find("unhealthy"), std::string::npos);
   setup.gpu->set_available(true);
   EXPECT_EQ(routed_for_bytes(setup.router, 256 << 20), "cuda:0");
 }

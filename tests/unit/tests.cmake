@@ -16,3 +16,8 @@ scan_test(scan_cpu_torch_backend_tests
   SOURCES unit/cpu_torch_backend_test.cc
   LIBS scan_backend_cpu_torch scan_kernels_cpu
   LABELS unit)
+
+# The include rules between layers (tests/unit/layering_test.py): no build, only the sources.
+add_test(NAME unit.layering COMMAND python3 ${CMAKE_CURRENT_SOURCE_DIR}/unit/layering_test.py
+                                    ${PROJECT_SOURCE_DIR})
+set_tests_properties(unit.layering PROPERTIES LABELS unit TIMEOUT 60)

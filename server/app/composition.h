@@ -1,0 +1,32 @@
+// Composition of the service's compute: which backends this build and machine offer, how many
+// requests each runs at once, and their cost models (calibrated or configured). The only file that
+// knows which backends exist and the only CUDA conditional of the server; everything above it sees
+// a Router and plain data.
+#pragma once
+
+#include <memory>
+
+#include "app/config.h"
+#include "backends/gpu_inventory.h"
+#include "routing/router.h"
+#include "scan/wire/buffer_pool.h"
+
+namespace scan::server {
+
+// A router with its backends, and what startup found out about GPUs (for GetServerInfo and the
+// logs; not used for routing decisions).
+struct ServingBackends {
+  std::unique_ptr<Router> router;
+  GpuInventory gpus;
+};
+
+// The backends for `config`: cpu-native and/or cpu-torch (--cpu-backend), and a cuda:N backend per
+// usable GPU (builds with CUDA, --gpu=auto); calibrated when there is a choice, then --cost-model
+// overrides applied.
+ServingBackends compose_backends(const ServerConfig& config);
+
+// --gpu-register-pool: a listener that registers the wire pool's buffers with CUDA while pooled, so
+// GPU jobs DMA straight from the request and into the response. Null in builds without CUDA.
+std::shared_ptr<wire::BufferPool::Listener> make_gpu_pool_registrar();
+
+}  // namespace scan::server
