@@ -102,7 +102,8 @@ def test_input_is_left_untouched(client, rng):
 
 # -- over the message limit: ScanStream ----------------------------------------------------------
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16],
+                         ids=lambda d: np.dtype(d).name)
 def test_tensor_over_message_limit_goes_through_scan_stream(small_server, rng, dtype):
     from scan_service import Client
     x = decays(rng, (3, 2, 700, 31)).astype(dtype)  # over 256 KiB for every dtype

@@ -50,7 +50,7 @@ def test_dim_out_of_range_uses_the_servers_wording(shape, dim):
 
 
 def test_dim_must_be_an_integer():
-    with local_client() as c, pytest.raises(InvalidArgumentError, match=r": dim: expected an integer"):
+    with local_client() as c, pytest.raises(InvalidArgumentError, match=r": dim: expected an int"):
         c.cumprod(np.ones(3, np.float32), dim=1.0)
 
 

@@ -44,7 +44,8 @@ def test_stub_descriptor_matches_the_proto(tmp_path):
     compiled = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes()).file
     assert len(compiled) == 1
     committed = descriptor_pb2.FileDescriptorProto.FromString(scan_pb2.DESCRIPTOR.serialized_pb)
-    assert committed == without_json_names(compiled[0]), "scan_pb2.py is stale: run client/python/scripts/generate_stubs.py"
+    assert committed == without_json_names(compiled[0]), (
+        "scan_pb2.py is stale: run client/python/scripts/generate_stubs.py")
 
 
 @needs_protoc

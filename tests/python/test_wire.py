@@ -22,7 +22,8 @@ def test_scan_request_matches_protobuf(rng, shape, dim, backend):
 @pytest.mark.parametrize("size", [0, 1, 127, 128, 16384, 300000])
 def test_stream_chunk_matches_protobuf(rng, size):
     data = rng.bytes(size)
-    assert _wire.stream_chunk(memoryview(data)) == pb.ScanStreamRequest(chunk=data).SerializeToString()
+    expected = pb.ScanStreamRequest(chunk=data).SerializeToString()
+    assert _wire.stream_chunk(memoryview(data)) == expected
     reply = pb.ScanStreamResponse(chunk=data).SerializeToString()
     assert bytes(_wire.stream_chunk_payload(reply)) == data
 

@@ -2,14 +2,14 @@
 """The Python client's overhead: Client.scan vs a plain grpcio call of the same request bytes.
 
 Three ways to scan the same tensor on the same server: Client.scan as users call it (above 8 MiB
-it uses ScanStream, see Client's stream_above_bytes), Client.scan held to one Scan message, and
-a plain grpcio Scan call. The unary ones send the same ScanRequest (a 64 MiB float32 tensor by default) to the same server over
-channels with the same options. The plain call sends a request serialised once, before timing,
-and gets grpcio's response bytes back without parsing them: gRPC's own cost. Client.scan adds
-what a user pays on top: converting the array, framing the request (one copy of the tensor into
-grpcio's message), finding the result in the response and copying it into a writable array of
-the input's type. Runs rotate the order of the three so that drift hits all; medians are
-reported side by side.
+it uses ScanStream, see Client's stream_above_bytes), Client.scan held to one Scan message, and a
+plain grpcio Scan call. The unary ones send the same ScanRequest (a 64 MiB float32 tensor by
+default) to the same server over channels with the same options. The plain call sends a request
+serialised once, before timing, and gets grpcio's response bytes back without parsing them:
+gRPC's own cost. Client.scan adds what a user pays on top: converting the array, framing the
+request (one copy of the tensor into grpcio's message), finding the result in the response and
+copying it into a writable array of the input's type. Runs rotate the order of the three so that
+drift hits all; medians are reported side by side.
 
   overhead.py (--target HOST:PORT | --server path/to/scan-server) [--mib 64] [--repeats 15]
               [--warmup 3] [--backend auto|cpu|gpu] [--json FILE]

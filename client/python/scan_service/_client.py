@@ -58,7 +58,8 @@ def _pem(value, name):
             with open(value, "rb") as file:
                 return file.read()
         except OSError as error:
-            raise ValueError(f"{name}: cannot read {os.fspath(value)!r}: {error.strerror}") from None
+            raise ValueError(
+                f"{name}: cannot read {os.fspath(value)!r}: {error.strerror}") from None
     raise TypeError(f"{name}: expected PEM bytes or a file path, got {type(value).__name__}")
 
 
