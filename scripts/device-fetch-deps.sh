@@ -16,6 +16,8 @@ packages=(
   libprotobuf-dev libprotobuf32 libprotobuf-lite32 libprotoc32 protobuf-compiler
   libgtest-dev libgmock-dev googletest libbenchmark-dev libbenchmark1debian
   libssl-dev zlib1g-dev libcurl4-openssl-dev
+  # A real Prometheus for scripts/device-acceptance.sh: Debian ships it statically linked.
+  prometheus
 )
 
 mkdir -p "$dest"

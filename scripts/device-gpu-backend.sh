@@ -57,8 +57,8 @@ if [ "${SCAN_SKIP_GPU_TESTS:-0}" != 1 ]; then
 fi
 
 server="$build/server/scan-server"
-client="$build/client/scan-client"
-bench="$build/client/scan-bench"
+client="$build/tools/scan-client/scan-client"
+bench="$build/bench/load/scan-bench"
 
 finish() {  # summary and logs to $out; the exit status says whether every step passed
   cat "$summary"

@@ -18,6 +18,7 @@
 #include "rpc/wire_service.h"
 #include "scan/wire/codec.h"
 #include "scan/wire/dtype.h"
+#include "scan/wire/limits.h"
 #include "scan/wire/transport.h"
 
 namespace {
@@ -30,9 +31,9 @@ benchmarks.
 
 // scan-server's default in-flight byte budget (4 x its 256 MiB tensor limit), which it also
 // grants its buffer pool.
-constexpr std::size_t kPooledBytes = std::size_t{1} << 30;
+constexpr std::size_t kPooledBytes = 4 * scan::wire::kDefaultMaxTensorBytes;
 // scan-server's default --stream-chunk-bytes.
-constexpr std::size_t kStreamChunkBytes = std::size_t{4} << 20;
+constexpr std::size_t kStreamChunkBytes = scan::wire::kDefaultStreamChunkBytes;
 
 // The tensor's size by its shape and dtype (0 for anything invalid, or over the pool's size):
 // just enough checking to reassemble a stream exactly as the server would.
@@ -108,7 +109,7 @@ void stop(int) {
 int main(int argc, char** argv) {
   std::string listen = "127.0.0.1:0";
   std::string port_file;
-  long long message_limit = (256ll << 20) + (1 << 20);
+  long long message_limit = scan::wire::kDefaultMaxTensorBytes + scan::wire::kMessageOverheadBytes;
   scan::transport::ChannelArgs overrides;
   for (int index = 1; index < argc; ++index) {
     const std::string arg = argv[index];
@@ -130,10 +131,10 @@ int main(int argc, char** argv) {
 
   scan::server::WireScanService echo(
       [](grpc::ServerContextBase*, scan::v1::ScanRequest* request, scan::v1::ScanResponse* response,
-         scan::server::Waiting) -> std::optional<grpc::Status> {
+         scan::server::Waiting) -> scan::server::HandlerResult {
         response->mutable_result()->Swap(request->mutable_gamma());
         response->set_backend("echo");
-        return grpc::Status::OK;
+        return {grpc::Status::OK, nullptr};
       },
       kPooledBytes,
       [](grpc::ServerContextBase*, const std::shared_ptr<scan::wire::BufferPool>& buffers) {

@@ -55,7 +55,7 @@ def start(command, port_file, env=None):
 
 
 def bench(build, target, protocol, args, warmup, out):
-    command = [os.path.join(build, "client", "scan-bench"), "--target", target, "--protocol",
+    command = [os.path.join(build, "bench", "load", "scan-bench"), "--target", target, "--protocol",
                protocol, "--warmup", str(warmup), "--quiet", "--json", out] + args
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     run = json.load(open(out))["runs"][0]

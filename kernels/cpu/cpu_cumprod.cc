@@ -38,8 +38,6 @@ constexpr std::int64_t kMaxTileLanes = 2048;
 // a streamed block into scattered short reads.
 constexpr std::int64_t kMinTileBytes = 512;
 
-std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
-
 #if defined(SCAN_CPU_X86_ISAS)
 // Probed once per process: CPUID traps to the hypervisor in a VM, and probing on every call was
 // measured at 7 microseconds here, more than a small scan takes.

@@ -22,6 +22,10 @@ class Outcome {
   static Outcome refused(Refusal reason, std::string message) {
     return Outcome(reason, std::move(message));
   }
+  // The request itself is wrong; `message` starts with the field it names.
+  static Outcome invalid(std::string message) {
+    return refused(Refusal::kInvalidArgument, std::move(message));
+  }
 
   bool ok() const { return !refused_; }
   // Meaningful only when !ok().

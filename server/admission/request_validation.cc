@@ -10,10 +10,6 @@
 namespace scan::server {
 namespace {
 
-Outcome invalid(std::string message) {
-  return Outcome::refused(Refusal::kInvalidArgument, std::move(message));
-}
-
 bool multiply_overflows(std::int64_t a, std::int64_t b, std::int64_t* product) {
   return __builtin_mul_overflow(a, b, product);
 }
@@ -35,7 +31,7 @@ Outcome validate_scan_request(const v1::ScanRequest& request, const ValidationLi
 Outcome validate_scan_header(const v1::ScanRequest& header, const ValidationLimits& limits,
                              ValidatedScan* scan) {
   if (!header.gamma().data().empty()) {
-    return invalid(
+    return Outcome::invalid(
         "header.gamma.data: must be empty in ScanStream; send the tensor's bytes as chunks");
   }
   // Every message starts with the field it is about; in a stream that field is inside `header`.
@@ -47,18 +43,19 @@ namespace {
 Outcome validate(const v1::ScanRequest& request, const ValidationLimits& limits,
                  DataLocation data_location, ValidatedScan* scan) {
   if (request.op() != v1::SCAN_OP_UNSPECIFIED && request.op() != v1::SCAN_OP_CUMPROD) {
-    return invalid(fmt::format("op: unsupported scan op {}", static_cast<int>(request.op())));
+    return Outcome::invalid(
+        fmt::format("op: unsupported scan op {}", static_cast<int>(request.op())));
   }
   if (!v1::BackendPreference_IsValid(request.backend())) {
-    return invalid(
+    return Outcome::invalid(
         fmt::format("backend: unknown backend preference {}", static_cast<int>(request.backend())));
   }
-  if (!request.has_gamma()) return invalid("gamma: required tensor is missing");
+  if (!request.has_gamma()) return Outcome::invalid("gamma: required tensor is missing");
   const v1::Tensor& gamma = request.gamma();
 
   const auto dtype = v1::to_kernel_dtype(gamma.dtype());
   if (!dtype) {
-    return invalid(fmt::format(
+    return Outcome::invalid(fmt::format(
         "gamma.dtype: {} is not a supported data type (expected FLOAT32, FLOAT64, FLOAT16 or "
         "BFLOAT16)",
         gamma.dtype() == v1::DATA_TYPE_UNSPECIFIED ? std::string("UNSPECIFIED")
@@ -66,10 +63,10 @@ Outcome validate(const v1::ScanRequest& request, const ValidationLimits& limits,
   }
 
   const int rank = gamma.shape_size();
-  if (rank == 0) return invalid("gamma.shape: empty; a scan needs at least one dimension");
+  if (rank == 0) return Outcome::invalid("gamma.shape: empty; a scan needs at least one dimension");
   if (rank > limits.max_rank) {
-    return invalid(fmt::format("gamma.shape: rank {} exceeds the server's maximum of {}", rank,
-                               limits.max_rank));
+    return Outcome::invalid(fmt::format("gamma.shape: rank {} exceeds the server's maximum of {}",
+                                        rank, limits.max_rank));
   }
   std::int64_t numel = 1;
   // Zero sizes are legal, but the other sizes must still multiply without overflow: kernels
@@ -77,22 +74,23 @@ Outcome validate(const v1::ScanRequest& request, const ValidationLimits& limits,
   std::int64_t nonzero_product = 1;
   for (int axis = 0; axis < rank; ++axis) {
     const std::int64_t size = gamma.shape(axis);
-    if (size < 0) return invalid(fmt::format("gamma.shape[{}]: size {} is negative", axis, size));
+    if (size < 0)
+      return Outcome::invalid(fmt::format("gamma.shape[{}]: size {} is negative", axis, size));
     if (size == 0) {
       numel = 0;
     } else if (multiply_overflows(nonzero_product, size, &nonzero_product)) {
-      return invalid("gamma.shape: the element count overflows a 64-bit integer");
+      return Outcome::invalid("gamma.shape: the element count overflows a 64-bit integer");
     }
   }
   if (numel != 0) numel = nonzero_product;
   const auto element_bytes = static_cast<std::int64_t>(kernels::element_size(*dtype));
   std::int64_t expected_bytes = 0;
   if (multiply_overflows(numel, element_bytes, &expected_bytes)) {
-    return invalid("gamma.shape: the tensor's byte size overflows a 64-bit integer");
+    return Outcome::invalid("gamma.shape: the tensor's byte size overflows a 64-bit integer");
   }
   if (data_location == DataLocation::kInMessage &&
       static_cast<std::uint64_t>(expected_bytes) != gamma.data().size()) {
-    return invalid(fmt::format(
+    return Outcome::invalid(fmt::format(
         "gamma.data: holds {} bytes but shape and dtype need {} ({} x {} "
         "bytes of {})",
         gamma.data().size(), expected_bytes, numel, element_bytes, kernels::dtype_name(*dtype)));
@@ -106,8 +104,9 @@ Outcome validate(const v1::ScanRequest& request, const ValidationLimits& limits,
 
   const int dim = request.dim();
   if (dim < -rank || dim >= rank) {
-    return invalid(fmt::format("dim: {} is out of range for a rank-{} tensor (expected {}..{})",
-                               dim, rank, -rank, rank - 1));
+    return Outcome::invalid(
+        fmt::format("dim: {} is out of range for a rank-{} tensor (expected {}..{})", dim, rank,
+                    -rank, rank - 1));
   }
 
   scan->dtype = *dtype;

@@ -10,11 +10,12 @@
 #include "admission/outcome.h"
 #include "scan/kernels/types.h"
 #include "scan/v1/scan.pb.h"
+#include "scan/wire/limits.h"
 
 namespace scan::server {
 
 struct ValidationLimits {
-  std::int64_t max_tensor_bytes = std::int64_t{256} << 20;
+  std::int64_t max_tensor_bytes = wire::kDefaultMaxTensorBytes;
   int max_rank = 16;
 };
 

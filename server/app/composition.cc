@@ -29,26 +29,26 @@ class PoolRegistrar final : public wire::BufferPool::Listener {
   void dropped(const void* data, std::size_t bytes) override { registry_->unregister(data, bytes); }
 
  private:
-  const std::shared_ptr<CudaHostRegistry> registry_ = process_cuda_host_registry();
+  const std::shared_ptr<kernels::CudaHostRegistry> registry_ = process_cuda_host_registry();
 };
 #endif
 
 // GPU discovery and one backend per usable GPU. Never fails the server: without a GPU (or CUDA) it
 // serves from the CPU and says why.
-GpuInventory add_gpu_backends(const ServerConfig& config, Router& router) {
-  GpuInventory inventory;
+kernels::GpuInventory add_gpu_backends(const ServerConfig& config, Router& router) {
+  kernels::GpuInventory inventory;
 #if SCAN_HAVE_CUDA
   if (config.gpu == "off") {
     inventory.status = "disabled by --gpu=off";
   } else {
-    inventory = discover_gpus();
+    inventory = kernels::discover_gpus();
     CudaBackendOptions options;
-    options.lanes = config.gpu_lanes;
-    options.chunk_bytes = config.gpu_chunk_bytes;
-    options.copy_threads = config.effective_gpu_copy_threads();
-    options.streaming_copies = config.gpu_streaming_copies;
-    if (config.gpu_register_pool) options.host_registry = process_cuda_host_registry();
-    for (GpuDevice& device : inventory.devices) {
+    options.pipeline.lanes = config.gpu_lanes;
+    options.pipeline.chunk_bytes = config.gpu_chunk_bytes;
+    options.pipeline.copy_threads = config.effective_gpu_copy_threads();
+    options.pipeline.streaming_copies = config.gpu_streaming_copies;
+    if (config.gpu_register_pool) options.pipeline.host_registry = process_cuda_host_registry();
+    for (kernels::GpuDevice& device : inventory.devices) {
       spdlog::info("GPU {}: {}, {:.1f} GiB, compute capability {}.{}, {} SMs{}{}", device.ordinal,
                    device.name, static_cast<double>(device.total_memory_bytes) / (1 << 30),
                    device.compute_capability_major, device.compute_capability_minor,
@@ -96,7 +96,7 @@ ServingBackends compose_backends(const ServerConfig& config) {
     router->add_backend(make_cpu_torch_backend(config.cpu_flush_subnormals), slots,
                         config.max_queue);
   }
-  GpuInventory gpus = add_gpu_backends(config, *router);
+  kernels::GpuInventory gpus = add_gpu_backends(config, *router);
   router->set_policy({config.gpu_min_bytes});
 
   std::vector<CostOverride> overrides;

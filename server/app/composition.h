@@ -7,8 +7,8 @@
 #include <memory>
 
 #include "app/config.h"
-#include "backends/gpu_inventory.h"
 #include "routing/router.h"
+#include "scan/kernels/gpu_inventory.h"
 #include "scan/wire/buffer_pool.h"
 
 namespace scan::server {
@@ -17,7 +17,7 @@ namespace scan::server {
 // logs; not used for routing decisions).
 struct ServingBackends {
   std::unique_ptr<Router> router;
-  GpuInventory gpus;
+  kernels::GpuInventory gpus;
 };
 
 // The backends for `config`: cpu-native and/or cpu-torch (--cpu-backend), and a cuda:N backend per

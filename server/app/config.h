@@ -7,15 +7,18 @@
 #include <string>
 #include <vector>
 
+#include "scan/kernels/cuda_pipeline.h"
+#include "scan/wire/limits.h"
+
 namespace scan::server {
 
 struct ServerConfig {
   std::string listen = "0.0.0.0:50051";
-  std::int64_t max_tensor_bytes = std::int64_t{256} << 20;
+  std::int64_t max_tensor_bytes = wire::kDefaultMaxTensorBytes;
   // 0 means: max_tensor_bytes plus room for the message's other fields.
   std::int64_t max_message_bytes = 0;
   // ScanStream's result chunks; tensors larger than a message travel that way.
-  std::int64_t stream_chunk_bytes = std::int64_t{4} << 20;
+  std::int64_t stream_chunk_bytes = wire::kDefaultStreamChunkBytes;
   int max_rank = 16;
   int worker_threads = 0;  // 0 means: one per CPU core
   int rpc_threads = 0;     // 0 means: max(64, 8 x worker_threads)
@@ -41,8 +44,10 @@ struct ServerConfig {
   // GPU backends (builds with CUDA). "auto": serve from every usable GPU found at startup; "off":
   // CPU only.
   std::string gpu = "auto";
-  int gpu_lanes = 2;  // requests one GPU serves at once (each with its own streams and buffers)
-  std::int64_t gpu_chunk_bytes = std::int64_t{8} << 20;  // pipeline piece / staging buffer size
+  // Requests one GPU serves at once (each with its own streams and buffers), and the pipeline
+  // piece / staging buffer size: the pipeline's own defaults.
+  int gpu_lanes = kernels::CudaPipelineOptions{}.lanes;
+  std::int64_t gpu_chunk_bytes = kernels::CudaPipelineOptions{}.chunk_bytes;
   // Host threads copying between request memory and pinned buffers; 0 means one per core (these
   // copies bound the GPU path: see bench/RESULTS.md, "GPU backend (H100)").
   int gpu_copy_threads = 0;

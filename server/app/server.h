@@ -45,7 +45,7 @@ class ScanServer {
 
   ServerConfig config_;
   std::unique_ptr<Router> router_;
-  const GpuInventory gpus_;
+  const kernels::GpuInventory gpus_;
   std::unique_ptr<ServiceMetrics> metrics_;
   ByteBudget inflight_bytes_;
   std::optional<TokenAuthenticator> authenticator_;

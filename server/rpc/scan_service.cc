@@ -58,34 +58,86 @@ void ScanServiceImpl::record_end(grpc::ServerContextBase& context, RequestRecord
   metrics_.record(record);
 }
 
-template <class Serve>
-grpc::Status ScanServiceImpl::recorded(grpc::ServerContextBase& context, Serve serve) {
-  const auto received = Clock::now();
-  metrics_.inflight().Increment();
-  RequestRecord record;
-  bool deferred = false;
-  grpc::Status status = serve(record, &deferred);
-  if (deferred) {
-    metrics_.inflight().Decrement();
+// A Scan call from its arrival to its end in the metrics. When it would have to wait for a compute
+// slot where it may not, it is handed to the transport as it stands (DeferredScan): its budget,
+// route and record stay held, so nothing is validated, admitted or routed twice.
+class ScanServiceImpl::UnaryCall final : public DeferredScan {
+ public:
+  UnaryCall(ScanServiceImpl& service, grpc::ServerContextBase& context,
+            const v1::ScanRequest& request, v1::ScanResponse& response)
+      : service_(service),
+        context_(context),
+        request_(request),
+        response_(response),
+        received_(Clock::now()) {
+    service_.metrics_.inflight().Increment();
+    record_.request_bytes = request.gamma().data().size();
+  }
+
+  // Caller, validation, budget and route; the response gets its shape and a buffer to fill.
+  grpc::Status prepare() {
+    if (auto status = service_.check_caller(context_); !status.ok()) return status;
+    if (auto outcome = validate_scan_request(request_, service_.limits_, &scan_); !outcome.ok()) {
+      return to_status(outcome);
+    }
+    if (auto status = service_.admit(scan_, &held_); !status.ok()) return status;
+    v1::Tensor* result = response_.mutable_result();
+    result->set_dtype(request_.gamma().dtype());
+    *result->mutable_shape() = request_.gamma().shape();
+    result->mutable_data()->resize(scan_.bytes);
+    return to_status(service_.router_.route(scan_, &chosen_));
+  }
+
+  // False when a compute slot is needed and none is free now.
+  bool try_take_slot() {
+    if (scan_.numel == 0) return true;
+    slot_held_ = chosen_->slots->try_acquire();
+    return slot_held_;
+  }
+
+  grpc::Status run() {
+    return service_.execute(context_, scan_, *chosen_, slot_held_,
+                            response_.mutable_result()->mutable_data()->data(), response_, record_,
+                            received_);
+  }
+
+  // Records the call's end in the metrics; returns `status`.
+  grpc::Status end(grpc::Status status) {
+    if (status.ok()) record_.response_bytes = response_.result().data().size();
+    service_.record_end(context_, record_, status, received_);
+    held_.reset();
     return status;
   }
-  record_end(context, record, status, received);
-  return status;
-}
 
-std::optional<grpc::Status> ScanServiceImpl::Scan(grpc::ServerContextBase* context,
-                                                  const v1::ScanRequest* request,
-                                                  v1::ScanResponse* response, Waiting waiting) {
-  bool was_deferred = false;
-  grpc::Status status = recorded(*context, [&](RequestRecord& record, bool* deferred) {
-    record.request_bytes = request->gamma().data().size();
-    grpc::Status served = serve(*context, *request, *response, record, waiting, deferred);
-    if (served.ok()) record.response_bytes = response->result().data().size();
-    was_deferred = *deferred;
-    return served;
-  });
-  if (was_deferred) return std::nullopt;
-  return status;
+  grpc::Status resume() override { return end(run()); }
+  // A deferred call holds no slot: it was deferred for want of one.
+  grpc::Status abandon(grpc::Status refusal) override { return end(std::move(refusal)); }
+
+ private:
+  ScanServiceImpl& service_;
+  grpc::ServerContextBase& context_;
+  const v1::ScanRequest& request_;
+  v1::ScanResponse& response_;
+  const Clock::time_point received_;
+  RequestRecord record_;
+  ValidatedScan scan_;
+  std::optional<BudgetLease> held_;
+  RegisteredBackend* chosen_ = nullptr;
+  bool slot_held_ = false;
+};
+
+HandlerResult ScanServiceImpl::Scan(grpc::ServerContextBase* context,
+                                    const v1::ScanRequest* request, v1::ScanResponse* response,
+                                    Waiting waiting) {
+  auto call = std::make_shared<UnaryCall>(*this, *context, *request, *response);
+  grpc::Status status = call->prepare();
+  if (status.ok()) {
+    if (waiting == Waiting::kNotAllowed && !call->try_take_slot()) {
+      return {grpc::Status::OK, std::move(call)};
+    }
+    status = call->run();
+  }
+  return {call->end(std::move(status)), nullptr};
 }
 
 kernels::KernelStatus ScanServiceImpl::compute(RegisteredBackend& chosen, ScanJob job,
@@ -145,43 +197,15 @@ grpc::Status ScanServiceImpl::budget_exhausted(std::int64_t needed) const {
                       inflight_bytes_.in_use(), needed, inflight_bytes_.limit())};
 }
 
-grpc::Status ScanServiceImpl::serve(grpc::ServerContextBase& context,
-                                    const v1::ScanRequest& request, v1::ScanResponse& response,
-                                    RequestRecord& record, Waiting waiting, bool* deferred) {
-  const auto received = Clock::now();
-  if (auto status = check_caller(context); !status.ok()) return status;
-  ValidatedScan scan;
-  if (auto outcome = validate_scan_request(request, limits_, &scan); !outcome.ok()) {
-    return to_status(outcome);
-  }
-  std::optional<BudgetLease> held;
-  if (auto status = admit(scan, &held); !status.ok()) return status;
-
-  v1::Tensor* result = response.mutable_result();
-  result->set_dtype(request.gamma().dtype());
-  *result->mutable_shape() = request.gamma().shape();
-  std::string* output = result->mutable_data();
-  output->resize(scan.bytes);
-  return execute(context, scan, output->data(), response, record, received, waiting, deferred);
-}
-
 grpc::Status ScanServiceImpl::execute(grpc::ServerContextBase& context, const ValidatedScan& scan,
-                                      void* output, v1::ScanResponse& response,
-                                      RequestRecord& record, Clock::time_point received,
-                                      Waiting waiting, bool* deferred) {
-  RegisteredBackend* chosen = nullptr;
-  if (auto outcome = router_.route(scan, &chosen); !outcome.ok()) return to_status(outcome);
-  // A caller that may not wait either gets a free slot now or comes back on a thread that may.
+                                      RegisteredBackend& chosen, bool slot_held, void* output,
+                                      v1::ScanResponse& response, RequestRecord& record,
+                                      Clock::time_point received) {
   const bool needs_slot = scan.numel > 0;
-  const bool slot_taken = needs_slot && waiting == Waiting::kNotAllowed;
-  if (slot_taken && !chosen->slots->try_acquire()) {
-    *deferred = true;
-    return grpc::Status::OK;
-  }
   // Counted as the backend's backlog, for the routing decisions of later requests, until answered.
-  LoadLease load(*chosen->load, static_cast<std::int64_t>(scan.bytes));
-  const ScanBackend& backend = *chosen->backend;
-  record.backend = &metrics_.backend(chosen->index);
+  LoadLease load(*chosen.load, static_cast<std::int64_t>(scan.bytes));
+  const ScanBackend& backend = *chosen.backend;
+  record.backend = &metrics_.backend(chosen.index);
   record.dtype = scan.dtype;
   metrics_.record_route(*record.backend, reason_for(scan.preference));
 
@@ -191,10 +215,10 @@ grpc::Status ScanServiceImpl::execute(grpc::ServerContextBase& context, const Va
   auto compute_started = queued;
   auto compute_finished = queued;
   if (needs_slot) {
-    const auto outcome = slot_taken
-                             ? ComputeSlots::Outcome::kAcquired
-                             : chosen->slots->acquire(steady_deadline_of(context),
-                                                      [&context] { return context.IsCancelled(); });
+    const auto outcome = slot_held ? ComputeSlots::Outcome::kAcquired
+                                   : chosen.slots->acquire(steady_deadline_of(context), [&context] {
+                                       return context.IsCancelled();
+                                     });
     if (outcome == ComputeSlots::Outcome::kQueueFull) {
       return {grpc::StatusCode::RESOURCE_EXHAUSTED,
               "server busy: the queue of backend " + backend.name() +
@@ -207,13 +231,13 @@ grpc::Status ScanServiceImpl::execute(grpc::ServerContextBase& context, const Va
     if (outcome == ComputeSlots::Outcome::kCancelled) {
       return {grpc::StatusCode::CANCELLED, "request cancelled while queued"};
     }
-    SlotLease lease(*chosen->slots);
+    SlotLease lease(*chosen.slots);
     compute_started = Clock::now();
     record.queue_seconds = seconds_between(queued, compute_started);
     spdlog::debug("scan started: [{}] {} dim {} on {} for {}", fmt::join(scan.shape, ","),
                   kernels::dtype_name(scan.dtype), scan.dim, backend.name(), context.peer());
     const kernels::KernelStatus status =
-        compute(*chosen, {scan.dtype, scan.view, scan.input, output}, record, response);
+        compute(chosen, {scan.dtype, scan.view, scan.input, output}, record, response);
     compute_finished = Clock::now();
     record.compute_seconds = seconds_between(compute_started, compute_finished);
     if (!status.ok()) {
@@ -295,9 +319,13 @@ class ScanServiceImpl::StreamCall final : public ScanStreamSession {
     v1::Tensor* tensor = response.mutable_result();
     tensor->set_dtype(header_.gamma().dtype());
     *tensor->mutable_shape() = header_.gamma().shape();
-    bool never_deferred = false;  // complete() runs on a thread that may wait
-    grpc::Status status = service_.execute(context_, scan_, output->bytes().data(), response,
-                                           record_, received_, Waiting::kAllowed, &never_deferred);
+    RegisteredBackend* chosen = nullptr;
+    grpc::Status status = to_status(service_.router_.route(scan_, &chosen));
+    // complete() runs on a thread that may wait for a compute slot.
+    if (status.ok()) {
+      status = service_.execute(context_, scan_, *chosen, /*slot_held=*/false,
+                                output->bytes().data(), response, record_, received_);
+    }
     // The input has served its purpose: its memory and budget go before the download starts.
     assembler_.reset();
     input_.reset();

@@ -39,10 +39,10 @@ class ScanServiceImpl final {
         authenticator_(authenticator) {}
 
   // The Scan call. With Waiting::kNotAllowed (gRPC's callback thread) a request that would have
-  // to wait for a compute slot is not served: nullopt, and nothing recorded; the transport then
-  // calls again with Waiting::kAllowed from a thread of its own.
-  std::optional<grpc::Status> Scan(grpc::ServerContextBase* context, const v1::ScanRequest* request,
-                                   v1::ScanResponse* response, Waiting waiting);
+  // to wait for a compute slot comes back deferred, validated, admitted and routed: the transport
+  // finishes it from a thread of its own (DeferredScan::resume).
+  HandlerResult Scan(grpc::ServerContextBase* context, const v1::ScanRequest* request,
+                     v1::ScanResponse* response, Waiting waiting);
   // A ScanStream call (see scan.proto and ScanStreamSession). Its header is validated, and the
   // stream refused while the in-flight budget lacks room for it, before the client is told to
   // send any bytes; the budget is then taken as the bytes arrive, so a stream holds what it was
@@ -55,31 +55,25 @@ class ScanServiceImpl final {
   void stop_admitting() { draining_.store(true, std::memory_order_relaxed); }
 
  private:
+  class UnaryCall;
   class StreamCall;
 
   // The end of a call: counted out of the in-flight gauge and recorded in the metrics.
   void record_end(grpc::ServerContextBase& context, RequestRecord& record,
                   const grpc::Status& status, std::chrono::steady_clock::time_point received);
-  // Counts the call in the in-flight gauge and records it in the metrics when `serve` returns,
-  // unless it set *deferred (it did nothing and will be called again).
-  template <class Serve>
-  grpc::Status recorded(grpc::ServerContextBase& context, Serve serve);
   // Before any compute: the request's bytes (request plus response) reserved from the in-flight
   // budget, held by *held until the call ends.
   grpc::Status admit(const ValidatedScan& scan, std::optional<BudgetLease>* held);
   grpc::Status budget_exhausted(std::int64_t needed) const;
   // Draining and credentials.
   grpc::Status check_caller(grpc::ServerContextBase& context) const;
-  // Routes `scan`, waits for a slot (or, when waiting is not allowed and none is free, sets
-  // *deferred and returns) and computes into `output` (scan.bytes long); fills the response's
-  // backend and timing, not its data.
-  grpc::Status execute(grpc::ServerContextBase& context, const ValidatedScan& scan, void* output,
+  // Runs a routed `scan` on `chosen`: waits for a compute slot unless `slot_held` (the caller
+  // took one), computes into `output` (scan.bytes long), and fills the response's backend and
+  // timing, not its data.
+  grpc::Status execute(grpc::ServerContextBase& context, const ValidatedScan& scan,
+                       RegisteredBackend& chosen, bool slot_held, void* output,
                        v1::ScanResponse& response, RequestRecord& record,
-                       std::chrono::steady_clock::time_point received, Waiting waiting,
-                       bool* deferred);
-  grpc::Status serve(grpc::ServerContextBase& context, const v1::ScanRequest& request,
-                     v1::ScanResponse& response, RequestRecord& record, Waiting waiting,
-                     bool* deferred);
+                       std::chrono::steady_clock::time_point received);
   // Runs `job` on `chosen`, feeding the router's cost model; a GPU failure is retried on the
   // router's CPU fallback (counted in scan_backend_fallbacks_total).
   kernels::KernelStatus compute(RegisteredBackend& chosen, ScanJob job, RequestRecord& record,

@@ -5,7 +5,7 @@
 
 namespace scan::server {
 
-v1::GetServerInfoResponse describe_server(const Router& router, const GpuInventory& gpus,
+v1::GetServerInfoResponse describe_server(const Router& router, const kernels::GpuInventory& gpus,
                                           const std::string& version) {
   v1::GetServerInfoResponse info;
   info.set_version(version);
@@ -24,7 +24,7 @@ v1::GetServerInfoResponse describe_server(const Router& router, const GpuInvento
     backend->set_outstanding_requests(registered.load->requests.load());
     backend->set_outstanding_bytes(registered.load->bytes.load());
   }
-  for (const GpuDevice& device : gpus.devices) {
+  for (const kernels::GpuDevice& device : gpus.devices) {
     v1::GpuInfo* gpu = info.add_gpus();
     gpu->set_ordinal(device.ordinal);
     gpu->set_name(device.name);
@@ -40,7 +40,7 @@ v1::GetServerInfoResponse describe_server(const Router& router, const GpuInvento
   return info;
 }
 
-ServerInfoService::ServerInfoService(const Router& router, const GpuInventory& gpus,
+ServerInfoService::ServerInfoService(const Router& router, const kernels::GpuInventory& gpus,
                                      const TokenAuthenticator* authenticator,
                                      v1::ServerLimits limits)
     : router_(router), gpus_(gpus), authenticator_(authenticator), limits_(std::move(limits)) {

@@ -9,20 +9,20 @@
 
 #include <string>
 
-#include "backends/gpu_inventory.h"
 #include "routing/router.h"
 #include "rpc/security.h"
+#include "scan/kernels/gpu_inventory.h"
 #include "scan/v1/scan.grpc.pb.h"
 
 namespace scan::server {
 
-v1::GetServerInfoResponse describe_server(const Router& router, const GpuInventory& gpus,
+v1::GetServerInfoResponse describe_server(const Router& router, const kernels::GpuInventory& gpus,
                                           const std::string& version);
 
 class ServerInfoService final : public grpc::Service {
  public:
   // `authenticator` null: no token needed. Everything referenced must outlive the service.
-  ServerInfoService(const Router& router, const GpuInventory& gpus,
+  ServerInfoService(const Router& router, const kernels::GpuInventory& gpus,
                     const TokenAuthenticator* authenticator, v1::ServerLimits limits = {});
 
  private:
@@ -30,7 +30,7 @@ class ServerInfoService final : public grpc::Service {
                       v1::GetServerInfoResponse* response);
 
   const Router& router_;
-  const GpuInventory& gpus_;
+  const kernels::GpuInventory& gpus_;
   const TokenAuthenticator* authenticator_;
   const v1::ServerLimits limits_;
 };

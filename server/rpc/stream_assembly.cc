@@ -2,13 +2,14 @@
 
 #include <fmt/format.h>
 
+#include "rpc/outcome_status.h"
 #include "scan/wire/codec.h"
 
 namespace scan::server {
 namespace {
 
 grpc::Status invalid(std::string message) {
-  return {grpc::StatusCode::INVALID_ARGUMENT, std::move(message)};
+  return to_status(Outcome::invalid(std::move(message)));
 }
 
 constexpr int kChunkField = v1::ScanStreamRequest::kChunkFieldNumber;

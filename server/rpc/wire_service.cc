@@ -419,31 +419,33 @@ grpc::ServerUnaryReactor* WireScanService::handle(grpc::CallbackServerContext* c
   // overwrites every byte (the tests compare every element), and a failed call's buffer goes back
   // to the pool unsent, so the old bytes need not be cleared first.
   *call->response.mutable_result()->mutable_data() = buffers_->take_for_overwrite(bytes);
+  std::shared_ptr<DeferredScan> deferred;
   if (bytes <= options_.inline_max_bytes) {
-    if (auto status = handler_(context, &call->request, &call->response, Waiting::kNotAllowed)) {
-      finish(reactor, *status, *call, response);
+    HandlerResult result = handler_(context, &call->request, &call->response, Waiting::kNotAllowed);
+    if (!result.deferred) {
+      finish(reactor, result.status, *call, response);
       return reactor;
     }
+    deferred = std::move(result.deferred);
   }
   // The job owns the call from here on; gRPC keeps context, request and response alive until the
   // reactor finishes.
   Call* handed_over = call.release();
-  const bool taken = blocking_->try_run([this, context, reactor, response, handed_over] {
+  const bool taken = blocking_->try_run([this, context, reactor, response, handed_over, deferred] {
     std::unique_ptr<Call> owned(handed_over);
-    const std::optional<grpc::Status> status =
-        handler_(context, &owned->request, &owned->response, Waiting::kAllowed);
-    finish(reactor,
-           status.value_or(grpc::Status(grpc::StatusCode::INTERNAL, "handler did not run")), *owned,
-           response);
+    const grpc::Status status =
+        deferred ? deferred->resume()
+                 : handler_(context, &owned->request, &owned->response, Waiting::kAllowed).status;
+    finish(reactor, status, *owned, response);
   });
   if (!taken) {
     std::unique_ptr<Call> owned(handed_over);
-    finish(reactor,
-           {grpc::StatusCode::RESOURCE_EXHAUSTED,
-            fmt::format("server busy: all {} handler threads are busy (--rpc-threads); retry "
-                        "with backoff",
-                        blocking_->limit())},
-           *owned, response);
+    grpc::Status busy(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                      fmt::format("server busy: all {} handler threads are busy (--rpc-threads); "
+                                  "retry with backoff",
+                                  blocking_->limit()));
+    if (deferred) busy = deferred->abandon(std::move(busy));
+    finish(reactor, busy, *owned, response);
   }
   return reactor;
 }

@@ -18,6 +18,7 @@
 #include "rpc/stream_phase.h"
 #include "scan/v1/scan.pb.h"
 #include "scan/wire/codec.h"
+#include "scan/wire/limits.h"
 #include "scan/wire/transport.h"
 
 namespace scan::server {
@@ -65,9 +66,28 @@ struct StreamProgressLimits {
 };
 
 // Where a Scan handler runs: first on gRPC's callback thread, where it must not wait (for a
-// compute slot, say); if it would have to, it returns nullopt and is called again from one of the
-// service's own threads, where it may wait.
+// compute slot, say); if it would have to, it hands the rest of the call over (DeferredScan), and
+// the transport finishes it on one of the service's own threads, where it may wait.
 enum class Waiting { kNotAllowed, kAllowed };
+
+// The rest of a Scan call whose handler stopped where it would have had to wait: everything before
+// (validation, admission, routing) is done and still held. The transport calls exactly one of the
+// two, once.
+class DeferredScan {
+ public:
+  virtual ~DeferredScan() = default;
+  // Finishes the call on a thread that may wait, and returns its status.
+  virtual grpc::Status resume() = 0;
+  // Ends the call with `refusal` instead (no thread is left to finish it on), and returns it.
+  virtual grpc::Status abandon(grpc::Status refusal) = 0;
+};
+
+// What a Scan handler gives back: the call's status, or (only where waiting is not allowed) the
+// rest of the call to run elsewhere.
+struct HandlerResult {
+  grpc::Status status;
+  std::shared_ptr<DeferredScan> deferred;
+};
 
 struct WireOptions {
   // Threads for calls that must wait (or are large); calls beyond them are refused at once with
@@ -78,7 +98,7 @@ struct WireOptions {
   // throughput at 4 KiB, bench/RESULTS.md).
   std::size_t inline_max_bytes = std::size_t{1} << 20;
   // Size of the result chunks ScanStream sends.
-  std::size_t stream_chunk_bytes = std::size_t{4} << 20;
+  std::size_t stream_chunk_bytes = wire::kDefaultStreamChunkBytes;
   StreamProgressLimits stream_progress;
 };
 
@@ -89,8 +109,8 @@ struct WireOptions {
 // stream waiting for its client holds no thread, and timed (StreamProgressLimits).
 class WireScanService final : public grpc::Service {
  public:
-  using Handler = std::function<std::optional<grpc::Status>(
-      grpc::ServerContextBase*, v1::ScanRequest*, v1::ScanResponse*, Waiting)>;
+  using Handler = std::function<HandlerResult(grpc::ServerContextBase*, v1::ScanRequest*,
+                                              v1::ScanResponse*, Waiting)>;
   using StreamOpener = std::function<std::unique_ptr<ScanStreamSession>(
       grpc::ServerContextBase*, const std::shared_ptr<wire::BufferPool>&)>;
   // Keeps up to `pooled_bytes` of idle tensor buffers for reuse (see wire::BufferPool); the

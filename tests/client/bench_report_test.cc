@@ -9,6 +9,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "scan/wire/byte_size.h"
+
 namespace scan::bench {
 namespace {
 
@@ -52,14 +54,14 @@ TEST(BenchReport, SummaryCountsStatusesBackendsAndThroughput) {
 
 TEST(BenchReport, ParsesSizesAndMixes) {
   std::int64_t bytes = 0;
-  ASSERT_TRUE(parse_bytes("4Ki", &bytes));
+  ASSERT_TRUE(wire::parse_byte_size("4Ki", &bytes));
   EXPECT_EQ(bytes, 4096);
-  ASSERT_TRUE(parse_bytes("256Mi", &bytes));
+  ASSERT_TRUE(wire::parse_byte_size("256Mi", &bytes));
   EXPECT_EQ(bytes, std::int64_t{256} << 20);
-  ASSERT_TRUE(parse_bytes("12", &bytes));
+  ASSERT_TRUE(wire::parse_byte_size("12", &bytes));
   EXPECT_EQ(bytes, 12);
   for (const char* bad : {"", "Ki", "4KB", "-1", "4k", "99999999999Gi"}) {
-    EXPECT_FALSE(parse_bytes(bad, &bytes)) << bad;
+    EXPECT_FALSE(wire::parse_byte_size(bad, &bytes)) << bad;
   }
   std::vector<MixEntry> mix;
   ASSERT_TRUE(parse_mix("4Ki:9,1Mi:1,64", &mix));

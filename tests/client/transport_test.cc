@@ -22,31 +22,26 @@ namespace {
 
 // Echoes gamma as result under its own backend name, noting on which kind of thread it did; a
 // request with dim 99 fails; one with dim 55 is refused with UNAVAILABLE (a replica going away),
-// counted; one with dim 77 asks to wait (Waiting) and, where it may, blocks
-// until `release` is set.
+// counted; one with dim 77 asks to wait (it is deferred where waiting is not allowed) and, where
+// it may, blocks until `release` is set.
 class Replica {
  public:
   explicit Replica(std::string name, server::WireOptions options = {})
-      : service_(
-            [this, name](grpc::ServerContextBase*, v1::ScanRequest* request,
-                         v1::ScanResponse* response,
-                         server::Waiting waiting) -> std::optional<grpc::Status> {
+      : name_(std::move(name)),
+        service_(
+            [this](grpc::ServerContextBase*, v1::ScanRequest* request, v1::ScanResponse* response,
+                   server::Waiting waiting) -> server::HandlerResult {
               if (request->dim() == 99) {
-                return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "dim: 99");
+                return {grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "dim: 99"), nullptr};
               }
               if (request->dim() == 55) {
                 ++refused;
-                return grpc::Status(grpc::StatusCode::UNAVAILABLE, "going away");
+                return {grpc::Status(grpc::StatusCode::UNAVAILABLE, "going away"), nullptr};
               }
-              if (request->dim() == 77) {
-                if (waiting == server::Waiting::kNotAllowed) return std::nullopt;
-                ++blocked;
-                while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+              if (request->dim() == 77 && waiting == server::Waiting::kNotAllowed) {
+                return {grpc::Status::OK, std::make_shared<Deferred>(*this, request, response)};
               }
-              ++(waiting == server::Waiting::kAllowed ? on_own_threads : on_callback_thread);
-              response->mutable_result()->Swap(request->mutable_gamma());
-              response->set_backend(name);
-              return grpc::Status::OK;
+              return {echo(request, response, waiting), nullptr};
             },
             std::size_t{64} << 20, {}, options) {
     grpc::ServerBuilder builder;
@@ -64,6 +59,34 @@ class Replica {
   std::atomic<bool> release{false};
 
  private:
+  // The rest of a dim-77 call, finished on one of the transport's own threads.
+  class Deferred final : public server::DeferredScan {
+   public:
+    Deferred(Replica& replica, v1::ScanRequest* request, v1::ScanResponse* response)
+        : replica_(replica), request_(request), response_(response) {}
+    grpc::Status resume() override {
+      return replica_.echo(request_, response_, server::Waiting::kAllowed);
+    }
+    grpc::Status abandon(grpc::Status refusal) override { return refusal; }
+
+   private:
+    Replica& replica_;
+    v1::ScanRequest* request_;
+    v1::ScanResponse* response_;
+  };
+
+  grpc::Status echo(v1::ScanRequest* request, v1::ScanResponse* response, server::Waiting waiting) {
+    if (request->dim() == 77) {
+      ++blocked;
+      while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    ++(waiting == server::Waiting::kAllowed ? on_own_threads : on_callback_thread);
+    response->mutable_result()->Swap(request->mutable_gamma());
+    response->set_backend(name_);
+    return grpc::Status::OK;
+  }
+
+  const std::string name_;
   server::WireScanService service_;
   int port_ = 0;
   std::unique_ptr<grpc::Server> server_;

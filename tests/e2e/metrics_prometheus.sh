@@ -24,26 +24,11 @@ curl -sf "http://127.0.0.1:$metrics_port/metrics" >"$e2e_work/scrape.txt" || fai
 lint=$(promtool check metrics <"$e2e_work/scrape.txt" 2>&1) || fail "promtool check metrics: $lint"
 
 prometheus_port=$(free_port)
-cat >"$e2e_work/prometheus.yml" <<YAML
-global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-rule_files:
-  - $repo/deploy/prometheus/scan-alerts.yml
-scrape_configs:
-  - job_name: scan-service
-    static_configs:
-      - targets: ["127.0.0.1:$metrics_port"]
-YAML
-prometheus --config.file="$e2e_work/prometheus.yml" --storage.tsdb.path="$e2e_work/tsdb" \
-  --web.listen-address="127.0.0.1:$prometheus_port" --log.level=warn 2>"$e2e_work/prometheus.log" &
-e2e_pids+=($!)
-for _ in $(seq 100); do
-  curl -sf "http://127.0.0.1:$prometheus_port/-/ready" >/dev/null && break
-  sleep 0.2
-done
-curl -sf "http://127.0.0.1:$prometheus_port/-/ready" >/dev/null ||
-  fail "prometheus did not start: $(cat "$e2e_work/prometheus.log")"
+# shellcheck source=scripts/local-prometheus.sh
+source "$repo/scripts/local-prometheus.sh"
+start_local_prometheus "$e2e_work" "$prometheus_port" "127.0.0.1:$metrics_port" \
+  "$repo/deploy/prometheus/scan-alerts.yml" || fail "prometheus did not start"
+e2e_pids+=("$prometheus_pid")
 
 # About 20 s of mixed traffic (every dtype, both preferences, some bad input) so that every rate
 # window of the queries holds several samples.
@@ -76,7 +61,10 @@ for path in / /favicon.ico /metrics/x /index.html; do
 done
 curl -sf -I "$base/metrics" >/dev/null || fail "HEAD /metrics"
 kill -0 "$server_pid" 2>/dev/null || fail "scan-server died under the metrics-port sweep"
-curl -sf "$base/metrics" | grep -q '^scan_requests_total' || fail "scrape after the sweep"
+# Read in full before grep: `grep -q` stops at the first match, and under pipefail the curl it cut
+# off would fail the pipeline (a flake whenever the scrape outlived the match).
+after_sweep=$(curl -sf "$base/metrics") || fail "scrape after the sweep"
+grep -q '^scan_requests_total' <<<"$after_sweep" || fail "scrape after the sweep lacks scan_requests_total"
 
 kill -TERM "$server_pid"
 echo "e2e metrics: all checks passed"

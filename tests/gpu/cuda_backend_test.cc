@@ -71,7 +71,7 @@ ScanJobStats expect_correct(ScanBackend& backend, DType dtype, ScanShape shape,
 
 TEST(CudaBackend, DiscoveryFindsTheDevice) {
   SCAN_REQUIRE_GPU();
-  const GpuInventory inventory = discover_gpus();
+  const kernels::GpuInventory inventory = kernels::discover_gpus();
   ASSERT_FALSE(inventory.devices.empty()) << inventory.status;
   EXPECT_TRUE(inventory.devices[0].usable) << inventory.devices[0].detail;
   EXPECT_GT(inventory.devices[0].total_memory_bytes, 0);
@@ -81,9 +81,10 @@ TEST(CudaBackend, DiscoveryFindsTheDevice) {
 TEST(CudaBackend, EveryDtypeThroughTinyPieces) {
   SCAN_REQUIRE_GPU();
   CudaBackendOptions options;
-  options.lanes = 1;
-  options.slots_per_lane = 3;
-  options.chunk_bytes = 64 << 10;  // 16K float32 elements: most shapes below span many pieces
+  options.pipeline.lanes = 1;
+  options.pipeline.slots_per_lane = 3;
+  options.pipeline.chunk_bytes = 64
+                                 << 10;  // 16K float32 elements: most shapes below span many pieces
   auto backend = make_backend(options);
   ASSERT_NE(backend, nullptr);
   const ScanShape shapes[] = {{1, 1, 1},     {3, 257, 5},    {2, 3000, 17}, {1, 40000, 1},
@@ -119,8 +120,8 @@ TEST(CudaBackend, ProductionShapeWithDefaultPieces) {
 TEST(CudaBackend, ConcurrentRequestsShareTheLanes) {
   SCAN_REQUIRE_GPU();
   CudaBackendOptions options;
-  options.lanes = 2;
-  options.chunk_bytes = 256 << 10;
+  options.pipeline.lanes = 2;
+  options.pipeline.chunk_bytes = 256 << 10;
   auto backend = make_backend(options);
   ASSERT_NE(backend, nullptr);
   std::vector<std::thread> threads;
@@ -141,8 +142,8 @@ TEST(CudaBackend, ConcurrentRequestsShareTheLanes) {
 TEST(CudaBackend, RepeatedErrorsMarkItUnhealthyUntilAProbePasses) {
   SCAN_REQUIRE_GPU();
   CudaBackendOptions options;
-  options.lanes = 1;
-  options.chunk_bytes = 1 << 20;
+  options.pipeline.lanes = 1;
+  options.pipeline.chunk_bytes = 1 << 20;
   options.max_consecutive_errors = 3;
   options.probe_interval_seconds = 0.2;
   options.injected_failures = 3;
@@ -181,9 +182,9 @@ struct HostBuffer {
 
 // Like expect_correct, with input and output `offset` bytes into buffers of their own, registered
 // with `registry` as asked; also checks that exactly the registered sides were copied directly.
-void expect_correct_registered(ScanBackend& backend, CudaHostRegistry& registry, DType dtype,
-                               ScanShape shape, bool register_input, bool register_output,
-                               std::size_t offset, std::uint64_t seed) {
+void expect_correct_registered(ScanBackend& backend, kernels::CudaHostRegistry& registry,
+                               DType dtype, ScanShape shape, bool register_input,
+                               bool register_output, std::size_t offset, std::uint64_t seed) {
   const std::int64_t count = shape.numel();
   const std::size_t bytes = static_cast<std::size_t>(count) * kernels::element_size(dtype);
   HostBuffer input_buffer(bytes + offset + 1), output_buffer(bytes + offset + 1);
@@ -229,12 +230,12 @@ void expect_correct_registered(ScanBackend& backend, CudaHostRegistry& registry,
 
 TEST(CudaBackend, RegisteredInputAndOutputAreCopiedDirectly) {
   SCAN_REQUIRE_GPU();
-  auto registry = std::shared_ptr<CudaHostRegistry>(make_cuda_host_registry());
+  auto registry = std::make_shared<kernels::CudaHostRegistry>();
   CudaBackendOptions options;
-  options.lanes = 1;
-  options.slots_per_lane = 3;
-  options.chunk_bytes = 64 << 10;
-  options.host_registry = registry;
+  options.pipeline.lanes = 1;
+  options.pipeline.slots_per_lane = 3;
+  options.pipeline.chunk_bytes = 64 << 10;
+  options.pipeline.host_registry = registry;
   auto backend = make_backend(options);
   ASSERT_NE(backend, nullptr);
   const ScanShape shapes[] = {{1, 1, 1},     {3, 257, 5}, {2, 3000, 17}, {1, 40001, 1},
@@ -255,7 +256,7 @@ TEST(CudaBackend, RegisteredInputAndOutputAreCopiedDirectly) {
 
 TEST(CudaBackend, RegistryCountsRegisteredBytesAndRefusesOverlaps) {
   SCAN_REQUIRE_GPU();
-  auto registry = make_cuda_host_registry();
+  auto registry = std::make_unique<kernels::CudaHostRegistry>();
   HostBuffer buffer(1 << 20);
   registry->register_async(buffer.data.get(), buffer.size);
   // Shares every page with the first: cannot be registered, stays staged.
@@ -272,9 +273,9 @@ TEST(CudaBackend, RegistryCountsRegisteredBytesAndRefusesOverlaps) {
 // copies cost (printed; the figures are in bench/RESULTS.md).
 TEST(CudaBackend, ProductionShapeRegisteredSkipsStaging) {
   SCAN_REQUIRE_GPU();
-  auto registry = std::shared_ptr<CudaHostRegistry>(make_cuda_host_registry());
+  auto registry = std::make_shared<kernels::CudaHostRegistry>();
   CudaBackendOptions options;
-  options.host_registry = registry;
+  options.pipeline.host_registry = registry;
   auto backend = make_backend(options);
   ASSERT_NE(backend, nullptr);
   const ScanShape shape{16, 32768, 128};

@@ -285,6 +285,50 @@ void check_case(DType dtype, ScanShape shape, Inputs inputs, RunOptions options 
       matches_reference(reference, output.data(), dtype, shape, inputs == Inputs::kPowersOfTwo));
 }
 
+// Powers of two whose running exponent is pinned to +7 at the end of every even period (counted
+// from 0) and to -7 at the end of every odd one, with a bounded random walk in between (signs
+// random throughout): each period multiplies by 2^+14 or 2^-14, alternately, and every contiguous
+// sub-product stays within 2^+-14, so the scan is exact in every dtype. With the period equal to
+// a look-back tile, the tiles at even distances before any tile all have aggregates of the same
+// sign of exponent: a fold that multiplies tiles which are not adjacent (non-contiguous partial
+// products) leaves float32 (2^128) after ten of them, where one contiguous run never does.
+std::vector<double> draw_pinned_powers(ScanShape shape, std::int64_t period, Rng& rng) {
+  std::vector<double> values(static_cast<std::size_t>(shape.numel()));
+  std::size_t at = 0;
+  for (std::int64_t o = 0; o < shape.outer; ++o) {
+    int e = 0;
+    for (std::int64_t l = 0; l < shape.length; ++l) {
+      const int target = (l / period) % 2 == 0 ? 7 : -7;
+      int step;
+      if (l % period >= period - 15) {
+        step = e < target ? 1 : (e > target ? -1 : 0);  // 15 steps reach the target from anywhere
+      } else {
+        step = static_cast<int>(rng.next() % 3) - 1;
+        if (e + step < -7 || e + step > 7) step = 0;
+      }
+      e += step;
+      const double sign = (rng.next() & 3) == 0 ? -1.0 : 1.0;
+      for (std::int64_t i = 0; i < shape.inner; ++i, ++at) values[at] = std::ldexp(sign, step);
+    }
+  }
+  return values;
+}
+
+void check_pinned_powers(DType dtype, ScanShape shape, std::int64_t period) {
+  const std::uint64_t seed = fresh_seed();
+  SCOPED_TRACE(describe(dtype, shape, Inputs::kPowersOfTwo, seed) + " pinned every " +
+               std::to_string(period));
+  Rng rng(seed);
+  const std::vector<double> drawn = draw_pinned_powers(shape, period, rng);
+  std::vector<unsigned char> stored(static_cast<std::size_t>(shape.numel()) * element_size(dtype));
+  narrow_from_f64(drawn.data(), shape.numel(), dtype, stored.data());
+  std::vector<double> reference(drawn.size());
+  reference_cumprod(drawn.data(), reference.data(), shape);  // +-2^e: exact in every dtype
+  std::vector<unsigned char> output;
+  ASSERT_NO_FATAL_FAILURE(run_on_device(stored, dtype, shape, RunOptions{}, &output));
+  EXPECT_TRUE(matches_reference(reference, output.data(), dtype, shape, true));
+}
+
 void check_all_inputs(DType dtype, ScanShape shape, RunOptions options = {}) {
   for (Inputs inputs : {Inputs::kDecayHalf, Inputs::kDecayNearOne, Inputs::kPowersOfTwo}) {
     check_case(dtype, shape, inputs, options);
@@ -390,6 +434,30 @@ TEST_P(CudaCumprodDType, LongStridedScan) {
   SCAN_REQUIRE_GPU();
   check_case(GetParam(), ScanShape{1, 1 << 20, 64}, Inputs::kDecayNearOne);
   check_case(GetParam(), ScanShape{1, 1 << 20, 64}, Inputs::kPowersOfTwo);
+}
+
+TEST_P(CudaCumprodDType, LookBackFoldsKeepEveryPartialInRange) {
+  SCAN_REQUIRE_GPU();
+  // 513 tiles of 16-bit elements (look-back windows beyond the first), 3 left over for a ragged
+  // last tile. The period that matches the tile gives tile aggregates of alternately 2^+14 and
+  // 2^-14; the others keep the case meaningful if the tile size changes.
+  const ScanShape shape{1, (1 << 23) + 3, 1};
+  for (std::int64_t period : {8192, 16384, 32768}) {
+    for (int repeat = 0; repeat < 2; ++repeat) {
+      check_pinned_powers(GetParam(), shape, period);
+      if (HasFatalFailure() || HasNonfatalFailure()) return;
+    }
+  }
+}
+
+// The failing case of the issue, [1, 2^22 + 3, 1] powers of two, again and again with fresh seeds:
+// random walks only rarely give a look-back fold tile aggregates far enough out of balance.
+TEST_P(CudaCumprodDType, LongRowPowersOfTwoRepeated) {
+  SCAN_REQUIRE_GPU();
+  for (int repeat = 0; repeat < 8; ++repeat) {
+    check_case(GetParam(), ScanShape{1, (1 << 22) + 3, 1}, Inputs::kPowersOfTwo);
+    if (HasFatalFailure() || HasNonfatalFailure()) return;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(AllDTypes, CudaCumprodDType, ::testing::ValuesIn(kAllDTypes),

@@ -31,7 +31,7 @@ class InProcessServer {
   // null); check started().
   explicit InProcessServer(const server::ServerConfig& config,
                            std::unique_ptr<server::Router> router = nullptr,
-                           server::GpuInventory gpus = {}) {
+                           kernels::GpuInventory gpus = {}) {
     server::ServingBackends backends{std::move(router), std::move(gpus)};
     if (!backends.router) backends = server::compose_backends(config);
     server_ = std::make_unique<server::ScanServer>(config, std::move(backends));

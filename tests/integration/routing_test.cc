@@ -49,7 +49,7 @@ class RoutingTest : public ::testing::Test {
     router->add_backend(std::move(gpu), 1);
     router->set_cost_model(0, {5e-6, 1e9});
     router->set_cost_model(1, {50e-6, 50e9}, {}, server::CostSource::kConfigured);
-    server::GpuInventory inventory;
+    kernels::GpuInventory inventory;
     inventory.status = "1 fake GPU";
     inventory.devices.push_back({0, "Fake GPU", 1 << 30, 9, 0, 132, true, ""});
 

@@ -1,7 +1,7 @@
 // The GPU pipeline's piece plan, checked on the CPU: pieces tile the tensor exactly once within the
 // size limit, and scanning each piece on its own then applying the carries the way the device does
 // (cuda_apply_carry, alternating two carry buffers) reproduces the whole scan.
-#include "backends/chunk_plan.h"
+#include "scan/kernels/chunk_plan.h"
 
 #include <gtest/gtest.h>
 
@@ -11,10 +11,8 @@
 
 #include "scan/kernels/reference.h"
 
-namespace scan::server {
+namespace scan::kernels {
 namespace {
-
-using kernels::ScanShape;
 
 std::string describe(ScanShape shape, std::int64_t limit) {
   return "shape {" + std::to_string(shape.outer) + ", " + std::to_string(shape.length) + ", " +
@@ -31,7 +29,7 @@ std::vector<double> scan_in_pieces(const std::vector<double>& input, ScanShape s
   for (const ChunkPiece& piece : pieces) {
     const auto offset = static_cast<std::size_t>(piece.offset);
     std::vector<double> scanned(static_cast<std::size_t>(piece.numel()));
-    kernels::reference_cumprod(input.data() + offset, scanned.data(), piece.shape);
+    reference_cumprod(input.data() + offset, scanned.data(), piece.shape);
     if (!piece.needs_carry()) {
       std::copy(scanned.begin(), scanned.end(), output.begin() + piece.offset);
       continue;
@@ -107,7 +105,7 @@ TEST(ChunkPlan, ScanningPieceByPieceWithCarriesEqualsTheWholeScan) {
     std::vector<double> input(static_cast<std::size_t>(shape.numel()));
     for (double& value : input) value = decay(generator);
     std::vector<double> expected(input.size());
-    kernels::reference_cumprod(input.data(), expected.data(), shape);
+    reference_cumprod(input.data(), expected.data(), shape);
     for (const std::int64_t limit : {1, 3, 16, 64, 200, 100000}) {
       SCOPED_TRACE(describe(shape, limit));
       const auto output = scan_in_pieces(input, shape, limit);
@@ -120,4 +118,4 @@ TEST(ChunkPlan, ScanningPieceByPieceWithCarriesEqualsTheWholeScan) {
 }
 
 }  // namespace
-}  // namespace scan::server
+}  // namespace scan::kernels

@@ -31,12 +31,15 @@ def main():
     print(f"torch {torch.__version__}, device {device}"
           f" ({torch.cuda.get_device_name() if device == 'cuda' else 'no CUDA'})")
     print("| shape | dtype | MiB | torch.cumprod ms | client.cumprod ms | transport | backend |"
-          " server total ms | max rel diff |")
+          " server total ms | max err / MM-Rec tolerance |")
     print("|---|---|---|---|---|---|---|---|---|")
     with Client(args.target, timeout=120) as client:
         for shape in SHAPES:
             for dtype in (torch.float32, torch.bfloat16):
-                gamma = (0.9 + 0.1 * torch.rand(shape, device=device)).to(dtype)
+                # MM-Rec's decays: in (0.999, 1) after its clamp, so products stay normal numbers
+                # over 32K rows (wider ranges underflow, where relative errors say nothing).
+                gamma = (0.999 + 0.001 * torch.rand(shape, device=device)).clamp(
+                    1e-6, 1 - 1e-6).to(dtype)
                 times = {"torch": [], "client": []}
                 for run in range(args.repeats + 1):
                     started = time.perf_counter()
@@ -54,7 +57,9 @@ def main():
                         times["client"].append(client_s)
                 got = result.tensor
                 assert got.device == gamma.device and got.dtype == dtype
-                diff = ((got.double() - want.double()).abs() / want.double().abs()).max().item()
+                # MM-Rec's test: rtol 1e-3, atol 1e-4 against float64 (<= 1 passes).
+                exact = torch.cumprod(gamma.double(), dim=2)
+                diff = ((got.double() - exact).abs() / (1e-4 + 1e-3 * exact.abs())).max().item()
                 mib = gamma.numel() * gamma.element_size() / (1 << 20)
                 print(f"| {list(shape)} | {str(dtype)[6:]} | {mib:.0f} | "
                       f"{statistics.median(times['torch']) * 1e3:.2f} | "

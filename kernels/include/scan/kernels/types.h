@@ -59,6 +59,9 @@ inline ScanShape collapse_around(const std::int64_t* shape, int rank, int dim) {
   return view;
 }
 
+// a / b rounded up, for a >= 0 and b > 0: how many parts of b cover a.
+constexpr std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
+
 class KernelStatus {
  public:
   enum class Code { kOk, kInvalidArgument, kUnsupported, kDeviceError };

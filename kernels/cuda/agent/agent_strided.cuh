@@ -6,9 +6,9 @@
 // it multiplies anything.
 #pragma once
 
-#include "block_scan.cuh"
-#include "policy.cuh"
-#include "tile_state.cuh"
+#include "block/block_scan.cuh"
+#include "block/tile_state.cuh"
+#include "dispatch/policy.cuh"
 
 namespace scan::kernels::cuda_detail {
 

@@ -5,7 +5,7 @@
 // latency at full bandwidth.
 #pragma once
 
-#include "scan_traits.cuh"
+#include "dispatch/scan_traits.cuh"
 
 namespace scan::kernels::cuda_detail {
 

@@ -46,9 +46,6 @@ struct RunSummary {
 
 RunSummary summarize(std::vector<Sample> samples, double seconds);
 
-// Parses "4096", "4Ki", "1Mi", "2Gi" (binary suffixes); false on anything else.
-bool parse_bytes(const std::string& text, std::int64_t* bytes);
-
 // A weighted request size: "4Ki:3,1Mi:1" gives 4 KiB three times as often as 1 MiB.
 struct MixEntry {
   std::int64_t bytes = 0;

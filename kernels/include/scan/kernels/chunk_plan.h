@@ -1,6 +1,6 @@
-// How the GPU backend cuts a tensor into pieces that fit its staging buffers, so that copy-in of
-// one piece, the scan of the previous one and copy-out of the one before overlap. Pure arithmetic
-// (no CUDA), unit-tested on any machine.
+// How the GPU pipeline (cuda_pipeline.h) cuts a tensor into pieces that fit its staging buffers, so
+// that copy-in of one piece, the scan of the previous one and copy-out of the one before overlap.
+// Pure arithmetic (no CUDA), unit-tested on any machine.
 #pragma once
 
 #include <cstdint>
@@ -8,7 +8,7 @@
 
 #include "scan/kernels/types.h"
 
-namespace scan::server {
+namespace scan::kernels {
 
 // One contiguous run of elements of the tensor, and how to finish its scan. A piece is either
 //   - whole scanned blocks: shape {blocks, length, inner}, complete on its own;
@@ -22,7 +22,7 @@ namespace scan::server {
 // next range), so a carry buffer only ever spans one piece's columns.
 struct ChunkPiece {
   std::int64_t offset = 0;  // first element, in the tensor's row-major order
-  kernels::ScanShape shape;
+  ScanShape shape;
   bool carry_in = false;
   bool carry_out = false;
   int parity = 0;
@@ -34,6 +34,6 @@ struct ChunkPiece {
 // Pieces of at most `max_elements` (>= 1) elements covering `shape` exactly once, in an order
 // where every piece's carry comes from the piece just before it. Pieces are balanced: a block cut
 // into n pieces gets n nearly equal ones rather than full ones and a sliver.
-std::vector<ChunkPiece> plan_chunks(kernels::ScanShape shape, std::int64_t max_elements);
+std::vector<ChunkPiece> plan_chunks(ScanShape shape, std::int64_t max_elements);
 
-}  // namespace scan::server
+}  // namespace scan::kernels

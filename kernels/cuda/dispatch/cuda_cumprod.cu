@@ -8,18 +8,9 @@
 #include <mutex>
 #include <string>
 
+#include "dispatch/scan_traits.cuh"
+#include "dispatch/workspace.cuh"
 #include "scan/kernels/cuda_cumprod.h"
-#include "scan_traits.cuh"
-#include "workspace.cuh"
-
-// Returns the failure of a CUDA runtime call as a KernelStatus naming `what`.
-#define SCAN_CUDA_TRY(what, call)                                              \
-  do {                                                                         \
-    const cudaError_t scan_cuda_error_ = (call);                               \
-    if (scan_cuda_error_ != cudaSuccess) {                                     \
-      return ::scan::kernels::cuda_detail::cuda_error(what, scan_cuda_error_); \
-    }                                                                          \
-  } while (false)
 
 namespace scan::kernels {
 namespace cuda_detail {
@@ -27,17 +18,6 @@ namespace cuda_detail {
 // Defined in dispatch.cuh and instantiated, one dtype each, in cumprod_<dtype>.cu.
 template <typename Traits>
 KernelStatus dispatch_cumprod(const void* in, void* out, ScanShape shape, cudaStream_t stream);
-
-KernelStatus cuda_error(const char* what, cudaError_t error) {
-  return {KernelStatus::Code::kDeviceError, std::string("cuda_cumprod: ") + what + ": " +
-                                                cudaGetErrorName(error) + " (" +
-                                                cudaGetErrorString(error) + ")"};
-}
-
-KernelStatus check_launch(const char* what) {
-  const cudaError_t error = cudaGetLastError();
-  return error == cudaSuccess ? KernelStatus::Ok() : cuda_error(what, error);
-}
 
 namespace {
 
@@ -50,7 +30,7 @@ KernelStatus pool_for_current_device(cudaMemPool_t* pool) {
   static std::map<int, cudaMemPool_t> pools;
 
   int device = 0;
-  SCAN_CUDA_TRY("cudaGetDevice", cudaGetDevice(&device));
+  SCAN_CUDA_TRY("cuda_cumprod: cudaGetDevice", cudaGetDevice(&device));
   std::lock_guard<std::mutex> lock(mutex);
   auto found = pools.find(device);
   if (found != pools.end()) {
@@ -58,7 +38,7 @@ KernelStatus pool_for_current_device(cudaMemPool_t* pool) {
     return KernelStatus::Ok();
   }
   int supported = 0;
-  SCAN_CUDA_TRY("cudaDeviceGetAttribute(MemoryPoolsSupported)",
+  SCAN_CUDA_TRY("cuda_cumprod: cudaDeviceGetAttribute(MemoryPoolsSupported)",
                 cudaDeviceGetAttribute(&supported, cudaDevAttrMemoryPoolsSupported, device));
   if (!supported) {
     return {KernelStatus::Code::kUnsupported,
@@ -69,13 +49,13 @@ KernelStatus pool_for_current_device(cudaMemPool_t* pool) {
   props.location.type = cudaMemLocationTypeDevice;
   props.location.id = device;
   cudaMemPool_t created = nullptr;
-  SCAN_CUDA_TRY("cudaMemPoolCreate", cudaMemPoolCreate(&created, &props));
+  SCAN_CUDA_TRY("cuda_cumprod: cudaMemPoolCreate", cudaMemPoolCreate(&created, &props));
   std::uint64_t keep_everything = std::numeric_limits<std::uint64_t>::max();
   const cudaError_t error =
       cudaMemPoolSetAttribute(created, cudaMemPoolAttrReleaseThreshold, &keep_everything);
   if (error != cudaSuccess) {
     cudaMemPoolDestroy(created);
-    return cuda_error("cudaMemPoolSetAttribute(ReleaseThreshold)", error);
+    return cuda_error("cuda_cumprod: cudaMemPoolSetAttribute(ReleaseThreshold)", error);
   }
   pools.emplace(device, created);
   *pool = created;
@@ -99,28 +79,29 @@ KernelStatus acquire_workspace(std::size_t bytes, std::size_t flag_bytes, cudaSt
                                Workspace* workspace) {
   workspace->tag = next_tag();
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-  SCAN_CUDA_TRY("cudaStreamIsCapturing", cudaStreamIsCapturing(stream, &capture));
+  SCAN_CUDA_TRY("cuda_cumprod: cudaStreamIsCapturing", cudaStreamIsCapturing(stream, &capture));
   if (capture != cudaStreamCaptureStatusNone) {
     // Under capture: creating a pool is not allowed, and a graph replays one tag, so stale flags
     // of the previous replay would read as current. A graph allocation node plus a memset node.
-    SCAN_CUDA_TRY("cudaMallocAsync (capturing)", cudaMallocAsync(&workspace->data, bytes, stream));
+    SCAN_CUDA_TRY("cuda_cumprod: cudaMallocAsync (capturing)",
+                  cudaMallocAsync(&workspace->data, bytes, stream));
     const cudaError_t error = cudaMemsetAsync(workspace->data, 0, flag_bytes, stream);
     if (error != cudaSuccess) {
       cudaFreeAsync(workspace->data, stream);
-      return cuda_error("cudaMemsetAsync(tile flags)", error);
+      return cuda_error("cuda_cumprod: cudaMemsetAsync(tile flags)", error);
     }
     return KernelStatus::Ok();
   }
   cudaMemPool_t pool = nullptr;
   KernelStatus status = pool_for_current_device(&pool);
   if (!status.ok()) return status;
-  SCAN_CUDA_TRY("cudaMallocFromPoolAsync",
+  SCAN_CUDA_TRY("cuda_cumprod: cudaMallocFromPoolAsync",
                 cudaMallocFromPoolAsync(&workspace->data, bytes, pool, stream));
   return KernelStatus::Ok();
 }
 
 KernelStatus release_workspace(const Workspace& workspace, cudaStream_t stream) {
-  SCAN_CUDA_TRY("cudaFreeAsync", cudaFreeAsync(workspace.data, stream));
+  SCAN_CUDA_TRY("cuda_cumprod: cudaFreeAsync", cudaFreeAsync(workspace.data, stream));
   return KernelStatus::Ok();
 }
 
@@ -134,12 +115,13 @@ KernelStatus invalid(const std::string& message) {
 // whole CUDA context; refusing it here keeps the process usable.
 KernelStatus check_device_pointer(const void* pointer, const char* name) {
   cudaPointerAttributes attributes = {};
-  SCAN_CUDA_TRY("cudaPointerGetAttributes", cudaPointerGetAttributes(&attributes, pointer));
+  SCAN_CUDA_TRY("cuda_cumprod: cudaPointerGetAttributes",
+                cudaPointerGetAttributes(&attributes, pointer));
   if (attributes.type != cudaMemoryTypeDevice && attributes.type != cudaMemoryTypeManaged) {
     return invalid(std::string(name) + " is not device memory");
   }
   int device = 0;
-  SCAN_CUDA_TRY("cudaGetDevice", cudaGetDevice(&device));
+  SCAN_CUDA_TRY("cuda_cumprod: cudaGetDevice", cudaGetDevice(&device));
   if (attributes.type == cudaMemoryTypeDevice && attributes.device != device) {
     return invalid(std::string(name) + " lives on device " + std::to_string(attributes.device) +
                    ", the current device is " + std::to_string(device));

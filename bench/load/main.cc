@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "bench_report.h"
+#include "scan/wire/byte_size.h"
 #include "scan/wire/dtype.h"
 #include "scan_client.h"
 
@@ -583,7 +584,7 @@ int main(int argc, char** argv) {
       options.protocol = value;
       ok = value == "grpc" || value == "grpc-stream" || value == "tcp";
     } else if (arg == "--chunk-bytes") {
-      ok = scan::bench::parse_bytes(value, &options.chunk_bytes) && options.chunk_bytes > 0;
+      ok = scan::wire::parse_byte_size(value, &options.chunk_bytes) && options.chunk_bytes > 0;
     } else if (arg == "--concurrency") {
       options.concurrency = static_cast<int>(number);
       ok = numeric && number >= 1;

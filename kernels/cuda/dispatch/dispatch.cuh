@@ -9,15 +9,13 @@
 #include <climits>
 #include <cstdint>
 
-#include "agent_contig.cuh"
-#include "agent_strided.cuh"
-#include "policy.cuh"
-#include "tile_state.cuh"
-#include "workspace.cuh"
+#include "agent/agent_contig.cuh"
+#include "agent/agent_strided.cuh"
+#include "block/tile_state.cuh"
+#include "dispatch/policy.cuh"
+#include "dispatch/workspace.cuh"
 
 namespace scan::kernels::cuda_detail {
-
-inline long long ceil_div(long long a, long long b) { return (a + b - 1) / b; }
 
 inline bool aligned_to(const void* pointer, std::uintptr_t bytes) {
   return reinterpret_cast<std::uintptr_t>(pointer) % bytes == 0;
@@ -68,11 +66,11 @@ KernelStatus launch_strided(const typename Traits::Storage* in, typename Traits:
   const dim3 block(Policy::kBlockThreads);
   if (chunks == 1) {
     strided_cumprod_kernel<Traits, kVec, false><<<grid, block, 0, stream>>>(in, out, params, {});
-    return check_launch("strided cumprod kernel");
+    return check_launch("cuda_cumprod: strided cumprod kernel");
   }
   return with_lookback_state<Acc>(tiles, columns * kVec, stream, [&](TileState<Acc> state) {
     strided_cumprod_kernel<Traits, kVec, true><<<grid, block, 0, stream>>>(in, out, params, state);
-    return check_launch("strided cumprod kernel (look-back)");
+    return check_launch("cuda_cumprod: strided cumprod kernel (look-back)");
   });
 }
 
@@ -106,14 +104,15 @@ KernelStatus launch_contig(const typename Traits::Storage* in, typename Traits::
   if (error == cudaSuccess) {
     error = cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device);
   }
-  if (error != cudaSuccess) return cuda_error("querying the multiprocessor count", error);
+  if (error != cudaSuccess)
+    return cuda_error("cuda_cumprod: querying the multiprocessor count", error);
   const bool walk =
       chunks == 1 || (chunks <= Policy::kContigMaxWalkChunks &&
                       shape.outer >= 2LL * Policy::kContigWalkBlocksPerSm * multiprocessors);
   if (walk) {
     contig_cumprod_kernel<Traits, kVec, false>
         <<<dim3(static_cast<unsigned>(shape.outer)), block, 0, stream>>>(in, out, params, {});
-    return check_launch("contiguous cumprod kernel");
+    return check_launch("cuda_cumprod: contiguous cumprod kernel");
   }
   Workspace workspace;
   // Under graph capture the descriptors are zeroed whole: their flags are their first halves.
@@ -123,7 +122,7 @@ KernelStatus launch_contig(const typename Traits::Storage* in, typename Traits::
   contig_cumprod_kernel<Traits, kVec, true>
       <<<dim3(static_cast<unsigned>(tiles)), block, 0, stream>>>(
           in, out, params, State::carve(workspace.data, workspace.tag));
-  status = check_launch("contiguous cumprod kernel (look-back)");
+  status = check_launch("cuda_cumprod: contiguous cumprod kernel (look-back)");
   // Freed even after a failed launch: the free is stream-ordered behind whatever did run.
   const KernelStatus released = release_workspace(workspace, stream);
   return status.ok() ? released : status;

@@ -113,8 +113,10 @@ struct TileState {
           value = __ldcg((lane == first_prefix ? prefixes : aggregates) +
                          (tile + (predecessor - chunk) * stride) * width);
         }
+        // From distance 1 up, so that every partial is a run of adjacent predecessors (see
+        // ScalarTileState::exclusive_prefix).
 #pragma unroll
-        for (int distance = 16; distance >= 1; distance >>= 1) {
+        for (int distance = 1; distance <= 16; distance <<= 1) {
           value *= __shfl_xor_sync(0xffffffffu, value, distance);
         }
         exclusive[0] *= value;
@@ -264,15 +266,22 @@ struct ScalarTileState {
         if (!blocked) break;
         __nanosleep(spin < 4 ? 64 : 256);  // leave L2 bandwidth to the tiles being waited for
       }
-      // Fold the predecessors up to and including the prefix, all lanes at once.
+      // Fold the predecessors up to and including the prefix, all lanes at once. Every product
+      // here joins two adjacent runs of the chain, so each partial is the product of consecutive
+      // tiles, bounded as the scan's own prefixes are: a group's butterfly goes from distance 1 up
+      // (aligned neighbours), and the groups are joined nearest first. Tiles far apart (a lane's
+      // groups, or a butterfly from distance 16 down) need not have a representable product:
+      // +-2^e inputs overflowed float32 to inf that way, and the inf became a prefix.
       Acc folded = Acc(1);
 #pragma unroll
       for (int k = 0; k < kGroups; ++k) {
-        if (32 * k + lane <= stop) folded *= values[k];
-      }
+        if (32 * k > stop) break;  // stop is warp-uniform: no divergence
+        Acc group = 32 * k + lane <= stop ? values[k] : Acc(1);
 #pragma unroll
-      for (int distance = 16; distance >= 1; distance >>= 1) {
-        folded *= __shfl_xor_sync(0xffffffffu, folded, distance);
+        for (int distance = 1; distance <= 16; distance <<= 1) {
+          group *= __shfl_xor_sync(0xffffffffu, group, distance);
+        }
+        folded *= group;
       }
       exclusive *= folded;
       if (stop < kWindow) break;

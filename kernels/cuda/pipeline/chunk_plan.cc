@@ -1,11 +1,9 @@
-#include "chunk_plan.h"
+#include "scan/kernels/chunk_plan.h"
 
 #include <algorithm>
 
-namespace scan::server {
+namespace scan::kernels {
 namespace {
-
-std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
 
 // Splits `total` into the fewest parts of at most `limit`, as equal as possible; calls
 // part(start, size) for each in order.
@@ -24,7 +22,7 @@ void balanced_parts(std::int64_t total, std::int64_t limit, Part&& part) {
 
 }  // namespace
 
-std::vector<ChunkPiece> plan_chunks(kernels::ScanShape shape, std::int64_t max_elements) {
+std::vector<ChunkPiece> plan_chunks(ScanShape shape, std::int64_t max_elements) {
   std::vector<ChunkPiece> pieces;
   max_elements = std::max<std::int64_t>(max_elements, 1);
   if (shape.numel() == 0) return pieces;
@@ -62,4 +60,4 @@ std::vector<ChunkPiece> plan_chunks(kernels::ScanShape shape, std::int64_t max_e
   return pieces;
 }
 
-}  // namespace scan::server
+}  // namespace scan::kernels

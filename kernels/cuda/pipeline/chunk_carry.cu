@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <string>
 
+#include "cuda_status.h"
 #include "scan/kernels/cuda_chunk_carry.h"
 
 namespace scan::kernels {
@@ -18,15 +19,7 @@ constexpr int kThreads = 256;
 constexpr std::int64_t kMaxBlocks = 4096;
 
 int blocks_for(std::int64_t count) {
-  return static_cast<int>(
-      std::clamp<std::int64_t>((count + kThreads - 1) / kThreads, 1, kMaxBlocks));
-}
-
-KernelStatus launch_status(const char* what) {
-  const cudaError_t error = cudaGetLastError();
-  if (error == cudaSuccess) return KernelStatus::Ok();
-  return {KernelStatus::Code::kDeviceError, std::string(what) + ": " + cudaGetErrorName(error) +
-                                                " (" + cudaGetErrorString(error) + ")"};
+  return static_cast<int>(std::clamp<std::int64_t>(ceil_div(count, kThreads), 1, kMaxBlocks));
 }
 
 __device__ inline double to_double(float value) { return value; }
@@ -87,7 +80,7 @@ KernelStatus launch_apply(const void* scanned, void* out, std::int64_t rows, std
                           const double* carry_in, double* carry_out, cudaStream_t stream) {
   apply_carry_kernel<In, Out><<<blocks_for(rows * columns), kThreads, 0, stream>>>(
       static_cast<const In*>(scanned), static_cast<Out*>(out), rows, columns, carry_in, carry_out);
-  return launch_status("cuda_apply_carry");
+  return cuda_detail::check_launch("cuda_apply_carry");
 }
 
 }  // namespace
@@ -110,7 +103,7 @@ KernelStatus cuda_widen_to_f32(const void* in, DType dtype, float* out, std::int
     default:
       return {KernelStatus::Code::kUnsupported, "cuda_widen_to_f32: only float16 and bfloat16"};
   }
-  return launch_status("cuda_widen_to_f32");
+  return cuda_detail::check_launch("cuda_widen_to_f32");
 }
 
 KernelStatus cuda_apply_carry(const void* scanned, DType scanned_dtype, void* out, DType out_dtype,

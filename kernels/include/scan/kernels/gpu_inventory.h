@@ -1,13 +1,13 @@
-// What the server found out about GPUs at startup: logged, exported as scan_gpu_devices, and
-// answered by GetServerInfo. Plain data, available in builds without CUDA too (then empty, with
-// the reason in `status`).
+// The CUDA devices a process can see (discover_gpus() in cuda_pipeline.h): the server logs them,
+// exports them as scan_gpu_devices and answers them in GetServerInfo. Plain data, available in
+// builds without CUDA too (then empty, with the reason in `status`).
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
-namespace scan::server {
+namespace scan::kernels {
 
 struct GpuDevice {
   int ordinal = 0;
@@ -26,4 +26,4 @@ struct GpuInventory {
   std::string status;
 };
 
-}  // namespace scan::server
+}  // namespace scan::kernels

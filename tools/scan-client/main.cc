@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "bench_report.h"
 #include "npy.h"
+#include "scan/wire/byte_size.h"
 #include "scan_client.h"
 
 namespace {
@@ -219,7 +219,7 @@ int main(int argc, char** argv) {
   if (flags.count("--stream") || flags.count("--chunk-bytes") || gamma.data.size() > kStreamAbove) {
     std::int64_t chunk_bytes = scan::client::kDefaultStreamChunkBytes;
     if (flags.count("--chunk-bytes") &&
-        (!scan::bench::parse_bytes(flags["--chunk-bytes"], &chunk_bytes) || chunk_bytes <= 0)) {
+        (!scan::wire::parse_byte_size(flags["--chunk-bytes"], &chunk_bytes) || chunk_bytes <= 0)) {
       return usage_error("--chunk-bytes: expected a positive size like 4Mi");
     }
     options.stream_chunk_bytes = static_cast<std::size_t>(chunk_bytes);

@@ -1,8 +1,8 @@
 // One element type per translation unit: the four instantiations compile in parallel.
-#include "dispatch.cuh"
+#include "dispatch/dispatch.cuh"
 
 namespace scan::kernels::cuda_detail {
 
-template KernelStatus dispatch_cumprod<Float16Traits>(const void*, void*, ScanShape, cudaStream_t);
+template KernelStatus dispatch_cumprod<BFloat16Traits>(const void*, void*, ScanShape, cudaStream_t);
 
 }  // namespace scan::kernels::cuda_detail

@@ -1,19 +1,15 @@
-// Host-side plumbing shared by every dtype's dispatcher: CUDA errors as KernelStatus, and the
-// stream-ordered workspace that holds look-back tile state.
+// Host-side plumbing shared by every dtype's dispatcher: the stream-ordered workspace that holds
+// look-back tile state (CUDA errors as KernelStatus come from cuda_status.h).
 #pragma once
 
 #include <cuda_runtime_api.h>
 
 #include <cstddef>
 
+#include "cuda_status.h"
 #include "scan/kernels/types.h"
 
 namespace scan::kernels::cuda_detail {
-
-KernelStatus cuda_error(const char* what, cudaError_t error);
-
-// The error of the last launch, if any, as a status naming `what`.
-KernelStatus check_launch(const char* what);
 
 // Look-back state for one launch. Each launch gets its own allocation, stream-ordered on the
 // caller's stream from a pool of ours, so concurrent launches on different streams never share

@@ -13,9 +13,9 @@
 // enough to fill the GPU: no tile state, no waiting on other blocks.
 #pragma once
 
-#include "block_scan.cuh"
-#include "policy.cuh"
-#include "tile_state.cuh"
+#include "block/block_scan.cuh"
+#include "block/tile_state.cuh"
+#include "dispatch/policy.cuh"
 
 namespace scan::kernels::cuda_detail {
 

@@ -8,6 +8,8 @@
 #include <fstream>
 #include <numeric>
 
+#include "scan/wire/byte_size.h"
+
 namespace scan::bench {
 namespace {
 
@@ -84,25 +86,6 @@ RunSummary summarize(std::vector<Sample> samples, double seconds) {
   return run;
 }
 
-bool parse_bytes(const std::string& text, std::int64_t* bytes) {
-  static const std::pair<const char*, int> kSuffixes[] = {{"Ki", 10}, {"Mi", 20}, {"Gi", 30}};
-  char* end = nullptr;
-  const long long value = std::strtoll(text.c_str(), &end, 10);
-  if (end == text.c_str() || value < 0) return false;
-  const std::string suffix(end);
-  int shift = 0;
-  if (!suffix.empty()) {
-    const auto* found =
-        std::find_if(std::begin(kSuffixes), std::end(kSuffixes),
-                     [&suffix](const auto& entry) { return suffix == entry.first; });
-    if (found == std::end(kSuffixes)) return false;
-    shift = found->second;
-  }
-  if (value > (std::int64_t{1} << (62 - shift))) return false;
-  *bytes = static_cast<std::int64_t>(value) << shift;
-  return true;
-}
-
 bool parse_mix(const std::string& text, std::vector<MixEntry>* mix) {
   mix->clear();
   std::size_t start = 0;
@@ -112,7 +95,7 @@ bool parse_mix(const std::string& text, std::vector<MixEntry>* mix) {
     const std::string part = text.substr(start, comma - start);
     const std::size_t colon = part.find(':');
     MixEntry entry;
-    if (!parse_bytes(part.substr(0, colon), &entry.bytes)) return false;
+    if (!wire::parse_byte_size(part.substr(0, colon), &entry.bytes)) return false;
     if (colon != std::string::npos) {
       char* end = nullptr;
       entry.weight = std::strtod(part.c_str() + colon + 1, &end);

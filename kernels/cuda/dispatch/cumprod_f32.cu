@@ -1,5 +1,5 @@
 // One element type per translation unit: the four instantiations compile in parallel.
-#include "dispatch.cuh"
+#include "dispatch/dispatch.cuh"
 
 namespace scan::kernels::cuda_detail {
 

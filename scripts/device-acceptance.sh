@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# The GPU host as operators run it. Run on the GPU machine from the repository root, through the
+# device tool with .deps-device carried (scripts/device-fetch-deps.sh fills it here first,
+# Debian's prometheus package included):
+#
+#   bash scripts/device-acceptance.sh
+#
+# Builds scan-server, scan-client and scan-bench with CUDA (unless $SCAN_DEVICE_BUILD already
+# holds them), then serves with DEFAULT flags (gRPC 0.0.0.0:50051, metrics 0.0.0.0:9464) and checks:
+#   1. startup: time to the port, to health SERVING, and resident memory once serving;
+#   2. a real Prometheus (Debian's static binary) scraping the server every second, with the
+#      shipped alert rules;
+#   3. first requests: per size (64 KiB to 256 MiB, f32 and bf16), the first request on a fresh
+#      server against the median of the next ones, on the CPU path and on the GPU path (each
+#      answer checked against float64): must be within 2x;
+#   4. routing: AUTO against the better explicit backend per size, serial, after warm-up: within
+#      1.10x;
+#   5. concurrent load (scan-bench, 16 clients): AUTO, GPU-preferred and CPU-only (--gpu off)
+#      throughput; AUTO must not fall below the better single device;
+#   6. every Grafana panel and alert expression evaluated against that Prometheus
+#      (tests/e2e/check_promql.py), the GPU panels included.
+# acceptance.md and logs.tar.gz go to $OUT (or /tmp/device-out). Every step runs even if an
+# earlier one failed; the exit status says whether all passed. Knobs: SCAN_ACCEPT_SIZES,
+# SCAN_ACCEPT_REPEATS (default 5), SCAN_ACCEPT_LOAD_SECONDS (default 6), SCAN_ACCEPT_LOAD_SIZES.
+set -uo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+out=${OUT:-/tmp/device-out}
+build=${SCAN_DEVICE_BUILD:-/tmp/scan-build-gpu-backend}
+logs=/tmp/acceptance-logs
+# The interpreter with torch, grpcio and protobuf (the machine's own on the GPU host).
+python=${SCAN_PYTHON:-python3}
+sizes=${SCAN_ACCEPT_SIZES:-64Ki,256Ki,1Mi,4Mi,16Mi,64Mi,256Mi}
+repeats=${SCAN_ACCEPT_REPEATS:-5}
+load_seconds=${SCAN_ACCEPT_LOAD_SECONDS:-6}
+load_sizes=${SCAN_ACCEPT_LOAD_SIZES:-4Mi 16Mi 64Mi}
+rm -rf "$logs"
+mkdir -p "$out" "$logs"
+summary="$logs/acceptance.md"
+failed=()
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null; done
+}
+trap cleanup EXIT
+
+# shellcheck source=scripts/device-env.sh
+source "$root/scripts/device-env.sh" || exit 1
+say() { echo "$*" | tee -a "$summary"; }
+verdict() {  # verdict NAME OK(0|1) DETAIL
+  if [ "$2" = 0 ]; then say "- PASS $1: $3"; else say "- FAIL $1: $3"; failed+=("$1"); fi
+}
+
+{
+  echo "# Device acceptance, $(date -u +%F' '%T) UTC"
+  echo
+  echo "    $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader)," \
+    "$(nproc) cores, revision $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')"
+  echo
+} >"$summary"
+
+if [ ! -x "$build/server/scan-server" ] || [ ! -x "$build/bench/load/scan-bench" ]; then
+  cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
+    -DSCAN_BUILD_BENCH=OFF -DSCAN_BUILD_TESTS=OFF >"$logs/configure.log" 2>&1 &&
+    cmake --build "$build" -j "$(nproc)" --target scan-server scan-client scan-bench \
+      >"$logs/build.log" 2>&1 || {
+    tail -30 "$logs/build.log"
+    echo "device-acceptance: build failed"
+    exit 1
+  }
+fi
+server="$build/server/scan-server"
+client="$build/tools/scan-client/scan-client"
+bench="$build/bench/load/scan-bench"
+target=127.0.0.1:50051
+metrics=127.0.0.1:9464
+
+# serve NAME [FLAGS...]: scan-server with its defaults plus FLAGS; waits for health SERVING.
+# Sets $pid, $startup_port_s, $startup_serving_s, $startup_rss_mib.
+serve() {
+  local name=$1
+  shift
+  rm -f "$logs/$name.port"
+  local started=$SECONDS
+  local started_ns
+  started_ns=$(date +%s%N)
+  "$server" --port-file "$logs/$name.port" "$@" >"$logs/server-$name.log" 2>&1 &
+  pid=$!
+  pids+=("$pid")
+  while [ ! -s "$logs/$name.port" ] && [ $((SECONDS - started)) -lt 120 ]; do sleep 0.05; done
+  startup_port_s=$(awk -v a="$started_ns" -v b="$(date +%s%N)" 'BEGIN { printf "%.2f", (b - a) / 1e9 }')
+  until "$client" --target "$target" --timeout-ms 1000 --health scan.v1.ScanService \
+    >/dev/null 2>&1; do
+    [ $((SECONDS - started)) -lt 180 ] || { echo "server $name never SERVING"; return 1; }
+    kill -0 "$pid" 2>/dev/null || { echo "server $name exited: $(tail -5 "$logs/server-$name.log")"; return 1; }
+    sleep 0.05
+  done
+  startup_serving_s=$(awk -v a="$started_ns" -v b="$(date +%s%N)" 'BEGIN { printf "%.2f", (b - a) / 1e9 }')
+  startup_rss_mib=$(($(ps -o rss= -p "$pid") / 1024))
+  say "- server $name (${*:-default flags}): port after ${startup_port_s} s, SERVING after" \
+    "${startup_serving_s} s, ${startup_rss_mib} MiB resident"
+}
+
+stop() {
+  kill -TERM "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+}
+
+# ---- Prometheus, scraping whatever serves on the default metrics port --------------------------
+prometheus_port=19090
+# shellcheck source=scripts/local-prometheus.sh
+source "$root/scripts/local-prometheus.sh"
+start_local_prometheus "$logs" "$prometheus_port" "$metrics" \
+  "$root/deploy/prometheus/scan-alerts.yml" || failed+=("prometheus-start")
+pids+=("$prometheus_pid")
+promql() {  # promql EXPR: the query's result vector as JSON
+  curl -sf "http://127.0.0.1:$prometheus_port/api/v1/query" --data-urlencode "query=$1" |
+    python3 -c 'import json, sys; print(json.dumps(json.load(sys.stdin)["data"]["result"]))'
+}
+
+say
+say "## Startup and first requests"
+say
+first_failed=0
+for path in cpu gpu; do
+  if serve "first-$path"; then
+    "$python" "$root/scripts/acceptance_sweep.py" first --target "$target" --backend "$path" \
+      --sizes "$sizes" --repeats "$repeats" --json "$logs/first-$path.json" \
+      >"$logs/first-$path.log" 2>&1 || first_failed=1
+    # The regret sweep and the GPU load use the warm GPU server; the CPU one is done.
+    [ "$path" = cpu ] && stop
+  else
+    first_failed=1
+    failed+=("server-first-$path")
+  fi
+done
+report() {  # report JSON[,JSON] NAME: the table into the summary; the worst ratio into $logs/NAME
+  echo >>"$summary"
+  "$python" "$root/scripts/acceptance_sweep.py" report --json "$1" >"$logs/$2.md"
+  sed '$d' "$logs/$2.md" >>"$summary"
+  tail -1 "$logs/$2.md" | awk '{ print $2 }' >"$logs/$2"
+}
+report "$logs/first-cpu.json,$logs/first-gpu.json" first-worst
+worst_first=$(cat "$logs/first-worst" 2>/dev/null || echo 999)
+verdict first-request "$([ "$first_failed" = 0 ] && awk -v w="$worst_first" "BEGIN{exit !(w <= 2)}" && echo 0 || echo 1)" \
+  "worst first/warm ratio ${worst_first}x (goal <= 2x), every answer checked"
+
+say
+say "## Serial AUTO against the better explicit backend (after warm-up)"
+regret_failed=0
+"$python" "$root/scripts/acceptance_sweep.py" regret --target "$target" --sizes "$sizes" \
+  --repeats "$repeats" --json "$logs/regret.json" >"$logs/regret.log" 2>&1 || regret_failed=1
+report "$logs/regret.json" regret-worst
+worst_regret=$(cat "$logs/regret-worst" 2>/dev/null || echo 999)
+verdict serial-auto "$([ "$regret_failed" = 0 ] && awk -v w="$worst_regret" "BEGIN{exit !(w <= 1.10)}" && echo 0 || echo 1)" \
+  "worst AUTO / better backend ${worst_regret}x (goal <= 1.10x), every answer checked"
+
+# ---- Concurrent load: AUTO and GPU-preferred on the running server, then CPU-only ------------
+load() {  # load LABEL BACKEND SIZE: req/s of 16 clients
+  "$bench" --target "$target" --concurrency 16 --duration "$load_seconds" --warmup 1 \
+    --bytes "$3" --backend "$2" --label "$1" --quiet --json "$logs/load-$1-$3.json" \
+    >"$logs/load-$1-$3.log" 2>&1
+  python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["runs"][0]["throughput_rps"])' \
+    "$logs/load-$1-$3.json" 2>/dev/null || echo 0
+}
+declare -A rps
+for size in $load_sizes; do
+  rps[auto-$size]=$(load auto auto "$size")
+  rps[gpu-$size]=$(load gpu gpu "$size")
+done
+# Everything the dashboard shows has happened on the GPU server by now: check it while scraped.
+sleep 3
+say
+say "## Metrics: a real Prometheus scraping the default metrics port"
+say
+up=$(promql 'up{job="scan-service"}')
+say "    up: $up"
+python3 "$root/tests/e2e/check_promql.py" "http://127.0.0.1:$prometheus_port" \
+  "$root/deploy/grafana/dashboards/scan-service.json" "$root/deploy/prometheus/scan-alerts.yml" \
+  >"$logs/promql.log" 2>&1
+promql_status=$?
+sed 's/^/    /' "$logs/promql.log" >>"$summary"
+verdict prometheus "$(echo "$up" | grep -q '"1"\]' && echo 0 || echo 1)" "scraped at $metrics"
+verdict dashboard-and-alerts "$promql_status" "every panel and rule evaluated (GPU panels included)"
+stop
+
+if serve cpu-only --gpu off; then
+  for size in $load_sizes; do rps[cpu-$size]=$(load cpu auto "$size"); done
+  stop
+fi
+say
+say "## Concurrent load: scan-bench --concurrency 16, ${load_seconds} s per run (req/s)"
+say
+say "| size | AUTO | GPU-preferred | CPU-only (--gpu off) | AUTO / better single device |"
+say "|---|---:|---:|---:|---:|"
+load_ok=0
+for size in $load_sizes; do
+  ratio=$(awk -v a="${rps[auto-$size]:-0}" -v g="${rps[gpu-$size]:-0}" -v c="${rps[cpu-$size]:-0}" \
+    'BEGIN { b = (g > c ? g : c); printf "%.2f", (b > 0 ? a / b : 0) }')
+  awk -v r="$ratio" "BEGIN{exit !(r >= 1.0)}" || load_ok=1
+  say "| $size | ${rps[auto-$size]:-?} | ${rps[gpu-$size]:-?} | ${rps[cpu-$size]:-?} | $ratio |"
+done
+say
+verdict concurrent-auto "$load_ok" "AUTO >= the better single device at every size"
+
+say
+if [ ${#failed[@]} -eq 0 ]; then say "device-acceptance: all checks passed"; else say "device-acceptance: FAILED: ${failed[*]}"; fi
+cp "$summary" "$out/"
+tar czf "$out/acceptance-logs.tar.gz" -C "$logs" --exclude tsdb .
+[ ${#failed[@]} -eq 0 ]
