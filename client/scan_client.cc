@@ -11,6 +11,7 @@
 #include <fstream>
 #include <limits>
 #include <sstream>
+#include <thread>
 
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "scan/wire/codec.h"
@@ -43,10 +44,14 @@ std::shared_ptr<grpc::Channel> make_channel(const std::string& target,
   arguments.SetLoadBalancingPolicyName("round_robin");
   // A scan is a pure function of its request, so any attempt the server did not complete can be
   // sent again: to another replica when one is down or draining (UNAVAILABLE, or CANCELLED by a
-  // server shutting down), after backoff when it is saturated (RESOURCE_EXHAUSTED).
+  // server shutting down), after backoff when it is saturated (RESOURCE_EXHAUSTED). The unary
+  // methods only: gRPC's transparent retries of the bidi ScanStream, under a replica killed and
+  // restarted, left a call hanging until its deadline now and then (resilience_test ReplicaLoss);
+  // stream_once's callers retry a stream themselves, with the same bytes, within its deadline.
   arguments.SetServiceConfigJSON(R"({
     "methodConfig": [{
-      "name": [{"service": "scan.v1.ScanService"}],
+      "name": [{"service": "scan.v1.ScanService", "method": "Scan"},
+               {"service": "scan.v1.ScanService", "method": "GetServerInfo"}],
       "retryPolicy": {
         "maxAttempts": 5,
         "initialBackoff": "0.05s",
@@ -175,12 +180,23 @@ grpc::Status Client::ScanStream(const v1::ScanRequest& request,
   const auto sent = std::chrono::steady_clock::now();
   const auto deadline = deadline_after(timeout);
   grpc::Status status;
-  // As in call(): a replica going away is retried with the same bytes, within the deadline.
+  // As in call(): a replica going away is retried with the same bytes, within the deadline. A
+  // busy server's refusal of the header costs one small message, so it is retried after backoff,
+  // as the channel's retry policy does for Scan; a refusal after the upload is not.
+  auto backoff = std::chrono::milliseconds(50);
   for (int attempt = 0; attempt < max_attempts_; ++attempt) {
     response->Clear();
+    bool accepted = false;
     status = stream_once(request, *payload, payload, std::max<std::size_t>(chunk_bytes, 1),
-                         deadline, response);
-    if (status.error_code() != grpc::StatusCode::UNAVAILABLE) break;
+                         deadline, response, &accepted);
+    if (status.error_code() == grpc::StatusCode::UNAVAILABLE) continue;
+    if (status.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED || accepted) break;
+    if (deadline != std::chrono::system_clock::time_point() &&
+        std::chrono::system_clock::now() + backoff >= deadline) {
+      break;
+    }
+    std::this_thread::sleep_for(backoff);
+    backoff = std::min(2 * backoff, std::chrono::milliseconds(2000));
   }
   *round_trip = std::chrono::duration_cast<std::chrono::microseconds>(
       std::chrono::steady_clock::now() - sent);
@@ -191,7 +207,7 @@ grpc::Status Client::stream_once(const v1::ScanRequest& request, const std::stri
                                  const std::shared_ptr<const std::string>& owner,
                                  std::size_t chunk_bytes,
                                  std::chrono::system_clock::time_point deadline,
-                                 v1::ScanResponse* response) {
+                                 v1::ScanResponse* response, bool* accepted) {
   grpc::ClientContext context;
   prepare(&context, deadline);
   std::unique_ptr<grpc::ClientReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer>> stream(
@@ -222,6 +238,7 @@ grpc::Status Client::stream_once(const v1::ScanRequest& request, const std::stri
       answer.part_case() != v1::ScanStreamResponse::kAccepted) {
     return broken("the server's first message is not `accepted`");
   }
+  *accepted = true;
   if (answer.accepted().max_chunk_bytes() > 0) {
     chunk_bytes =
         std::min(chunk_bytes, static_cast<std::size_t>(answer.accepted().max_chunk_bytes()));

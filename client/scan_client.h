@@ -114,10 +114,12 @@ class Client {
  private:
   grpc::Status call(const grpc::ByteBuffer& request, std::chrono::milliseconds timeout,
                     v1::ScanResponse* response);
+  // One ScanStream attempt; *accepted tells whether the server took the header (after which a
+  // refusal has cost the upload).
   grpc::Status stream_once(const v1::ScanRequest& request, const std::string& payload,
                            const std::shared_ptr<const std::string>& owner, std::size_t chunk_bytes,
                            std::chrono::system_clock::time_point deadline,
-                           v1::ScanResponse* response);
+                           v1::ScanResponse* response, bool* accepted);
 
   // Sets the deadline (0 = none) and the credentials every call carries.
   void prepare(grpc::ClientContext* context, std::chrono::system_clock::time_point deadline) const;

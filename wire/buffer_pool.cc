@@ -143,4 +143,25 @@ std::size_t BufferPool::pooled_bytes() const {
   return total_;
 }
 
+std::size_t BufferPool::prefill(std::size_t max_bytes, int copies) {
+  std::vector<std::size_t> sizes;
+  for (std::size_t size = min_bytes_; size <= max_total_bytes_; size *= 2) {
+    sizes.push_back(size);
+    if (size >= max_bytes) break;
+  }
+  std::size_t added = 0;
+  for (auto size = sizes.rbegin(); size != sizes.rend(); ++size) {
+    for (int copy = 0; copy < copies; ++copy) {
+      if (pooled_bytes() + *size > max_total_bytes_) break;
+      std::string buffer;
+      buffer.reserve(*size);
+      // Zero-filled once: the pages are resident from now on (later requests overwrite them).
+      buffer.resize(buffer.capacity());
+      added += buffer.capacity();
+      give(std::move(buffer));
+    }
+  }
+  return added;
+}
+
 }  // namespace scan::wire

@@ -29,4 +29,8 @@ ServingBackends compose_backends(const ServerConfig& config);
 // GPU jobs DMA straight from the request and into the response. Null in builds without CUDA.
 std::shared_ptr<wire::BufferPool::Listener> make_gpu_pool_registrar();
 
+// Waits until every buffer handed to a registrar so far is registered with CUDA (registration
+// runs in the background); returns at once in builds without CUDA.
+void wait_gpu_pool_registered();
+
 }  // namespace scan::server

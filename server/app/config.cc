@@ -233,6 +233,13 @@ const std::vector<Option>& options() {
        "register the pooled request/response buffers with CUDA once (in the background), so GPU "
        "requests skip the staging copies; false: always stage (true|false)",
        bool_setting(&ServerConfig::gpu_register_pool)},
+      {"warm-start", "SCAN_WARM_START",
+       "before the port opens, fill the tensor buffer pool with paged-in buffers (registered "
+       "with CUDA when GPUs serve) of every power of two from 1 MiB up to max-tensor-bytes, two "
+       "of each within max-inflight-bytes, so that the first request of a size is as fast as "
+       "the next; costs that memory from the start (about 4 x max-tensor-bytes) and the time to "
+       "page it in (true|false)",
+       bool_setting(&ServerConfig::warm_start)},
       {"gpu-min-bytes", "SCAN_GPU_MIN_BYTES",
        "AUTO sends tensors smaller than this to a CPU backend whatever the cost models predict "
        "(0 = the cost models decide)",

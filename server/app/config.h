@@ -55,6 +55,10 @@ struct ServerConfig {
   // Register the wire buffer pool's buffers with CUDA once, so GPU jobs DMA straight from the
   // request and into the response (no staging copies); false: always stage.
   bool gpu_register_pool = true;
+  // Before the port opens, fill the tensor buffer pool with paged-in (and, with GPUs,
+  // CUDA-registered) buffers of every power of two up to max_tensor_bytes, two of each within the
+  // in-flight budget: the first request of a size then runs as fast as later ones.
+  bool warm_start = true;
   // AUTO sends tensors smaller than this to a CPU whatever the cost models say (0: models decide).
   std::int64_t gpu_min_bytes = 0;
   // Pinned cost models replacing calibration: "BACKEND=FIXED_US:GBPS[,...]", e.g.

@@ -42,6 +42,8 @@ class ScanServer {
 
  private:
   void shutdown_now();
+  // --warm-start: the buffer pool filled, paged in and registered with CUDA, before serving.
+  void warm_buffer_pool();
 
   ServerConfig config_;
   std::unique_ptr<Router> router_;

@@ -4,6 +4,8 @@
 #include <chrono>
 #include <random>
 
+#include "scan/kernels/reference.h"
+
 namespace scan::server {
 
 std::vector<kernels::ScanShape> cpu_calibration_shapes() {
@@ -45,6 +47,18 @@ CalibrationResult calibrate(ScanBackend& backend, const std::vector<kernels::Sca
   }
   result.model = fit_cost_model(result.samples);
   return result;
+}
+
+void warm_every_dtype(ScanBackend& backend) {
+  const kernels::ScanShape shape{8, 64, 64};  // 32 KiB of float32, strided: MM-Rec's layout
+  std::vector<double> values(static_cast<std::size_t>(shape.numel()), 0.999);
+  for (const kernels::DType dtype : {kernels::DType::kFloat32, kernels::DType::kFloat64,
+                                     kernels::DType::kFloat16, kernels::DType::kBFloat16}) {
+    const std::size_t bytes = values.size() * kernels::element_size(dtype);
+    std::vector<char> input(bytes), output(bytes);
+    kernels::narrow_from_f64(values.data(), shape.numel(), dtype, input.data());
+    backend.run({dtype, shape, input.data(), output.data()});
+  }
 }
 
 }  // namespace scan::server

@@ -26,4 +26,8 @@ std::vector<kernels::ScanShape> gpu_calibration_shapes();
 CalibrationResult calibrate(
     ScanBackend& backend, const std::vector<kernels::ScanShape>& shapes = cpu_calibration_shapes());
 
+// Runs `backend` once on a small tensor of every dtype, for every path that calibration's float32
+// does not take (16-bit conversion, float64): their first request then costs what later ones do.
+void warm_every_dtype(ScanBackend& backend);
+
 }  // namespace scan::server

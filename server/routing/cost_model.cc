@@ -74,11 +74,11 @@ int CostTracker::bucket_of(double bytes) {
   return std::clamp(exponent - 1 - 10, 0, kBuckets - 1);
 }
 
-bool CostTracker::observe(double bytes, double seconds) {
+bool CostTracker::observe(double bytes, double seconds, std::size_t element_bytes) {
   if (!(seconds > 0) || !(bytes >= 0)) return false;
   std::lock_guard<std::mutex> lock(mutex_);
   if (source_ == CostSource::kConfigured) return false;
-  Bucket& bucket = buckets_[bucket_of(bytes)];
+  Bucket& bucket = buckets_[width_of(element_bytes)][bucket_of(bytes)];
   if (bucket.count == 0) {
     bucket.bytes = bytes;
     bucket.seconds = seconds;
@@ -88,18 +88,36 @@ bool CostTracker::observe(double bytes, double seconds) {
   }
   ++bucket.count;
 
+  // The model (what metrics and GetServerInfo show) is one line through every width and size.
   std::vector<CostSample> points;
-  for (const Bucket& each : buckets_) {
-    if (each.count > 0) points.push_back({each.bytes, each.seconds});
+  std::array<bool, kBuckets> observed{};
+  for (const auto& width : buckets_) {
+    for (int index = 0; index < kBuckets; ++index) {
+      if (width[index].count == 0) continue;
+      points.push_back({width[index].bytes, width[index].seconds});
+      observed[index] = true;
+    }
   }
   for (const CostSample& sample : calibration_) {
-    if (buckets_[bucket_of(sample.bytes)].count == 0) points.push_back(sample);
+    if (!observed[bucket_of(sample.bytes)]) points.push_back(sample);
   }
   const CostModel fitted = fit_cost_model(points);
   if (!fitted.known()) return false;
   model_ = fitted;
   source_ = CostSource::kObserved;
   return true;
+}
+
+double CostTracker::predict_seconds(double bytes, std::size_t element_bytes) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!model_.known()) return 0;
+  const double modelled = model_.predict_seconds(bytes);
+  if (source_ == CostSource::kConfigured) return modelled;
+  const Bucket& bucket = buckets_[width_of(element_bytes)][bucket_of(bytes)];
+  if (bucket.count == 0) return modelled;
+  // The observed level at this size, carried to `bytes` along the model's slope.
+  const double at_bucket = model_.predict_seconds(bucket.bytes);
+  return at_bucket > 0 ? modelled * (bucket.seconds / at_bucket) : modelled;
 }
 
 }  // namespace scan::server

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <array>
+#include <cstddef>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -43,8 +44,13 @@ class CostTracker {
   void reset(CostModel model, std::vector<CostSample> calibration, CostSource source);
   CostModel model() const;
   CostSource source() const;
-  // Feeds one observed service time; returns true when the model changed.
-  bool observe(double bytes, double seconds);
+  // Feeds one observed service time of a tensor of `element_bytes` wide elements; returns true
+  // when the model changed.
+  bool observe(double bytes, double seconds, std::size_t element_bytes = 4);
+  // Predicted service time: the model, scaled by what was observed at this size and element
+  // width (16-bit tensors run at other speeds per byte than 32- and 64-bit ones, differently on
+  // each backend, and a straight line fits no backend at every size). Unobserved sizes: the model.
+  double predict_seconds(double bytes, std::size_t element_bytes = 4) const;
 
   static constexpr double kSmoothing = 0.25;  // weight of the newest observation in a bucket
   static constexpr int kBuckets = 24;         // sizes 2^10 .. 2^33 bytes, ends clamped
@@ -56,12 +62,14 @@ class CostTracker {
     long count = 0;
   };
   static int bucket_of(double bytes);
+  static int width_of(std::size_t element_bytes) { return element_bytes == 2 ? 0 : 1; }
 
   mutable std::mutex mutex_;
   CostModel model_;
   CostSource source_ = CostSource::kUnknown;
   std::vector<CostSample> calibration_;
-  std::array<Bucket, kBuckets> buckets_{};
+  // By element width (16-bit, wider), then size.
+  std::array<std::array<Bucket, kBuckets>, 2> buckets_{};
 };
 
 }  // namespace scan::server

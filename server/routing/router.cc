@@ -26,7 +26,8 @@ bool Router::has(DeviceKind kind) const {
   return false;
 }
 
-double Router::predicted_completion(const RegisteredBackend& registered, double bytes) {
+double Router::predicted_completion(const RegisteredBackend& registered, double bytes,
+                                    std::size_t element_bytes) {
   const CostModel cost = registered.cost->model();
   if (!cost.known()) return 0;
   // Queued and running work is priced as if served one after another: each backend's model was
@@ -35,17 +36,17 @@ double Router::predicted_completion(const RegisteredBackend& registered, double 
   const auto backlog_bytes = static_cast<double>(registered.load->bytes.load());
   const auto backlog_requests = static_cast<double>(registered.load->requests.load());
   return backlog_requests * cost.fixed_seconds + backlog_bytes / cost.bytes_per_second +
-         cost.predict_seconds(bytes);
+         registered.cost->predict_seconds(bytes, element_bytes);
 }
 
-RegisteredBackend* Router::cheapest_cpu(double bytes) {
+RegisteredBackend* Router::cheapest_cpu(double bytes, std::size_t element_bytes) {
   RegisteredBackend* best = nullptr;
   double best_seconds = 0;
   for (auto& registered : backends_) {
     if (registered.backend->device_kind() != DeviceKind::kCpu) continue;
     if (!registered.backend->available()) continue;
     const bool known = registered.cost->model().known();
-    const double seconds = predicted_completion(registered, bytes);
+    const double seconds = predicted_completion(registered, bytes, element_bytes);
     if (best == nullptr) {
       best = &registered;
       best_seconds = seconds;
@@ -81,6 +82,7 @@ RegisteredBackend* Router::fallback_for(const RegisteredBackend& failed) {
 
 Outcome Router::route(const ValidatedScan& scan, RegisteredBackend** chosen) {
   const auto bytes = static_cast<double>(scan.bytes);
+  const std::size_t element_bytes = kernels::element_size(scan.dtype);
   switch (scan.preference) {
     case v1::BACKEND_PREFERENCE_GPU:
       *chosen = least_loaded_gpu();
@@ -93,17 +95,20 @@ Outcome Router::route(const ValidatedScan& scan, RegisteredBackend** chosen) {
       }
       return Outcome::accepted();
     case v1::BACKEND_PREFERENCE_CPU:
-      *chosen = cheapest_cpu(bytes);
+      *chosen = cheapest_cpu(bytes, element_bytes);
       break;
     default: {
-      RegisteredBackend* cpu = cheapest_cpu(bytes);
+      RegisteredBackend* cpu = cheapest_cpu(bytes, element_bytes);
       RegisteredBackend* gpu = static_cast<std::int64_t>(scan.bytes) >= policy_.gpu_min_bytes
                                    ? least_loaded_gpu()
                                    : nullptr;
       if (cpu == nullptr || gpu == nullptr) {
         *chosen = gpu != nullptr ? gpu : cpu;
       } else if (gpu->cost->model().known() && cpu->cost->model().known()) {
-        *chosen = predicted_completion(*gpu, bytes) < predicted_completion(*cpu, bytes) ? gpu : cpu;
+        *chosen = predicted_completion(*gpu, bytes, element_bytes) <
+                          predicted_completion(*cpu, bytes, element_bytes)
+                      ? gpu
+                      : cpu;
       } else {
         // A model is missing (calibration off or failed): the known one wins; with none known, a
         // GPU, which beats a CPU on every size that matters.

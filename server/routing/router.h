@@ -71,8 +71,8 @@ class Router {
   }
   CostModel cost_model(std::size_t index) const { return backends_.at(index).cost->model(); }
   // Feeds an observed service time of backend `index`; true when its model changed.
-  bool observe(std::size_t index, double bytes, double seconds) {
-    return backends_.at(index).cost->observe(bytes, seconds);
+  bool observe(std::size_t index, double bytes, double seconds, std::size_t element_bytes = 4) {
+    return backends_.at(index).cost->observe(bytes, seconds, element_bytes);
   }
   void set_policy(RoutingPolicy policy) { policy_ = policy; }
   const RoutingPolicy& policy() const { return policy_; }
@@ -89,7 +89,8 @@ class Router {
   // Predicted seconds until a request of `bytes` sent to `registered` now would be answered: the
   // backlog (its queued and running work, as the model prices it) plus its own service time.
   // Unknown models predict 0.
-  static double predicted_completion(const RegisteredBackend& registered, double bytes);
+  static double predicted_completion(const RegisteredBackend& registered, double bytes,
+                                     std::size_t element_bytes = 4);
 
   bool has(DeviceKind kind) const;
   std::vector<BackendDescription> describe_backends() const;
@@ -99,7 +100,7 @@ class Router {
  private:
   // The available CPU backend with the lowest predicted completion for `bytes`; backends without a
   // cost model rank after those with one, in registration order.
-  RegisteredBackend* cheapest_cpu(double bytes);
+  RegisteredBackend* cheapest_cpu(double bytes, std::size_t element_bytes);
   // The available GPU with the least outstanding bytes (ties: registration order).
   RegisteredBackend* least_loaded_gpu();
 

@@ -151,7 +151,8 @@ kernels::KernelStatus ScanServiceImpl::compute(RegisteredBackend& chosen, ScanJo
     record.device_to_host_seconds = stats.device_to_host_seconds;
     // Service times seen while serving keep the router's model of the backend current.
     const auto bytes = static_cast<double>(job.view.numel() * kernels::element_size(job.dtype));
-    if (router_.observe(chosen.index, bytes, seconds_between(started, Clock::now()))) {
+    if (router_.observe(chosen.index, bytes, seconds_between(started, Clock::now()),
+                        kernels::element_size(job.dtype))) {
       metrics_.publish_cost_model(chosen.index, router_.cost_model(chosen.index));
     }
     return status;

@@ -217,6 +217,31 @@ TEST(BufferPool, TakesTheBestFitAndKeepsWithinItsBound) {
   EXPECT_EQ(pool.pooled_bytes(), bigger_capacity);
 }
 
+TEST(BufferPool, PrefillPutsPagedInBuffersOfEveryPowerOfTwoLargestFirst) {
+  constexpr std::size_t kMi = std::size_t{1} << 20;
+  BufferPool pool(16 * kMi, kMi);
+  // 3 MiB rounds up to 4 MiB: 4, 4, 2, 2, 1, 1 MiB.
+  EXPECT_EQ(pool.prefill(3 * kMi, 2), 14 * kMi);
+  EXPECT_EQ(pool.pooled_bytes(), 14 * kMi);
+  // Requests between the powers of two take a pooled buffer at most twice their size, and one
+  // that was written already (for_overwrite: its bytes are the prefill's zeros).
+  for (const std::size_t bytes : {3 * kMi, 2 * kMi + 1, kMi + 7, kMi}) {
+    std::string taken = pool.take_for_overwrite(bytes);
+    EXPECT_GE(taken.capacity(), bytes);
+    EXPECT_LE(taken.capacity(), 2 * bytes);
+    ASSERT_EQ(taken.size(), taken.capacity()) << "prefilled buffers come back written";
+    EXPECT_EQ(taken.find_first_not_of('\0'), std::string::npos);
+  }
+  // What does not fit in the pool's bound is the small buffers: 8 MiB holds the two 4 MiB ones.
+  BufferPool tight(8 * kMi, kMi);
+  EXPECT_EQ(tight.prefill(4 * kMi, 2), 8 * kMi);
+  EXPECT_GE(tight.take(4 * kMi).capacity(), 4 * kMi);
+  EXPECT_EQ(tight.pooled_bytes(), 4 * kMi);
+  // Nothing below the pool's minimum, and nothing at all when no buffer fits.
+  BufferPool tiny(kMi / 2, kMi);
+  EXPECT_EQ(tiny.prefill(64 * kMi, 2), 0u);
+}
+
 // Records the listener calls and checks their contract as they come: a buffer is kept at most once
 // until dropped, dropped only when kept, kept ranges never overlap, and a dropped buffer's memory
 // is still allocated and intact (its first bytes hold the pattern written before give()).

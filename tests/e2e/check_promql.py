@@ -101,8 +101,11 @@ def main():
             continue
         backends = {r["metric"]["backend"] for r in result if "backend" in r["metric"]}
         grouped_by_backend = any("backend" in r["metric"] for r in result)
-        if grouped_by_backend and not served <= backends:
-            failures.append(f"{label}: missing backends {sorted(served - backends)} in {expr}")
+        # GPU series exist for GPU backends only: those must all be there, the CPU ones cannot.
+        expected = ({b for b in served if b.startswith("cuda")}
+                    if any(metric in expr for metric in GPU_ONLY_METRICS) else served)
+        if grouped_by_backend and not expected <= backends:
+            failures.append(f"{label}: missing backends {sorted(expected - backends)} in {expr}")
     for label, expr in alert_exprs:
         checked += 1
         query(base, expr)  # raises on an invalid expression

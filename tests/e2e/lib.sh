@@ -27,7 +27,8 @@ wait_for_file() {
 start_server() {
   local bin=$1
   shift
-  "$bin" --listen 127.0.0.1:0 --port-file "$e2e_work/port" \
+  # --warm-start false: the pool's paging-in is covered elsewhere; these need a quick start.
+  "$bin" --listen 127.0.0.1:0 --port-file "$e2e_work/port" --warm-start false \
     --metrics-listen 127.0.0.1:0 --metrics-port-file "$e2e_work/metrics_port" \
     "$@" 2>"$e2e_work/server.log" &
   server_pid=$!

@@ -22,6 +22,9 @@ inline server::ServerConfig loopback_config() {
   config.shutdown_grace_seconds = 5;
   config.drain_delay_seconds = 0;  // draining is tested against real processes (resilience_test)
   config.gpu = "off";
+  // Each test starts its own servers: paging in a full buffer pool for each would cost seconds
+  // (warm start has tests of its own).
+  config.warm_start = false;
   return config;
 }
 

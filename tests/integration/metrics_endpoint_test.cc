@@ -97,6 +97,7 @@ class MetricsEndpointTest : public ::testing::Test {
     config.metrics_listen = "127.0.0.1:0";
     config.metrics_auth_token_file = metrics_token_file;
     config.worker_threads = 2;
+    config.warm_start = false;
     config.gpu = "off";
     server_ = std::make_unique<server::ScanServer>(config, server::compose_backends(config));
     ASSERT_TRUE(server_->start());

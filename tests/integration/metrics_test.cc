@@ -24,6 +24,7 @@ class MetricsTest : public ::testing::Test {
     config.metrics_listen = "127.0.0.1:0";
     config.worker_threads = 2;
     config.cpu_backend = cpu_backend_;
+    config.warm_start = false;
     config.gpu = "off";  // exact per-backend counts: no GPU backend to share AUTO traffic with
     server_ = std::make_unique<server::ScanServer>(config, server::compose_backends(config));
     ASSERT_TRUE(server_->start());

@@ -317,6 +317,33 @@ TEST(ShutdownWithIdleStreams, EndsThemWithUnavailableInsteadOfWaitingOutTheGrace
   EXPECT_LT(took, std::chrono::seconds(8));
 }
 
+// --warm-start (the default): before its port opens, the server pages in a buffer pool of every
+// power of two up to --max-tensor-bytes, so it is resident from the start, and it serves requests
+// of every size from it correctly.
+TEST(WarmStart, PagesInTheBufferPoolBeforeServingAndServesEverySizeFromIt) {
+  const std::vector<std::string> limits = {
+      "--cpu-backend", "cpu-native", "--max-tensor-bytes", "32Mi", "--max-inflight-bytes", "128Mi"};
+  std::vector<std::string> warm = limits, cold = limits;
+  warm.insert(warm.end(), {"--warm-start", "true"});
+  cold.insert(cold.end(), {"--warm-start", "false"});
+  ServerProcess warm_server(warm), cold_server(cold);
+  ASSERT_TRUE(warm_server.running());
+  ASSERT_TRUE(cold_server.running());
+  // 2 x (32 + 16 + 8 + 4 + 2 + 1) MiB = 126 MiB more resident before any request.
+  const std::int64_t extra = warm_server.rss_bytes() - cold_server.rss_bytes();
+  EXPECT_GT(extra, std::int64_t{100} << 20)
+      << "warm " << warm_server.rss_bytes() << " B, cold " << cold_server.rss_bytes() << " B";
+  EXPECT_LT(extra, std::int64_t{200} << 20);
+  client::Client client(warm_server.target());
+  for (const std::int64_t length : {1, 1000, 4097, 65536, 262143}) {  // 128 B .. 32 MiB
+    const KnownScan known({length, 32}, Rpc::kScan);
+    v1::ScanResponse answer;
+    std::chrono::microseconds round_trip{0};
+    ASSERT_TRUE(known.send(client, &answer, &round_trip).ok()) << length;
+    EXPECT_TRUE(known.correct(answer)) << length;
+  }
+}
+
 class ReplicaLoss : public ::testing::TestWithParam<Rpc> {};
 
 TEST_P(ReplicaLoss, KillingAndRestartingOneOfThreeReplicasFailsNoRequest) {

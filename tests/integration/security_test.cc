@@ -53,6 +53,7 @@ class SecurityTest : public ::testing::Test {
   server::ServerConfig tls_config(bool mutual) const {
     server::ServerConfig config;
     config.drain_delay_seconds = 0;  // no drain to wait for in-process
+    config.warm_start = false;
     config.tls_cert = (*certs_ / "server.crt").string();
     config.tls_key = (*certs_ / "server.key").string();
     if (mutual) config.tls_client_ca = (*certs_ / "ca.crt").string();
@@ -119,6 +120,7 @@ TEST_F(SecurityTest, BearerTokenGuardsScanButNotHealth) {
   std::ofstream(token_file) << token << "\n";
   server::ServerConfig config;
   config.drain_delay_seconds = 0;  // no drain to wait for in-process
+  config.warm_start = false;
   config.auth_token_file = token_file.string();
   start(config);
   const auto channel = grpc::CreateChannel(target(), grpc::InsecureChannelCredentials());

@@ -33,15 +33,11 @@ class ServerProcess {
                  ("scan-server-" + std::to_string(std::random_device{}()));
     std::filesystem::create_directories(directory_);
     const std::string port_file = (directory_ / "port").string();
-    std::vector<std::string> argv = {SCAN_SERVER_BINARY,
-                                     "--listen",
-                                     "127.0.0.1:" + std::to_string(port),
-                                     "--port-file",
-                                     port_file,
-                                     "--metrics-listen",
-                                     "",
-                                     "--log-level",
-                                     "warn"};
+    std::vector<std::string> argv = {SCAN_SERVER_BINARY, "--listen",
+                                     "127.0.0.1:" + std::to_string(port), "--port-file", port_file,
+                                     "--metrics-listen", "", "--log-level", "warn",
+                                     // Tests start many servers; warm start is tested apart.
+                                     "--warm-start", "false"};
     argv.insert(argv.end(), args.begin(), args.end());
     std::vector<char*> pointers;
     for (auto& arg : argv) pointers.push_back(arg.data());

@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.join(REPO, "client", "python"))  # as PYTHONPATH=clie
 SERVER_BIN = os.environ.get("SCAN_SERVER") or os.path.join(REPO, "build", "release", "server",
                                                            "scan-server")
 # Quick exits and no metrics port: nothing here scrapes it.
-BASE_FLAGS = ["--metrics-listen", "", "--drain-delay-seconds", "0",
+BASE_FLAGS = ["--metrics-listen", "", "--drain-delay-seconds", "0", "--warm-start", "false",
               "--shutdown-grace-seconds", "5", "--log-level", "warn"]
 
 

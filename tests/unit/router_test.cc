@@ -257,6 +257,53 @@ TEST(CostTracker, ObservationsPullTheModelTowardsWhatIsMeasured) {
   EXPECT_NEAR(tracker.model().fixed_seconds, 10e-6, 1e-6);
 }
 
+TEST(CostTracker, PredictionsFollowWhatWasObservedAtThatSizeAndElementWidth) {
+  CostTracker tracker;
+  const CostModel calibrated{10e-6, 10e9};
+  tracker.reset(calibrated, {}, CostSource::kCalibrated);
+  EXPECT_DOUBLE_EQ(tracker.predict_seconds(4 * kMiB, 2), calibrated.predict_seconds(4 * kMiB));
+  // 16-bit tensors of 4 MiB served in half the modelled time, 32-bit ones at 1.5x.
+  for (int round = 0; round < 30; ++round) {
+    tracker.observe(4 * kMiB, 0.5 * calibrated.predict_seconds(4 * kMiB), 2);
+    tracker.observe(4 * kMiB, 1.5 * calibrated.predict_seconds(4 * kMiB), 4);
+  }
+  const double narrow = tracker.predict_seconds(4 * kMiB, 2);
+  const double wide = tracker.predict_seconds(4 * kMiB, 4);
+  EXPECT_NEAR(narrow, 0.5 * calibrated.predict_seconds(4 * kMiB), 1e-6);
+  EXPECT_NEAR(wide, 1.5 * calibrated.predict_seconds(4 * kMiB), 1e-6);
+  // Within the size bucket, along the model's slope: 5 MiB predicts more than 4 MiB.
+  EXPECT_GT(tracker.predict_seconds(5 * kMiB, 2), narrow);
+  EXPECT_LT(tracker.predict_seconds(5 * kMiB, 2), 1.5 * narrow);
+  // float64 shares the wider class.
+  EXPECT_DOUBLE_EQ(tracker.predict_seconds(4 * kMiB, 8), wide);
+}
+
+TEST(Router, AutoPicksByWhatEachBackendShowedForThatSizeAndElementWidth) {
+  CpuGpuRouter setup;
+  const std::size_t bytes = 4 << 20;  // the models say GPU
+  auto route = [&](kernels::DType dtype) {
+    ValidatedScan scan = scan_of_bytes(bytes, v1::BACKEND_PREFERENCE_AUTO);
+    scan.dtype = dtype;
+    RegisteredBackend* chosen = nullptr;
+    EXPECT_TRUE(setup.router.route(scan, &chosen).ok());
+    return chosen->backend->name();
+  };
+  ASSERT_EQ(route(kernels::DType::kBFloat16), "cuda:0");
+  // Serving shows bfloat16 twice as fast per byte on the CPU as its model says, and float32 as
+  // modelled: bfloat16 moves to the CPU, float32 stays.
+  const double cpu_model = setup.router.cost_model(0).predict_seconds(bytes);
+  const double gpu_model = setup.router.cost_model(1).predict_seconds(bytes);
+  for (int round = 0; round < 10; ++round) {
+    setup.router.observe(0, bytes, 0.2 * cpu_model, 2);
+    setup.router.observe(1, bytes, gpu_model, 2);
+    setup.router.observe(0, bytes, cpu_model, 4);
+    setup.router.observe(1, bytes, gpu_model, 4);
+  }
+  EXPECT_EQ(route(kernels::DType::kBFloat16), "cpu-fake");
+  EXPECT_EQ(route(kernels::DType::kFloat16), "cpu-fake");
+  EXPECT_EQ(route(kernels::DType::kFloat32), "cuda:0");
+}
+
 TEST(CostTracker, UnobservedSizesKeepTheirCalibrationAnchor) {
   CostTracker tracker;
   const CostModel calibrated{100e-6, 20e9};

@@ -51,6 +51,13 @@ class BufferPool {
   std::string take_for_overwrite(std::size_t bytes);
   // Returns a buffer; kept if large enough and there is room (smaller pooled ones make way).
   void give(std::string buffer);
+  // Fills the pool ahead of traffic with `copies` buffers of each power of two from the pool's
+  // minimum up to the first that holds `max_bytes`, each paged in (written once), largest first
+  // so that what does not fit in the pool's limit is the small ones. A request of any size then
+  // finds a buffer at most twice its size that the kernel has already faulted in (and that the
+  // listener, told as they enter, has registered): the first request of a size costs what later
+  // ones do. Returns the bytes added.
+  std::size_t prefill(std::size_t max_bytes, int copies);
   std::size_t pooled_bytes() const;
 
   struct Range {
