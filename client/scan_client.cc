@@ -189,8 +189,13 @@ grpc::Status Client::ScanStream(const v1::ScanRequest& request,
     bool accepted = false;
     status = stream_once(request, *payload, payload, std::max<std::size_t>(chunk_bytes, 1),
                          deadline, response, &accepted);
-    if (status.error_code() == grpc::StatusCode::UNAVAILABLE) continue;
-    if (status.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED || accepted) break;
+    // A replica going away refuses (UNAVAILABLE: another one may take it at once) or cancels the
+    // calls it had not taken yet as it shuts down (CANCELLED: this side never cancels one without
+    // returning another code), which is retried after backoff, as a busy server's refusal is.
+    const grpc::StatusCode code = status.error_code();
+    if (code == grpc::StatusCode::UNAVAILABLE) continue;
+    const bool busy = code == grpc::StatusCode::RESOURCE_EXHAUSTED && !accepted;
+    if (code != grpc::StatusCode::CANCELLED && !busy) break;
     if (deadline != std::chrono::system_clock::time_point() &&
         std::chrono::system_clock::now() + backoff >= deadline) {
       break;

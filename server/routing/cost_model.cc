@@ -79,13 +79,15 @@ bool CostTracker::observe(double bytes, double seconds, std::size_t element_byte
   std::lock_guard<std::mutex> lock(mutex_);
   if (source_ == CostSource::kConfigured) return false;
   Bucket& bucket = buckets_[width_of(element_bytes)][bucket_of(bytes)];
-  if (bucket.count == 0) {
-    bucket.bytes = bytes;
-    bucket.seconds = seconds;
-  } else {
-    bucket.bytes += kSmoothing * (bytes - bucket.bytes);
-    bucket.seconds += kSmoothing * (seconds - bucket.seconds);
-  }
+  // The first few observations of a size are averaged (one slow first request must not stick);
+  // after that an EWMA that comes down faster than it goes up: a backend's time is what it can
+  // do plus noise that only ever adds (contention, a cold cache), and a slow spell that has passed
+  // should not keep traffic away for long.
+  const double weight = bucket.count < kAveragedObservations
+                            ? 1.0 / static_cast<double>(bucket.count + 1)
+                            : (seconds < bucket.seconds ? kFallingSmoothing : kSmoothing);
+  bucket.bytes += weight * (bytes - bucket.bytes);
+  bucket.seconds += weight * (seconds - bucket.seconds);
   ++bucket.count;
 
   // The model (what metrics and GetServerInfo show) is one line through every width and size.

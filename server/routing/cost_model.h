@@ -52,8 +52,10 @@ class CostTracker {
   // each backend, and a straight line fits no backend at every size). Unobserved sizes: the model.
   double predict_seconds(double bytes, std::size_t element_bytes = 4) const;
 
-  static constexpr double kSmoothing = 0.25;  // weight of the newest observation in a bucket
-  static constexpr int kBuckets = 24;         // sizes 2^10 .. 2^33 bytes, ends clamped
+  static constexpr double kSmoothing = 0.25;        // weight of the newest observation in a bucket
+  static constexpr double kFallingSmoothing = 0.5;  // ... when it is faster than the estimate
+  static constexpr int kAveragedObservations = 3;   // the first ones of a bucket: plain mean
+  static constexpr int kBuckets = 24;               // sizes 2^10 .. 2^33 bytes, ends clamped
 
  private:
   struct Bucket {

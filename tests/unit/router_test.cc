@@ -278,6 +278,23 @@ TEST(CostTracker, PredictionsFollowWhatWasObservedAtThatSizeAndElementWidth) {
   EXPECT_DOUBLE_EQ(tracker.predict_seconds(4 * kMiB, 8), wide);
 }
 
+TEST(CostTracker, ASlowFirstObservationDoesNotStick) {
+  CostTracker tracker;
+  tracker.reset({10e-6, 10e9}, {}, CostSource::kCalibrated);
+  // A cold first request at 3x, then the backend's real 100 us: within 10% after five (with a
+  // plain EWMA at 0.25 it would still be 147 us).
+  tracker.observe(kMiB, 300e-6);
+  for (int round = 0; round < 5; ++round) tracker.observe(kMiB, 100e-6);
+  EXPECT_LT(tracker.predict_seconds(kMiB), 110e-6);
+  // A slow spell moves the estimate up gradually, and it comes back down faster.
+  for (int round = 0; round < 2; ++round) tracker.observe(kMiB, 200e-6);
+  const double during = tracker.predict_seconds(kMiB);
+  EXPECT_GT(during, 130e-6);
+  EXPECT_LT(during, 200e-6);
+  for (int round = 0; round < 3; ++round) tracker.observe(kMiB, 100e-6);
+  EXPECT_LT(tracker.predict_seconds(kMiB), 115e-6);
+}
+
 TEST(Router, AutoPicksByWhatEachBackendShowedForThatSizeAndElementWidth) {
   CpuGpuRouter setup;
   const std::size_t bytes = 4 << 20;  // the models say GPU
