@@ -35,18 +35,23 @@ struct Option {
   Field field;
 };
 
-// The field's value; or, where `effective` is given, what the server makes of it (0 = "one per
-// core" shows the core count).
-template <class T, class Effective = std::nullptr_t>
-Shower show_field(T ServerConfig::*field, Effective effective = nullptr) {
-  return [field, effective](const ServerConfig& config) -> std::string {
-    if constexpr (!std::is_same_v<Effective, std::nullptr_t>) {
-      return fmt::format("{}", (config.*effective)());
-    } else if constexpr (std::is_same_v<T, std::string>) {
+// The field's value.
+template <class T>
+Shower show_field(T ServerConfig::*field, std::nullptr_t = nullptr) {
+  return [field](const ServerConfig& config) -> std::string {
+    if constexpr (std::is_same_v<T, std::string>) {
       return (config.*field).empty() ? std::string("-") : config.*field;
     } else {
       return fmt::format("{}", config.*field);
     }
+  };
+}
+
+// What the server makes of the field (0 = "one per core" shows the core count).
+template <class T, class Value>
+Shower show_field(T ServerConfig::*, Value (ServerConfig::*effective)() const) {
+  return [effective](const ServerConfig& config) -> std::string {
+    return fmt::format("{}", (config.*effective)());
   };
 }
 
