@@ -180,22 +180,26 @@ grpc::Status Client::ScanStream(const v1::ScanRequest& request,
   const auto sent = std::chrono::steady_clock::now();
   const auto deadline = deadline_after(timeout);
   grpc::Status status;
-  // As in call(): a replica going away is retried with the same bytes, within the deadline. A
-  // busy server's refusal of the header costs one small message, so it is retried after backoff,
-  // as the channel's retry policy does for Scan; a refusal after the upload is not.
+  // gRPC's own retry policy is for the unary methods only (see make_channel), so streams are
+  // retried here, with the same bytes, within the deadline, after backoff (50 ms, doubling, at
+  // most 2 s), on what a replica going away or a busy one answers: UNAVAILABLE (refused while
+  // draining, or gone), CANCELLED (a server in its shutdown grace cancels streams it had not taken,
+  // for as long as its last calls take: this side never cancels one without returning another
+  // code), and RESOURCE_EXHAUSTED for the header (a refusal that cost one small message; one after
+  // the upload is final).
+  constexpr int kStreamAttempts = 8;  // about 5 s of backoff in all
+  const int attempts = max_attempts_ > 1 ? kStreamAttempts : 1;
   auto backoff = std::chrono::milliseconds(50);
-  for (int attempt = 0; attempt < max_attempts_; ++attempt) {
+  for (int attempt = 0; attempt < attempts; ++attempt) {
     response->Clear();
     bool accepted = false;
     status = stream_once(request, *payload, payload, std::max<std::size_t>(chunk_bytes, 1),
                          deadline, response, &accepted);
-    // A replica going away refuses (UNAVAILABLE: another one may take it at once) or cancels the
-    // calls it had not taken yet as it shuts down (CANCELLED: this side never cancels one without
-    // returning another code), which is retried after backoff, as a busy server's refusal is.
     const grpc::StatusCode code = status.error_code();
-    if (code == grpc::StatusCode::UNAVAILABLE) continue;
-    const bool busy = code == grpc::StatusCode::RESOURCE_EXHAUSTED && !accepted;
-    if (code != grpc::StatusCode::CANCELLED && !busy) break;
+    const bool retryable = code == grpc::StatusCode::UNAVAILABLE ||
+                           code == grpc::StatusCode::CANCELLED ||
+                           (code == grpc::StatusCode::RESOURCE_EXHAUSTED && !accepted);
+    if (!retryable || attempt + 1 == attempts) break;
     if (deadline != std::chrono::system_clock::time_point() &&
         std::chrono::system_clock::now() + backoff >= deadline) {
       break;
