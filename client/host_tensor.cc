@@ -1,4 +1,4 @@
-#include "host_tensor.h"
+#include "scan/client/host_tensor.h"
 
 #include <random>
 

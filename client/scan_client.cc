@@ -1,4 +1,4 @@
-#include "scan_client.h"
+#include "scan/client/scan_client.h"
 
 #include <grpcpp/client_context.h>
 #include <grpcpp/create_channel.h>

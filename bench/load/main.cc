@@ -33,7 +33,7 @@
 #include "bench_report.h"
 #include "scan/wire/byte_size.h"
 #include "scan/wire/dtype.h"
-#include "scan_client.h"
+#include "scan/client/scan_client.h"
 
 namespace {
 

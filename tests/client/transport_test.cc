@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "rpc/wire_service.h"
-#include "scan_client.h"
+#include "scan/client/scan_client.h"
 
 namespace scan {
 namespace {

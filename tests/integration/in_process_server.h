@@ -8,7 +8,7 @@
 #include <string>
 
 #include "app/server.h"
-#include "scan_client.h"
+#include "scan/client/scan_client.h"
 
 namespace scan::testing {
 

@@ -16,9 +16,9 @@
 #include <thread>
 
 #include "app/server.h"
-#include "host_tensor.h"
+#include "scan/client/host_tensor.h"
 #include "metrics/metrics_http.h"
-#include "scan_client.h"
+#include "scan/client/scan_client.h"
 
 namespace scan {
 namespace {

@@ -6,7 +6,7 @@
 
 #include "app/server.h"
 #include "metrics_scrape.h"
-#include "scan_client.h"
+#include "scan/client/scan_client.h"
 
 namespace scan {
 namespace {

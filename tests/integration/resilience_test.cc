@@ -11,7 +11,7 @@
 #include <random>
 #include <thread>
 
-#include "scan_client.h"
+#include "scan/client/scan_client.h"
 #include "server_process.h"
 
 namespace scan {

@@ -10,7 +10,7 @@
 #include "backends/cpu_native_backend.h"
 #include "in_process_server.h"
 #include "scan/kernels/thread_pool.h"
-#include "scan_client.h"
+#include "scan/client/scan_client.h"
 
 namespace scan {
 namespace {

@@ -13,7 +13,7 @@
 #include <random>
 
 #include "app/server.h"
-#include "scan_client.h"
+#include "scan/client/scan_client.h"
 
 #ifndef SCAN_TEST_CERT_SCRIPT
 #error "SCAN_TEST_CERT_SCRIPT must name make_test_certs.sh"

@@ -11,7 +11,7 @@
 
 #include "app/server.h"
 #include "in_process_server.h"
-#include "scan_client.h"
+#include "scan/client/scan_client.h"
 
 namespace scan {
 namespace {

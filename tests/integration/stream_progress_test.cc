@@ -14,7 +14,7 @@
 #include "in_process_server.h"
 #include "metrics_scrape.h"
 #include "scan/wire/dtype.h"
-#include "scan_client.h"
+#include "scan/client/scan_client.h"
 
 namespace scan {
 namespace {

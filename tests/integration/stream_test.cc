@@ -13,7 +13,7 @@
 #include "app/server.h"
 #include "in_process_server.h"
 #include "scan/wire/dtype.h"
-#include "scan_client.h"
+#include "scan/client/scan_client.h"
 
 namespace scan {
 namespace {

@@ -13,7 +13,7 @@ import sys
 SOURCE_SUFFIXES = {".h", ".cc", ".cu", ".cuh"}
 INCLUDE = re.compile(r'^\s*#\s*include\s*([<"])([^>"]+)[>"]')
 
-CLIENT_HEADERS = r"(scan_client|host_tensor|npy|bench_report)\.h$"
+CLIENT_HEADERS = r"^scan/client/|(scan_client|host_tensor|npy|bench_report)\.h$"
 SERVER_LAYERS = r"^(rpc|admission|routing|backends|metrics|app)/"
 
 # (folders, forbidden include pattern, why)

@@ -13,7 +13,7 @@
 
 #include "npy.h"
 #include "scan/wire/byte_size.h"
-#include "scan_client.h"
+#include "scan/client/scan_client.h"
 
 namespace {
 

@@ -6,7 +6,7 @@
 #include <string>
 #include <string_view>
 
-#include "host_tensor.h"
+#include "scan/client/host_tensor.h"
 
 namespace scan::client {
 

@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "host_tensor.h"
+#include "scan/client/host_tensor.h"
 #include "scan/v1/scan.grpc.pb.h"
 #include "scan/wire/codec.h"
 #include "scan/wire/status_code_name.h"
