@@ -31,9 +31,9 @@
 #include <vector>
 
 #include "bench_report.h"
+#include "scan/client/scan_client.h"
 #include "scan/wire/byte_size.h"
 #include "scan/wire/dtype.h"
-#include "scan/client/scan_client.h"
 
 namespace {
 

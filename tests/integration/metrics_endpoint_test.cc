@@ -16,8 +16,8 @@
 #include <thread>
 
 #include "app/server.h"
-#include "scan/client/host_tensor.h"
 #include "metrics/metrics_http.h"
+#include "scan/client/host_tensor.h"
 #include "scan/client/scan_client.h"
 
 namespace scan {

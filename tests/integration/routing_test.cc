@@ -9,8 +9,8 @@
 #include "app/server.h"
 #include "backends/cpu_native_backend.h"
 #include "in_process_server.h"
-#include "scan/kernels/thread_pool.h"
 #include "scan/client/scan_client.h"
+#include "scan/kernels/thread_pool.h"
 
 namespace scan {
 namespace {

@@ -13,8 +13,8 @@
 #include "app/server.h"
 #include "in_process_server.h"
 #include "metrics_scrape.h"
-#include "scan/wire/dtype.h"
 #include "scan/client/scan_client.h"
+#include "scan/wire/dtype.h"
 
 namespace scan {
 namespace {

@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "npy.h"
-#include "scan/wire/byte_size.h"
 #include "scan/client/scan_client.h"
+#include "scan/wire/byte_size.h"
 
 namespace {
 
