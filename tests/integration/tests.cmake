@@ -15,3 +15,11 @@ scan_test(scan_resilience_tests
 target_compile_definitions(scan_resilience_tests PRIVATE
   SCAN_SERVER_BINARY="$<TARGET_FILE:scan-server>")
 add_dependencies(scan_resilience_tests scan-server)
+
+# The client library against the server's gRPC transport (configure_transport + WireScanService,
+# with a handler of the test's own): zero-copy calls both ways, status propagation, retries,
+# deferral to the transport's threads, load balancing over several replicas.
+scan_test(scan_transport_tests
+  SOURCES integration/transport_test.cc
+  LIBS scan_client_lib scan_wire_service
+  LABELS integration)
