@@ -131,7 +131,7 @@ int main(int argc, char** argv) {
 
   scan::server::WireScanService echo(
       [](grpc::ServerContextBase*, scan::v1::ScanRequest* request, scan::v1::ScanResponse* response,
-         scan::server::Waiting) -> scan::server::HandlerResult {
+         scan::server::Waiting, scan::wire::BufferPool&) -> scan::server::HandlerResult {
         response->mutable_result()->Swap(request->mutable_gamma());
         response->set_backend("echo");
         return {grpc::Status::OK, nullptr};

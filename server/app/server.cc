@@ -121,7 +121,9 @@ bool ScanServer::start() {
                                   milliseconds(config_.stream_idle_timeout_seconds)};
   wire_service_ = std::make_unique<WireScanService>(
       [this](grpc::ServerContextBase* context, v1::ScanRequest* request, v1::ScanResponse* response,
-             Waiting waiting) { return service_->Scan(context, request, response, waiting); },
+             Waiting waiting, wire::BufferPool& buffers) {
+        return service_->Scan(context, request, response, waiting, buffers);
+      },
       static_cast<std::size_t>(config_.effective_max_inflight_bytes()),
       [this](grpc::ServerContextBase* context, const std::shared_ptr<wire::BufferPool>& buffers) {
         return service_->open_stream(context, buffers);

@@ -64,11 +64,12 @@ void ScanServiceImpl::record_end(grpc::ServerContextBase& context, RequestRecord
 class ScanServiceImpl::UnaryCall final : public DeferredScan {
  public:
   UnaryCall(ScanServiceImpl& service, grpc::ServerContextBase& context,
-            const v1::ScanRequest& request, v1::ScanResponse& response)
+            const v1::ScanRequest& request, v1::ScanResponse& response, wire::BufferPool& buffers)
       : service_(service),
         context_(context),
         request_(request),
         response_(response),
+        buffers_(buffers),
         received_(Clock::now()) {
     service_.metrics_.inflight().Increment();
     record_.request_bytes = request.gamma().data().size();
@@ -84,6 +85,9 @@ class ScanServiceImpl::UnaryCall final : public DeferredScan {
     v1::Tensor* result = response_.mutable_result();
     result->set_dtype(request_.gamma().dtype());
     *result->mutable_shape() = request_.gamma().shape();
+    // A pooled buffer, overwritten in full by the scan: resizing within its old size writes
+    // nothing (see BufferPool::take_for_overwrite).
+    *result->mutable_data() = buffers_.take_for_overwrite(scan_.bytes);
     result->mutable_data()->resize(scan_.bytes);
     return to_status(service_.router_.route(scan_, &chosen_));
   }
@@ -118,6 +122,7 @@ class ScanServiceImpl::UnaryCall final : public DeferredScan {
   grpc::ServerContextBase& context_;
   const v1::ScanRequest& request_;
   v1::ScanResponse& response_;
+  wire::BufferPool& buffers_;
   const Clock::time_point received_;
   RequestRecord record_;
   ValidatedScan scan_;
@@ -128,8 +133,8 @@ class ScanServiceImpl::UnaryCall final : public DeferredScan {
 
 HandlerResult ScanServiceImpl::Scan(grpc::ServerContextBase* context,
                                     const v1::ScanRequest* request, v1::ScanResponse* response,
-                                    Waiting waiting) {
-  auto call = std::make_shared<UnaryCall>(*this, *context, *request, *response);
+                                    Waiting waiting, wire::BufferPool& buffers) {
+  auto call = std::make_shared<UnaryCall>(*this, *context, *request, *response, buffers);
   grpc::Status status = call->prepare();
   if (status.ok()) {
     if (waiting == Waiting::kNotAllowed && !call->try_take_slot()) {

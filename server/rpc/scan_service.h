@@ -41,8 +41,9 @@ class ScanServiceImpl final {
   // The Scan call. With Waiting::kNotAllowed (gRPC's callback thread) a request that would have
   // to wait for a compute slot comes back deferred, validated, admitted and routed: the transport
   // finishes it from a thread of its own (DeferredScan::resume).
+  // The result's tensor buffer comes from `buffers`.
   HandlerResult Scan(grpc::ServerContextBase* context, const v1::ScanRequest* request,
-                     v1::ScanResponse* response, Waiting waiting);
+                     v1::ScanResponse* response, Waiting waiting, wire::BufferPool& buffers);
   // A ScanStream call (see scan.proto and ScanStreamSession). Its header is validated, and the
   // stream refused while the in-flight budget lacks room for it, before the client is told to
   // send any bytes; the budget is then taken as the bytes arrive, so a stream holds what it was

@@ -415,13 +415,10 @@ grpc::ServerUnaryReactor* WireScanService::handle(grpc::CallbackServerContext* c
            *call, response);
     return reactor;
   }
-  // The result has the request's size: give the handler a pooled buffer to resize into. The scan
-  // overwrites every byte (the tests compare every element), and a failed call's buffer goes back
-  // to the pool unsent, so the old bytes need not be cleared first.
-  *call->response.mutable_result()->mutable_data() = buffers_->take_for_overwrite(bytes);
   std::shared_ptr<DeferredScan> deferred;
   if (bytes <= options_.inline_max_bytes) {
-    HandlerResult result = handler_(context, &call->request, &call->response, Waiting::kNotAllowed);
+    HandlerResult result =
+        handler_(context, &call->request, &call->response, Waiting::kNotAllowed, *buffers_);
     if (!result.deferred) {
       finish(reactor, result.status, *call, response);
       return reactor;
@@ -433,9 +430,10 @@ grpc::ServerUnaryReactor* WireScanService::handle(grpc::CallbackServerContext* c
   Call* handed_over = call.release();
   const bool taken = blocking_->try_run([this, context, reactor, response, handed_over, deferred] {
     std::unique_ptr<Call> owned(handed_over);
-    const grpc::Status status =
-        deferred ? deferred->resume()
-                 : handler_(context, &owned->request, &owned->response, Waiting::kAllowed).status;
+    const grpc::Status status = deferred ? deferred->resume()
+                                         : handler_(context, &owned->request, &owned->response,
+                                                    Waiting::kAllowed, *buffers_)
+                                               .status;
     finish(reactor, status, *owned, response);
   });
   if (!taken) {

@@ -104,13 +104,15 @@ struct WireOptions {
 
 // Serves /scan.v1.ScanService/Scan on gRPC's callback API: decodes the request (wire::decode),
 // runs `handler` (see Waiting), and sends the response through wire::encode_response. The handler
-// may move the request's data out. With `open_stream`, also serves /scan.v1.ScanService/ScanStream,
-// also on the callback API: one session per call, driven by the client's messages, so that a
-// stream waiting for its client holds no thread, and timed (StreamProgressLimits).
+// takes the response's tensor buffer from the pool it is given (only it knows the result's size)
+// and may move the request's data out; both go back to the pool when the call ends. With
+// `open_stream`, also serves /scan.v1.ScanService/ScanStream, also on the callback API: one session
+// per call, driven by the client's messages, so that a stream waiting for its client holds no
+// thread, and timed (StreamProgressLimits).
 class WireScanService final : public grpc::Service {
  public:
   using Handler = std::function<HandlerResult(grpc::ServerContextBase*, v1::ScanRequest*,
-                                              v1::ScanResponse*, Waiting)>;
+                                              v1::ScanResponse*, Waiting, wire::BufferPool&)>;
   using StreamOpener = std::function<std::unique_ptr<ScanStreamSession>(
       grpc::ServerContextBase*, const std::shared_ptr<wire::BufferPool>&)>;
   // Keeps up to `pooled_bytes` of idle tensor buffers for reuse (see wire::BufferPool); the

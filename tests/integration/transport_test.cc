@@ -30,7 +30,7 @@ class Replica {
       : name_(std::move(name)),
         service_(
             [this](grpc::ServerContextBase*, v1::ScanRequest* request, v1::ScanResponse* response,
-                   server::Waiting waiting) -> server::HandlerResult {
+                   server::Waiting waiting, wire::BufferPool&) -> server::HandlerResult {
               if (request->dim() == 99) {
                 return {grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "dim: 99"), nullptr};
               }
