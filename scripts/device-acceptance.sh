@@ -55,7 +55,7 @@ verdict() {  # verdict NAME OK(0|1) DETAIL
   echo "# Device acceptance, $(date -u +%F' '%T) UTC"
   echo
   echo "    $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader)," \
-    "$(nproc) cores, revision $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')"
+    "$(nproc) cores, checkout HEAD $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?') (uncommitted changes not shown)"
   echo
 } >"$summary"
 
