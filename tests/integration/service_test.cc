@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <thread>
 
@@ -193,6 +194,29 @@ TEST_P(ServiceTest, ShutdownMarksHealthNotServingAndRefusesNewCalls) {
 // them to 0 by default, say so in GetServerInfo, and keep them exact with
 // --cpu-flush-subnormals=false. (Float products of decays above 0.5 never reach zero at all: they
 // stick in the subnormal range, where every multiply takes the CPU's slow path.)
+// The default flushing is of results only (FTZ, not DAZ): a subnormal input is read exactly on
+// every CPU backend, so [1e30, 1e-40] is [1e30, 1e-10] and [inf, 1e-40] is [inf, inf].
+TEST_P(ServiceTest, FlushingReadsSubnormalInputsExactly) {
+  const float tiny = 1e-40f;
+  ASSERT_EQ(std::fpclassify(tiny), FP_SUBNORMAL);
+  for (const float first : {1e30f, std::numeric_limits<float>::infinity()}) {
+    client::HostTensor gamma{DType::kFloat32, {2}, {}};
+    const float values[] = {first, tiny};
+    gamma.data.assign(reinterpret_cast<const char*>(values), sizeof values);
+    client::ScanOptions options;
+    options.dim = 0;
+    options.backend = v1::BACKEND_PREFERENCE_CPU;
+    client::ScanResult result;
+    const grpc::Status status = client_->Scan(gamma, options, &result);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    ASSERT_EQ(result.result.data.size(), sizeof values);
+    float last = 0;
+    std::memcpy(&last, result.result.data.data() + sizeof(float), sizeof last);
+    EXPECT_FLOAT_EQ(last, static_cast<float>(double{first} * double{tiny}))
+        << first << " on " << result.backend;
+  }
+}
+
 TEST_P(ServiceTest, SubnormalResultsAreFlushedByDefaultAndExactWhenConfigured) {
   constexpr int kLength = 330;
   constexpr int kLanes = 8;

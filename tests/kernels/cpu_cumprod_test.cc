@@ -584,6 +584,32 @@ TEST(CpuCumprod, FlushingLeavesCallerAndWorkersExact) {
   }
 }
 
+// Flushing is of results only: a subnormal input is multiplied exactly, so the documented bound
+// holds (a result is exact, or 0 where the exact product is below the smallest normal), and
+// inf * subnormal stays inf. These were 0, 0, NaN and 0 while the guard also set DAZ.
+TEST(CpuCumprod, FlushingReadsSubnormalInputsExactly) {
+  if (!subnormal_flush_supported()) GTEST_SKIP() << "no flush-to-zero on this architecture";
+  CpuScanOptions options;
+  options.flush_subnormals = true;
+  const auto scan_f32 = [&](std::vector<float> in) {
+    std::vector<float> out(in.size(), -1.0f);
+    const ScanShape shape{1, static_cast<std::int64_t>(in.size()), 1};
+    EXPECT_TRUE(cpu_cumprod(in.data(), out.data(), shape, DType::kFloat32, options).ok());
+    return out;
+  };
+  const float tiny = 1e-40f, tinier = 1e-44f;  // both subnormal in float32
+  ASSERT_EQ(std::fpclassify(tiny), FP_SUBNORMAL);
+  EXPECT_FLOAT_EQ(scan_f32({1e30f, tiny})[1], static_cast<float>(1e30 * double{tiny}));
+  EXPECT_FLOAT_EQ(scan_f32({3e38f, tinier})[1], static_cast<float>(3e38 * double{tinier}));
+  EXPECT_EQ(scan_f32({INFINITY, tiny})[1], INFINITY);
+  // Below the normal range the result is flushed: 1e-30 * 1e-10 = 1e-40.
+  EXPECT_EQ(scan_f32({1e-30f, 1e-10f})[1], 0.0f);
+  std::vector<double> in64 = {1e300, 1e-310}, out64(2, -1.0);
+  ASSERT_EQ(std::fpclassify(in64[1]), FP_SUBNORMAL);
+  EXPECT_TRUE(cpu_cumprod(in64.data(), out64.data(), {1, 2, 1}, DType::kFloat64, options).ok());
+  EXPECT_DOUBLE_EQ(out64[1], 1e300 * 1e-310);
+}
+
 TEST(FloatEnv, FlushesInsideTheScopeOnly) {
   if (!subnormal_flush_supported()) GTEST_SKIP() << "no flush-to-zero on this architecture";
   volatile float smallest_normal = FLT_MIN;
@@ -591,7 +617,8 @@ TEST(FloatEnv, FlushesInsideTheScopeOnly) {
   {
     const ScopedFlushSubnormals flush(true);
     EXPECT_EQ(smallest_normal * 0.5f, 0.0f);
-    EXPECT_EQ(subnormal * 2.0f, 0.0f) << "subnormal operands should read as zero";
+    EXPECT_EQ(subnormal * 2.0f, 0.0f) << "a subnormal result is flushed";
+    EXPECT_EQ(subnormal * 0x1p30f, 0x1p-110f) << "a subnormal operand is read exactly (no DAZ)";
     {
       const ScopedFlushSubnormals nested(true);
       const ScopedFlushSubnormals disabled(false);

@@ -5,19 +5,19 @@
 // and x * 0.75 rounds back up to the smallest subnormal (1.4e-45), so the product stays there for
 // the rest of the sequence. x86 cores take a microcoded slow path for every vector instruction
 // that meets a subnormal: measured 15x slower than a memcpy-speed scan on [2048,128] float32.
-// Flushing (results below the smallest normal become 0, subnormal inputs read as 0) keeps the
-// scan at memory speed and changes results by less than 1.2e-38 (float32, half types) or 2.3e-308
-// (float64), what torch.set_flush_denormal(True) trades.
+// Flushing results below the smallest normal to 0 (FTZ; subnormal inputs are still read exactly,
+// no DAZ) keeps the scan at memory speed: a result is exact, or 0 where the exact product is below
+// 1.2e-38 (float32, half types) or 2.2e-308 (float64).
 #pragma once
 
 namespace scan::kernels {
 
-// Whether ScopedFlushSubnormals has an effect on this CPU architecture (x86-64: MXCSR's FTZ and
-// DAZ bits). Elsewhere the guard does nothing and results keep their subnormals.
+// Whether ScopedFlushSubnormals has an effect on this CPU architecture (x86-64: MXCSR's FTZ bit).
+// Elsewhere the guard does nothing and results keep their subnormals.
 bool subnormal_flush_supported();
 
-// Sets flush-to-zero and denormals-are-zero on the calling thread when `enable` is true and
-// restores the previous mode on destruction; `enable` false leaves the mode alone.
+// Sets flush-to-zero (and clears denormals-are-zero) on the calling thread when `enable` is true
+// and restores the previous mode on destruction; `enable` false leaves the mode alone.
 class ScopedFlushSubnormals {
  public:
   explicit ScopedFlushSubnormals(bool enable);
