@@ -105,11 +105,7 @@ ServingBackends compose_backends(const ServerConfig& config) {
   kernels::GpuInventory gpus = add_gpu_backends(config, *router);
   router->set_policy({config.gpu_min_bytes});
 
-  std::vector<CostOverride> overrides;
-  std::string error;
-  if (!parse_cost_overrides(config.cost_models, &overrides, &error)) {
-    spdlog::error("--cost-model: {}", error);  // parse_config validated it already
-  }
+  const std::vector<CostOverride>& overrides = config.cost_overrides;
   auto override_for = [&](const std::string& name) -> const CostOverride* {
     for (const auto& entry : overrides) {
       if (entry.backend == name) return &entry;

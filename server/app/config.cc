@@ -252,13 +252,15 @@ const std::vector<Option>& options() {
       {"cost-model", "SCAN_COST_MODEL",
        "pinned cost models instead of calibration, BACKEND=FIXED_US:GBPS[,...], e.g. "
        "cuda:0=60:20,cpu-native=5:8 (fixed microseconds, GB/s)",
-       string_setting(&ServerConfig::cost_models,
-                      [](const std::string& text) {
-                        std::vector<CostOverride> overrides;
-                        std::string error;
-                        parse_cost_overrides(text, &overrides, &error);
-                        return error;
-                      })},
+       Field{[](const std::string& text, ServerConfig* config) -> std::string {
+               std::vector<CostOverride> overrides;
+               std::string error;
+               if (!parse_cost_overrides(text, &overrides, &error)) return error;
+               config->cost_models = text;
+               config->cost_overrides = std::move(overrides);
+               return {};
+             },
+             show_field(&ServerConfig::cost_models)}},
       {"log-level", "SCAN_LOG_LEVEL", "trace|debug|info|warn|error",
        choice_setting(&ServerConfig::log_level, {"trace", "debug", "info", "warn", "error"})},
       {"log-format", "SCAN_LOG_FORMAT", "text|json (one JSON object per line)",

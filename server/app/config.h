@@ -12,6 +12,13 @@
 
 namespace scan::server {
 
+// One entry of --cost-model: the model the router assumes for a backend instead of calibrating it.
+struct CostOverride {
+  std::string backend;
+  double fixed_seconds = 0;
+  double bytes_per_second = 0;
+};
+
 struct ServerConfig {
   std::string listen = "0.0.0.0:50051";
   std::int64_t max_tensor_bytes = wire::kDefaultMaxTensorBytes;
@@ -62,8 +69,10 @@ struct ServerConfig {
   // AUTO sends tensors smaller than this to a CPU whatever the cost models say (0: models decide).
   std::int64_t gpu_min_bytes = 0;
   // Pinned cost models replacing calibration: "BACKEND=FIXED_US:GBPS[,...]", e.g.
-  // "cuda:0=60:20,cpu-native=5:8" (see parse_cost_overrides).
+  // "cuda:0=60:20,cpu-native=5:8" (see parse_cost_overrides): the text as given, and what it was
+  // parsed into, once, with the other flags.
   std::string cost_models;
+  std::vector<CostOverride> cost_overrides;
 
   // Admission and abuse limits.
   std::int64_t max_inflight_bytes = 0;  // 0 means: 4 x max_tensor_bytes
@@ -112,13 +121,6 @@ ParseResult parse_config(const std::vector<std::string>& args,
                          ServerConfig* config);
 
 std::map<std::string, std::string> process_environment();
-
-// One entry of --cost-model: the model the router assumes for a backend instead of calibrating it.
-struct CostOverride {
-  std::string backend;
-  double fixed_seconds = 0;
-  double bytes_per_second = 0;
-};
 
 // Parses "BACKEND=FIXED_US:GBPS[,BACKEND=FIXED_US:GBPS...]" (fixed cost in microseconds, throughput
 // in GB/s = 1e9 bytes/s); empty text gives no overrides. False with *error on malformed text.

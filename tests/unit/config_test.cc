@@ -99,9 +99,8 @@ TEST(Config, GpuFlagsAndCostModelOverrides) {
   EXPECT_EQ(config.gpu, "off");
   EXPECT_EQ(config.gpu_lanes, 3);
   EXPECT_EQ(config.gpu_min_bytes, 1 << 20);
-  std::vector<CostOverride> overrides;
-  std::string error;
-  ASSERT_TRUE(parse_cost_overrides(config.cost_models, &overrides, &error)) << error;
+  // Parsed once, with the flags.
+  const std::vector<CostOverride>& overrides = config.cost_overrides;
   ASSERT_EQ(overrides.size(), 2u);
   EXPECT_EQ(overrides[0].backend, "cuda:0");  // the ':' of the name is not the separator
   EXPECT_DOUBLE_EQ(overrides[0].fixed_seconds, 60e-6);
