@@ -408,15 +408,9 @@ KernelStatus cpu_cumprod_tuned(const void* in, void* out, ScanShape shape, DType
   const auto* in_bytes = static_cast<const char*>(in);
   auto* out_bytes = static_cast<char*>(out);
   const auto bytes = static_cast<std::int64_t>(element_size(dtype));
-  if (dtype == DType::kFloat64) {
-    Plan<double>(*kernels, in_bytes, out_bytes, shape, bytes, options.pool, threads,
-                 options.flush_subnormals, tuning)
-        .run();
-  } else {
-    Plan<float>(*kernels, in_bytes, out_bytes, shape, bytes, options.pool, threads,
-                options.flush_subnormals, tuning)
-        .run();
-  }
+  Plan<double>(*kernels, in_bytes, out_bytes, shape, bytes, options.pool, threads,
+               options.flush_subnormals, tuning)
+      .run();
   return KernelStatus::Ok();
 }
 

@@ -36,24 +36,13 @@ namespace {
 
 constexpr int kVectorBytes = SCAN_CPU_VECTOR_BYTES;
 
-typedef float VF __attribute__((vector_size(kVectorBytes)));
+// Every dtype accumulates in double (one rounding per output, as LibTorch's CPU cumprod does
+// for float32 and our CUDA kernel for every dtype), so a vector holds kVectorBytes / 8 running
+// products, and the storage types below are sized to as many lanes.
 typedef double VD __attribute__((vector_size(kVectorBytes)));
-typedef std::int32_t VI32 __attribute__((vector_size(kVectorBytes)));
-typedef std::int64_t VI64 __attribute__((vector_size(kVectorBytes)));
-typedef std::uint32_t VU32 __attribute__((vector_size(kVectorBytes)));
-// As many 16-bit lanes as a float vector has lanes: the storage of one vector of half values.
-typedef std::uint16_t VU16 __attribute__((vector_size(kVectorBytes / 2)));
-
-template <typename A>
-struct AccVec;
-template <>
-struct AccVec<float> {
-  using V = VF;
-};
-template <>
-struct AccVec<double> {
-  using V = VD;
-};
+typedef float VF __attribute__((vector_size(kVectorBytes / 2)));
+typedef std::uint32_t VU32 __attribute__((vector_size(kVectorBytes / 2)));
+typedef std::uint16_t VU16 __attribute__((vector_size(kVectorBytes / 4)));
 
 template <typename T>
 T load_bytes(const void* from) {
@@ -89,6 +78,12 @@ void stream_bytes(void* to, const void* from) {
     return;
   }
 #endif
+#if defined(__SSE2__) && defined(__x86_64__)
+  if constexpr (kBytes == 8) {
+    _mm_stream_si64(static_cast<long long*>(to), load_bytes<long long>(from));
+    return;
+  }
+#endif
   std::memcpy(to, from, kBytes);
 }
 
@@ -100,18 +95,19 @@ void stream_fence() {
 #endif
 }
 
-// Storage formats: how a vector of accumulators is loaded from and stored to memory.
+// Storage formats: how a vector of double accumulators is loaded from and stored to memory.
+// Narrow types round double -> float -> storage type, as LibTorch's conversions and the CUDA
+// kernel do, so that every backend rounds alike (the double rounding this allows is a 2^-29 event
+// and identical everywhere).
 struct F32 {
   using Storage = float;
-  using Acc = float;
   static constexpr Storage kOne = 1.0f;
-  static VF load(const Storage* from) { return load_bytes<VF>(from); }
-  static void store(Storage* to, VF value) { store_bytes(to, value); }
+  static VD load(const Storage* from) { return __builtin_convertvector(load_bytes<VF>(from), VD); }
+  static void store(Storage* to, VD value) { store_bytes(to, __builtin_convertvector(value, VF)); }
 };
 
 struct F64 {
   using Storage = double;
-  using Acc = double;
   static constexpr Storage kOne = 1.0;
   static VD load(const Storage* from) { return load_bytes<VD>(from); }
   static void store(Storage* to, VD value) { store_bytes(to, value); }
@@ -119,28 +115,39 @@ struct F64 {
 
 struct BF16 {
   using Storage = std::uint16_t;
-  using Acc = float;
   static constexpr Storage kOne = 0x3f80;
-  static VF load(const Storage* from) { return reinterpret_cast<VF>(widen(from) << 16); }
-  static void store(Storage* to, VF value) { narrow(to, round(value)); }
+  static VD load(const Storage* from) {
+    return __builtin_convertvector(reinterpret_cast<VF>(widen(from) << 16), VD);
+  }
+  static void store(Storage* to, VD value) {
+    narrow(to, round(__builtin_convertvector(value, VF)));
+  }
+
+  // Elements 2k and 2k+1 of 2 * kLanes bfloat16 values, as the even and odd lanes k: bfloat16 is
+  // the top half of a float, so a shift and a mask split the 32-bit words without shuffles.
+  static void load_pairs(const Storage* from, VD& even, VD& odd) {
+    const VU32 words = load_bytes<VU32>(from);
+    even = __builtin_convertvector(reinterpret_cast<VF>(words << 16), VD);
+    odd = __builtin_convertvector(reinterpret_cast<VF>(words & 0xffff0000u), VD);
+  }
 
   // Both vectors rounded, interleaved: the 16-bit half k of lane j holds (k ? odd : even)[j].
-  static VU32 round_pairs(VF even, VF odd) {
+  static VU32 round_pairs(VD even_wide, VD odd_wide) {
+    const VF even = __builtin_convertvector(even_wide, VF);
+    const VF odd = __builtin_convertvector(odd_wide, VF);
 #if SCAN_CPU_HAS_AVX512BF16
     // One conversion and one word permute instead of about twenty integer operations. The
     // instruction rounds to nearest even and quiets NaN exactly as round() does, but reads
     // subnormal inputs as zero: vectors holding any take the exact path (they are rare: a product
     // passes through the subnormal range once on its way to zero).
-    if (__builtin_expect(_kortestz_mask16_u8(_mm512_fpclass_ps_mask(even, 0x20),
-                                             _mm512_fpclass_ps_mask(odd, 0x20)),
-                         1)) {
-      // Words 0-15: even lanes, 16-31: odd lanes; the permute interleaves them.
-      const __m512i halves = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(odd, even));
-      const __m512i interleave =
-          _mm512_set_epi32(0x001f000f, 0x001e000e, 0x001d000d, 0x001c000c, 0x001b000b, 0x001a000a,
-                           0x00190009, 0x00180008, 0x00170007, 0x00160006, 0x00150005, 0x00140004,
-                           0x00130003, 0x00120002, 0x00110001, 0x00100000);
-      return reinterpret_cast<VU32>(_mm512_permutexvar_epi16(interleave, halves));
+    const __m512 both = _mm512_insertf32x8(_mm512_castps256_ps512(reinterpret_cast<__m256>(even)),
+                                           reinterpret_cast<__m256>(odd), 1);
+    if (__builtin_expect(_mm512_fpclass_ps_mask(both, 0x20) == 0, 1)) {
+      // Words 0-7: even lanes, 8-15: odd lanes; the permute interleaves them.
+      const __m256i halves = reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(both));
+      const __m256i interleave = _mm256_set_epi16(15, 7, 14, 6, 13, 5, 12, 4, 11, 3, 10, 2, 9, 1,
+                                                  8, 0);
+      return reinterpret_cast<VU32>(_mm256_permutexvar_epi16(interleave, halves));
     }
 #endif
     return round(even) | (round(odd) << 16);
@@ -157,54 +164,49 @@ struct BF16 {
   }
 
  private:
-#if SCAN_CPU_VECTOR_BYTES == 64
-  // GCC 12 splits the generic 16 x u16 <-> u32 conversions into 256-bit halves and word permutes;
-  // the single AVX-512 instructions take a third of the cycles of this compute-bound loop.
-  // Zero-masked forms for the same maybe-uninitialized false positive as in F16.
-  static VU32 widen(const Storage* from) {
-    return reinterpret_cast<VU32>(_mm512_maskz_cvtepu16_epi32(0xffff, load_bytes<__m256i>(from)));
-  }
-  static void narrow(Storage* to, VU32 value) {
-    store_bytes(to, _mm512_maskz_cvtepi32_epi16(0xffff, reinterpret_cast<__m512i>(value)));
-  }
-#else
   static VU32 widen(const Storage* from) {
     return __builtin_convertvector(load_bytes<VU16>(from), VU32);
   }
   static void narrow(Storage* to, VU32 value) {
     store_bytes(to, __builtin_convertvector(value, VU16));
   }
-#endif
 };
 
 struct F16 {
   using Storage = std::uint16_t;
-  using Acc = float;
   static constexpr Storage kOne = 0x3c00;
 #if SCAN_CPU_HAS_F16C && SCAN_CPU_VECTOR_BYTES == 64
-  // The zero-masked forms with every lane selected: the plain ones start from an "undefined"
-  // register that GCC 12 reports as maybe-uninitialized.
-  static VF load(const Storage* from) {
-    return _mm512_maskz_cvtph_ps(0xffff, load_bytes<__m256i>(from));
+  // Generic conversions between float and double: GCC 12 reports the AVX-512 intrinsics' own
+  // "undefined" source register as maybe-uninitialized.
+  static VD load(const Storage* from) {
+    return __builtin_convertvector(reinterpret_cast<VF>(_mm256_cvtph_ps(load_bytes<__m128i>(from))),
+                                   VD);
   }
-  static void store(Storage* to, VF value) {
-    store_bytes(
-        to, _mm512_maskz_cvtps_ph(0xffff, value, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  static void store(Storage* to, VD value) {
+    const __m256 narrowed = reinterpret_cast<__m256>(__builtin_convertvector(value, VF));
+    store_bytes(to, _mm256_cvtps_ph(narrowed, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
   }
 #elif SCAN_CPU_HAS_F16C && SCAN_CPU_VECTOR_BYTES == 32
-  static VF load(const Storage* from) { return _mm256_cvtph_ps(load_bytes<__m128i>(from)); }
-  static void store(Storage* to, VF value) {
-    store_bytes(to, _mm256_cvtps_ph(value, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  static VD load(const Storage* from) {
+    const __m128i halves = _mm_loadl_epi64(static_cast<const __m128i*>(static_cast<const void*>(from)));
+    return __builtin_convertvector(reinterpret_cast<VF>(_mm_cvtph_ps(halves)), VD);
+  }
+  static void store(Storage* to, VD value) {
+    const __m128 narrowed = reinterpret_cast<__m128>(__builtin_convertvector(value, VF));
+    _mm_storel_epi64(static_cast<__m128i*>(static_cast<void*>(to)),
+                     _mm_cvtps_ph(narrowed, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
   }
 #else
   // Baseline x86-64 has no half conversion instruction; this build is the portable fallback.
-  static VF load(const Storage* from) {
-    VF value;
-    for (int lane = 0; lane < kVectorBytes / 4; ++lane) value[lane] = float16_to_float(from[lane]);
+  static VD load(const Storage* from) {
+    VD value;
+    for (int lane = 0; lane < kVectorBytes / 8; ++lane) value[lane] = float16_to_float(from[lane]);
     return value;
   }
-  static void store(Storage* to, VF value) {
-    for (int lane = 0; lane < kVectorBytes / 4; ++lane) to[lane] = float_to_float16(value[lane]);
+  static void store(Storage* to, VD value) {
+    for (int lane = 0; lane < kVectorBytes / 8; ++lane) {
+      to[lane] = float_to_float16(static_cast<float>(value[lane]));
+    }
   }
 #endif
 };
@@ -212,11 +214,12 @@ struct F16 {
 template <typename D>
 struct Kernels {
   using S = typename D::Storage;
-  using A = typename D::Acc;
-  using V = typename AccVec<A>::V;
+  using A = double;
+  using V = VD;
   static constexpr int kLanes = kVectorBytes / static_cast<int>(sizeof(A));
   // Register-resident carries up to this many vectors per row; wider tiles carry through memory.
-  static constexpr int kMaxRegisterVectors = 8;
+  // AVX-512 has 32 vector registers, the narrower builds 16.
+  static constexpr int kMaxRegisterVectors = kVectorBytes == 64 ? 16 : 8;
 
   // Every lane `value`. Not V{} + value: +0 + -0 is +0, which turned a carry of -0 (a product
   // that underflowed with an odd number of negative factors) into +0.
@@ -365,9 +368,9 @@ struct Kernels {
     for (std::int64_t row = 0; row < rows; ++row) {
       const S* source = in + row * stride;
       for (std::int64_t pair = 0; pair < pairs; ++pair) {
-        const VU32 words = load_bytes<VU32>(source + pair * kPairLanes);
-        V running_even = reinterpret_cast<V>(words << 16);
-        V running_odd = reinterpret_cast<V>(words & 0xffff0000u);
+        V running_even;
+        V running_odd;
+        BF16::load_pairs(source + pair * kPairLanes, running_even, running_odd);
         if constexpr (kInMemory) {
           A* at = carry + pair * kPairLanes;
           running_even *= load_bytes<V>(at);
@@ -515,17 +518,17 @@ struct Kernels {
   }
 
   // bfloat16 is the top half of a float, so one 32-bit lane holding elements 2k and 2k+1 splits
-  // into an even and an odd float vector with a shift and a mask, and recombines the same way:
-  // no widening or narrowing shuffles, and one in-register scan per 2 * kLanes elements. The
-  // shuffle ports are what bounds this loop, so this halves its cost. Returns the elements done.
+  // into an even and an odd vector with a shift and a mask, and recombines the same way: no
+  // interleaving shuffles, and one in-register scan per 2 * kLanes elements. The shuffle ports
+  // are what bounds this loop, so this halves its cost. Returns the elements done.
   template <bool kStream>
   static std::int64_t scan_bfloat16_pairs(const S* in, S* out, std::int64_t length, V& running) {
     std::int64_t at = 0;
     for (; at + 2 * kLanes <= length; at += 2 * kLanes) {
       __builtin_prefetch(in + at + kPrefetchBytes / sizeof(S));
-      const VU32 words = load_bytes<VU32>(in + at);
-      const V even = reinterpret_cast<V>(words << 16);
-      const V odd = reinterpret_cast<V>(words & 0xffff0000u);
+      V even;
+      V odd;
+      BF16::load_pairs(in + at, even, odd);
       const V pairs = even * odd;
       const V through = scan_vector(pairs);  // lane k: product of elements 0 .. 2k+1
       // Lane k of the odd results is the running product through element 2k+1; shifted up one

@@ -2,7 +2,7 @@
 // cpu_cumprod.cc (compiled for baseline x86-64) splits the tensor into pieces and calls these
 // through function pointers, so no AVX code is reachable unless the CPU was checked first.
 //
-// `carry` and `acc` point to accumulator values: double for float64, float for the other dtypes.
+// `carry` and `acc` point to accumulator values, double for every dtype.
 // Element offsets and strides count elements of the storage dtype.
 #pragma once
 
@@ -36,7 +36,7 @@ inline constexpr std::int64_t kMaxShortRow = 64;
 
 struct IsaKernels {
   const char* name;
-  int vector_bytes;  // lanes per vector = vector_bytes / sizeof(accumulator)
+  int vector_bytes;  // lanes per vector = vector_bytes / sizeof(double)
   DTypeKernels float32, float64, float16, bfloat16;
 };
 
