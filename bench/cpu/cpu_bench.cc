@@ -3,6 +3,7 @@
 //
 //   scan_bench_cpu [--threads=1,2] [--min-reps=5] [--min-seconds=0.3] [--filter=SUBSTRING]
 //                  [--decays=near-one|wide] [--flush-subnormals=false|true]
+//                  [--isa=auto|generic|avx2|avx512]
 //
 // --decays=wide draws decays from (0.5, 1), as scan-bench does: float products then fall into the
 // subnormal range and stick there, which is what --flush-subnormals (scan-server's default) is
@@ -47,6 +48,7 @@ struct Settings {
   std::string filter;
   bool wide_decays = false;
   bool flush_subnormals = false;
+  scan::kernels::CpuIsa isa = scan::kernels::CpuIsa::kAuto;
 };
 
 std::vector<Case> cases() {
@@ -126,6 +128,20 @@ int main(int argc, char** argv) {
       settings.wide_decays = std::string(decays) == "wide";
     } else if (const char* flush = value("--flush-subnormals=")) {
       settings.flush_subnormals = std::string(flush) == "true";
+    } else if (const char* isa = value("--isa=")) {
+      bool known = false;
+      for (const auto candidate :
+           {scan::kernels::CpuIsa::kAuto, scan::kernels::CpuIsa::kGeneric,
+            scan::kernels::CpuIsa::kAvx2, scan::kernels::CpuIsa::kAvx512}) {
+        if (std::string(isa) == scan::kernels::cpu_isa_name(candidate)) {
+          settings.isa = candidate;
+          known = true;
+        }
+      }
+      if (!known || !scan::kernels::cpu_isa_supported(settings.isa)) {
+        std::fprintf(stderr, "--isa=%s: unknown or not supported by this CPU\n", isa);
+        return 2;
+      }
     } else {
       std::fprintf(stderr, "unknown argument %s\n", arg.c_str());
       return 2;
@@ -135,7 +151,10 @@ int main(int argc, char** argv) {
   const int max_threads = *std::max_element(settings.threads.begin(), settings.threads.end());
   ThreadPool pool(std::max(0, max_threads - 1));
   std::printf("native ISA: %s, pool workers: %d, LibTorch %s, decays %s, flush subnormals %s\n\n",
-              scan::kernels::cpu_isa_name(scan::kernels::cpu_best_isa()), pool.workers(),
+              scan::kernels::cpu_isa_name(settings.isa == scan::kernels::CpuIsa::kAuto
+                                              ? scan::kernels::cpu_best_isa()
+                                              : settings.isa),
+              pool.workers(),
               TORCH_VERSION, settings.wide_decays ? "(0.5, 1)" : "near one",
               settings.flush_subnormals ? "on" : "off");
   const scan::kernels::ScopedFlushSubnormals flush_for_torch(settings.flush_subnormals);
@@ -167,6 +186,7 @@ int main(int argc, char** argv) {
       options.pool = &pool;
       options.max_parallelism = threads;
       options.flush_subnormals = settings.flush_subnormals;
+      options.isa = settings.isa;
       const double native = median_ms(settings, [&] {
         if (!scan::kernels::cpu_cumprod(in.data_ptr(), native_out.data_ptr(), shape, dtype, options)
                  .ok()) {

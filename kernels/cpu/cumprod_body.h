@@ -95,6 +95,25 @@ void stream_fence() {
 #endif
 }
 
+// float <-> double for a vector's lanes. GCC 12 splits the generic conversion of eight lanes into
+// two four-lane ones and an insert; the AVX-512 instructions do it in one (zero-masked forms, as
+// the plain ones start from an "undefined" register that GCC reports as maybe-uninitialized).
+VD to_double(VF value) {
+#if SCAN_CPU_VECTOR_BYTES == 64
+  return reinterpret_cast<VD>(_mm512_maskz_cvtps_pd(0xff, reinterpret_cast<__m256>(value)));
+#else
+  return __builtin_convertvector(value, VD);
+#endif
+}
+
+VF to_float(VD value) {
+#if SCAN_CPU_VECTOR_BYTES == 64
+  return reinterpret_cast<VF>(_mm512_maskz_cvtpd_ps(0xff, reinterpret_cast<__m512d>(value)));
+#else
+  return __builtin_convertvector(value, VF);
+#endif
+}
+
 // Storage formats: how a vector of double accumulators is loaded from and stored to memory.
 // Narrow types round double -> float -> storage type, as LibTorch's conversions and the CUDA
 // kernel do, so that every backend rounds alike (the double rounding this allows is a 2^-29 event
@@ -102,8 +121,8 @@ void stream_fence() {
 struct F32 {
   using Storage = float;
   static constexpr Storage kOne = 1.0f;
-  static VD load(const Storage* from) { return __builtin_convertvector(load_bytes<VF>(from), VD); }
-  static void store(Storage* to, VD value) { store_bytes(to, __builtin_convertvector(value, VF)); }
+  static VD load(const Storage* from) { return to_double(load_bytes<VF>(from)); }
+  static void store(Storage* to, VD value) { store_bytes(to, to_float(value)); }
 };
 
 struct F64 {
@@ -116,38 +135,34 @@ struct F64 {
 struct BF16 {
   using Storage = std::uint16_t;
   static constexpr Storage kOne = 0x3f80;
-  static VD load(const Storage* from) {
-    return __builtin_convertvector(reinterpret_cast<VF>(widen(from) << 16), VD);
-  }
-  static void store(Storage* to, VD value) {
-    narrow(to, round(__builtin_convertvector(value, VF)));
-  }
+  static VD load(const Storage* from) { return to_double(reinterpret_cast<VF>(widen(from) << 16)); }
+  static void store(Storage* to, VD value) { narrow(to, round(to_float(value))); }
 
   // Elements 2k and 2k+1 of 2 * kLanes bfloat16 values, as the even and odd lanes k: bfloat16 is
   // the top half of a float, so a shift and a mask split the 32-bit words without shuffles.
   static void load_pairs(const Storage* from, VD& even, VD& odd) {
     const VU32 words = load_bytes<VU32>(from);
-    even = __builtin_convertvector(reinterpret_cast<VF>(words << 16), VD);
-    odd = __builtin_convertvector(reinterpret_cast<VF>(words & 0xffff0000u), VD);
+    even = to_double(reinterpret_cast<VF>(words << 16));
+    odd = to_double(reinterpret_cast<VF>(words & 0xffff0000u));
   }
 
   // Both vectors rounded, interleaved: the 16-bit half k of lane j holds (k ? odd : even)[j].
   static VU32 round_pairs(VD even_wide, VD odd_wide) {
-    const VF even = __builtin_convertvector(even_wide, VF);
-    const VF odd = __builtin_convertvector(odd_wide, VF);
+    const VF even = to_float(even_wide);
+    const VF odd = to_float(odd_wide);
 #if SCAN_CPU_HAS_AVX512BF16
-    // One conversion and one word permute instead of about twenty integer operations. The
-    // instruction rounds to nearest even and quiets NaN exactly as round() does, but reads
-    // subnormal inputs as zero: vectors holding any take the exact path (they are rare: a product
-    // passes through the subnormal range once on its way to zero).
-    const __m512 both = _mm512_insertf32x8(_mm512_castps256_ps512(reinterpret_cast<__m256>(even)),
-                                           reinterpret_cast<__m256>(odd), 1);
+    // One two-source permute interleaves the floats (lane 2j: even[j], 2j + 1: odd[j]) and one
+    // conversion rounds all sixteen, instead of about twenty integer operations. The instruction
+    // rounds to nearest even and quiets NaN exactly as round() does, but reads subnormal inputs as
+    // zero: vectors holding any take the exact path (rare with a float64 accumulator: only results
+    // in float32's subnormal range, and none when results are flushed).
+    const __m512i interleave = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1,
+                                                16, 0);
+    const __m512 both =
+        _mm512_permutex2var_ps(_mm512_castps256_ps512(reinterpret_cast<__m256>(even)), interleave,
+                               _mm512_castps256_ps512(reinterpret_cast<__m256>(odd)));
     if (__builtin_expect(_mm512_fpclass_ps_mask(both, 0x20) == 0, 1)) {
-      // Words 0-7: even lanes, 8-15: odd lanes; the permute interleaves them.
-      const __m256i halves = reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(both));
-      const __m256i interleave = _mm256_set_epi16(15, 7, 14, 6, 13, 5, 12, 4, 11, 3, 10, 2, 9, 1,
-                                                  8, 0);
-      return reinterpret_cast<VU32>(_mm256_permutexvar_epi16(interleave, halves));
+      return reinterpret_cast<VU32>(_mm512_cvtneps_pbh(both));
     }
 #endif
     return round(even) | (round(odd) << 16);
@@ -297,6 +312,7 @@ struct Kernels {
         }
         if constexpr (kStore) target += full * kLanes;
       } else {
+#pragma GCC unroll 16
         for (int vector = 0; vector < kVectors; ++vector) {
           registers[vector] *= D::load(source + vector * kLanes);
           if constexpr (kStore) put<kStream>(target + vector * kLanes, registers[vector]);
@@ -367,6 +383,7 @@ struct Kernels {
     }
     for (std::int64_t row = 0; row < rows; ++row) {
       const S* source = in + row * stride;
+#pragma GCC unroll 8
       for (std::int64_t pair = 0; pair < pairs; ++pair) {
         V running_even;
         V running_odd;
@@ -414,6 +431,12 @@ struct Kernels {
             return sweep_pairs<kStore, 3, kStream>(in, out, rows, width, stride, carry);
           case 4:
             return sweep_pairs<kStore, 4, kStream>(in, out, rows, width, stride, carry);
+          case 8:
+            // 128 lanes on AVX-512 (MM-Rec's head_dim), its 16 carries in registers.
+            if constexpr (2 * 8 <= kMaxRegisterVectors) {
+              return sweep_pairs<kStore, 8, kStream>(in, out, rows, width, stride, carry);
+            }
+            [[fallthrough]];
           default:
             return sweep_pairs<kStore, -1, kStream>(in, out, rows, width, stride, carry);
         }

@@ -105,24 +105,29 @@ double stored_as(double value, DType dtype) {
   return widen_to_f64(storage, dtype, 1)[0];
 }
 
-DType accumulation_type(DType dtype) {
-  return dtype == DType::kFloat64 ? DType::kFloat64 : DType::kFloat32;
-}
-
 }  // namespace
 
 Tolerance cumprod_tolerance(DType dtype, std::int64_t length) {
   const Precision stored = storage_precision(dtype);
-  const Precision accumulated = storage_precision(accumulation_type(dtype));
+  // Every backend accumulates in float64; the 16-bit types are rounded through float32 on the way
+  // to storage, which adds one float32 rounding (and its subnormal step).
+  const Precision accumulated = storage_precision(DType::kFloat64);
+  const bool through_float32 = element_size(dtype) == 2;
+  const Precision intermediate =
+      through_float32 ? storage_precision(DType::kFloat32) : Precision{0.0, 0.0};
   const double steps = static_cast<double>(length < 1 ? 1 : length);
   // The 1.01 absorbs second-order terms of the first-order bound.
-  return {1.01 * (stored.unit_roundoff + steps * accumulated.unit_roundoff),
-          stored.subnormal_step + steps * accumulated.subnormal_step};
+  return {1.01 * (stored.unit_roundoff + intermediate.unit_roundoff +
+                  steps * accumulated.unit_roundoff),
+          stored.subnormal_step + intermediate.subnormal_step +
+              steps * accumulated.subnormal_step};
 }
 
 Tolerance cumprod_tolerance_flushed(DType dtype, std::int64_t length) {
   Tolerance tolerance = cumprod_tolerance(dtype, length);
-  tolerance.atol += accumulation_type(dtype) == DType::kFloat64
+  // Flushing applies where a result is narrowed to float32 (every dtype but float64) and to the
+  // float64 products themselves.
+  tolerance.atol += dtype == DType::kFloat64
                         ? std::numeric_limits<double>::min()
                         : static_cast<double>(std::numeric_limits<float>::min());
   return tolerance;

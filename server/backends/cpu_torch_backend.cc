@@ -65,10 +65,12 @@ class CpuTorchBackend final : public ScanBackend {
       }
       const at::Tensor in = at::from_blob(const_cast<void*>(input), sizes, options);
 
-      if (job.dtype == kernels::DType::kFloat16) {
-        // LibTorch 1.13 has no CPU cumprod for Half; accumulating in float32 and rounding once
-        // is what torch does for Half on the GPU and for BFloat16 on the CPU.
-        const at::Tensor out = at::cumprod(in.to(at::kFloat), /*dim=*/1).to(at::kHalf);
+      if (element_bytes == 2) {
+        // Every backend accumulates in float64 and rounds through float32 (LibTorch's own CPU
+        // cumprod does so for float32; for the 16-bit types it accumulates in float32, and 1.13
+        // has none for Half), so that a request's answer does not depend on where it ran.
+        const at::Tensor out =
+            at::cumprod(in.to(at::kDouble), /*dim=*/1).to(at::kFloat).to(in.scalar_type());
         std::memcpy(job.output, out.data_ptr(), bytes);
       } else if (aligned_for(job.output, element_bytes)) {
         at::Tensor out = at::from_blob(job.output, sizes, options);

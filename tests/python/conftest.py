@@ -122,9 +122,10 @@ def rng(request):
 
 
 # The accuracy bound of the README ("Accuracy") and the C++ tests: |got - want| <= atol + rtol
-# |want| with rtol = 1.01 (u_out + L u_acc) and atol the smallest normal of the stored type (the
-# CPU backends flush results below it to zero by default) plus L subnormal steps of the
-# accumulation type. u: unit roundoff; 16-bit types accumulate in float32.
+# |want| with rtol = 1.01 (u_out + u_f32 + L u_f64) and atol the smallest normal of the stored type
+# (the CPU backends flush results below it to zero by default) plus L subnormal steps of float64.
+# u: unit roundoff. Every dtype accumulates in float64; the 16-bit types round through float32
+# (the u_f32 term, zero for float32 and float64).
 _UNIT_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24, "float16": 2.0**-11,
                   "bfloat16": 2.0**-8}
 _SMALLEST_NORMAL = {"float64": 2.0**-1022, "float32": 2.0**-126, "float16": 2.0**-14,
@@ -132,10 +133,9 @@ _SMALLEST_NORMAL = {"float64": 2.0**-1022, "float32": 2.0**-126, "float16": 2.0*
 
 
 def tolerance(dtype_name, length):
-    accumulation = "float64" if dtype_name == "float64" else "float32"
-    rtol = 1.01 * (_UNIT_ROUNDOFF[dtype_name] + length * _UNIT_ROUNDOFF[accumulation])
-    subnormal_step = 2.0**-1074 if accumulation == "float64" else 2.0**-149
-    atol = _SMALLEST_NORMAL[dtype_name] + length * subnormal_step
+    through_float32 = 2.0**-24 if dtype_name in ("float16", "bfloat16") else 0.0
+    rtol = 1.01 * (_UNIT_ROUNDOFF[dtype_name] + through_float32 + length * 2.0**-53)
+    atol = _SMALLEST_NORMAL[dtype_name] + length * 2.0**-1074
     return rtol, atol
 
 

@@ -13,57 +13,59 @@
 namespace scan::kernels::cuda_detail {
 
 // Acc: the type of per-thread aggregates, block scans and look-back. Run: the type of the final
-// pass, in which each thread multiplies its few elements onto its (exact-ish) prefix.
-template <typename StorageT, typename AccT>
+// pass, in which each thread multiplies its few elements onto its prefix. Both are float64 for
+// every dtype, as on the CPU backends: each output is a float64 product rounded once to its
+// storage type (through float32 for the 16-bit types), so that a request's answer does not depend
+// on which device ran it. A blocked scan multiplies many partial products close to 1 (aggregates
+// of runs of decays near 1); in float32 the bias of their roundings compounds to ~1e-4 relative
+// at L = 32768, ten times a sequential loop's error, while in float64 the partial products are
+// exact or nearly so. The final pass widens each element as it multiplies it, so the rows a
+// thread holds stay in registers as storage words, not widened twice.
+template <typename StorageT>
 struct WideningTraits {
   using Storage = StorageT;
-  using Acc = AccT;
-  using Run = StorageT;
+  using Acc = double;
+  using Run = double;
   static constexpr Storage kOne = Storage(1);
   __device__ static Acc widen(Storage value) { return static_cast<Acc>(value); }
   __device__ static Run to_run(Storage value) { return value; }
-  __device__ static Storage narrow(Run value) { return value; }
+  __device__ static Storage narrow(Run value) { return static_cast<Storage>(value); }
 };
 
-// float32 accumulates in float64. A blocked scan multiplies many partial products that are close
-// to 1 (the aggregates of runs of decays near 1), and float32 inputs near 1 are 1 - k * 2^-24 with
-// small k: the product of two such values is exact but for a tiny positive k1*k2*2^-48 term that
-// rounding to float32 always drops. In float32 that bias compounds to ~1e-4 relative at L = 32768,
-// ten times a sequential loop's error; in float64 the partial products are exact or nearly so, and
-// each prefix reaches the final pass rounded once. That pass (at most 16 products per thread,
-// restarted from an accurate prefix by every thread) stays in float32, so that the rows a thread
-// holds are not kept twice, widened, in registers.
-struct Float32Traits : WideningTraits<float, double> {
+struct Float32Traits : WideningTraits<float> {
   static constexpr DType kDType = DType::kFloat32;
 };
 
-struct Float64Traits : WideningTraits<double, double> {
+struct Float64Traits : WideningTraits<double> {
   static constexpr DType kDType = DType::kFloat64;
 };
 
+// Through float32 on the way down, as LibTorch's and the CPU kernel's conversions do.
 struct Float16Traits {
   static constexpr DType kDType = DType::kFloat16;
   using Storage = std::uint16_t;
-  using Acc = float;
-  using Run = float;
+  using Acc = double;
+  using Run = double;
   static constexpr Storage kOne = 0x3c00;
   __device__ static Acc widen(Storage value) { return __half2float(__ushort_as_half(value)); }
   __device__ static Run to_run(Storage value) { return widen(value); }
-  __device__ static Storage narrow(Run value) { return __half_as_ushort(__float2half_rn(value)); }
+  __device__ static Storage narrow(Run value) {
+    return __half_as_ushort(__float2half_rn(static_cast<float>(value)));
+  }
 };
 
 struct BFloat16Traits {
   static constexpr DType kDType = DType::kBFloat16;
   using Storage = std::uint16_t;
-  using Acc = float;
-  using Run = float;
+  using Acc = double;
+  using Run = double;
   static constexpr Storage kOne = 0x3f80;
   __device__ static Acc widen(Storage value) {
     return __bfloat162float(__ushort_as_bfloat16(value));
   }
   __device__ static Run to_run(Storage value) { return widen(value); }
   __device__ static Storage narrow(Run value) {
-    return __bfloat16_as_ushort(__float2bfloat16_rn(value));
+    return __bfloat16_as_ushort(__float2bfloat16_rn(static_cast<float>(value)));
   }
 };
 

@@ -22,7 +22,7 @@ struct Slot {
   cudaStream_t stream = nullptr;
   void* pinned = nullptr;
   void* device = nullptr;
-  float* work = nullptr;
+  double* work = nullptr;
   cudaEvent_t h2d_start = nullptr, h2d_end = nullptr, d2h_start = nullptr, d2h_end = nullptr,
               carry_done = nullptr;
 };
@@ -63,9 +63,9 @@ struct CudaPipeline::Impl {
   KernelStatus allocate() {
     SCAN_CUDA_TRY("cudaSetDevice", cudaSetDevice(ordinal));
     const std::int64_t chunk = options.chunk_bytes;
-    // 16-bit pieces that carry are scanned in float32: twice the elements' bytes. A carry holds
+    // Pieces that carry are scanned in float64: four times a 16-bit piece's bytes. A carry holds
     // one double per column of a piece: at most chunk / 2 columns (16-bit elements).
-    const std::int64_t work_bytes = 2 * chunk;
+    const std::int64_t work_bytes = 4 * chunk;
     const std::int64_t carry_bytes = chunk / 2 * static_cast<std::int64_t>(sizeof(double));
     for (int index = 0; index < std::max(1, options.lanes); ++index) {
       auto lane = std::make_unique<Lane>();
@@ -137,7 +137,6 @@ struct CudaPipeline::Impl {
                              std::int64_t piece_elements, bool direct_in, bool direct_out) {
     const DType dtype = job.dtype;
     const std::size_t element = element_size(dtype);
-    const bool sixteen_bit = element == 2;
     const std::int64_t capacity = options.chunk_bytes / static_cast<std::int64_t>(element);
     const std::vector<ChunkPiece> pieces =
         plan_chunks(job.shape, piece_elements > 0 ? std::min(piece_elements, capacity) : capacity);
@@ -186,20 +185,18 @@ struct CudaPipeline::Impl {
       if (!piece.needs_carry()) {
         SCAN_KERNEL_TRY(cuda_cumprod(slot.device, slot.device, piece.shape, dtype, stream));
       } else {
-        void* scanned = slot.device;
-        DType scanned_dtype = dtype;
-        if (sixteen_bit) {
-          SCAN_KERNEL_TRY(cuda_widen_to_f32(slot.device, dtype, slot.work, piece.numel(), stream));
+        double* scanned = static_cast<double*>(slot.device);
+        if (dtype != DType::kFloat64) {
+          SCAN_KERNEL_TRY(cuda_widen_to_f64(slot.device, dtype, slot.work, piece.numel(), stream));
           scanned = slot.work;
-          scanned_dtype = DType::kFloat32;
         }
-        SCAN_KERNEL_TRY(cuda_cumprod(scanned, scanned, piece.shape, scanned_dtype, stream));
+        SCAN_KERNEL_TRY(cuda_cumprod(scanned, scanned, piece.shape, DType::kFloat64, stream));
         // Carry passes run in plan order: each reads the carry the previous one wrote.
         if (last_carry != nullptr) {
           SCAN_CUDA_TRY("cudaStreamWaitEvent", cudaStreamWaitEvent(stream, last_carry, 0));
         }
         SCAN_KERNEL_TRY(
-            cuda_apply_carry(scanned, scanned_dtype, slot.device, dtype, piece.shape.length,
+            cuda_apply_carry(scanned, slot.device, dtype, piece.shape.length,
                              piece.shape.inner, piece.carry_in ? lane.carry[piece.parity] : nullptr,
                              piece.carry_out ? lane.carry[1 - piece.parity] : nullptr, stream));
         SCAN_CUDA_TRY("cudaEventRecord", cudaEventRecord(slot.carry_done, stream));

@@ -25,15 +25,15 @@ struct Tolerance {
   double atol = 0;
 };
 
-// The error bound of any correct cumprod of `length` steps stored as `dtype`, against the float64
-// reference of the same (already quantised) input: each of `length` multiplications in the
-// accumulation type (float32 for the 16-bit types, as torch does) adds at most one unit roundoff
-// of relative error, storing adds one unit of the output type, and results in the subnormal range
-// carry absolute rather than relative error (one subnormal step per multiplication).
+// The error bound of scan-server's cumprod of `length` steps stored as `dtype`, against the
+// float64 reference of the same (already quantised) input: every backend accumulates in float64,
+// so each of `length` multiplications adds at most 2^-53 of relative error; storing adds one unit
+// roundoff of the output type (plus one of float32 for the 16-bit types, rounded through it), and
+// results in the subnormal range carry absolute rather than relative error.
 Tolerance cumprod_tolerance(DType dtype, std::int64_t length);
 // The same bound for a cumprod that flushes subnormal results to zero (scan-server's CPU backends
-// by default, see float_env.h): results below the accumulation type's smallest normal number
-// (1.2e-38 for float32 and the 16-bit types, 2.2e-308 for float64) may come out as 0.
+// by default, see float_env.h): results below float32's smallest normal number (1.2e-38; for
+// float64 its own, 2.2e-308) may come out as 0.
 Tolerance cumprod_tolerance_flushed(DType dtype, std::int64_t length);
 
 struct Comparison {
