@@ -1,5 +1,6 @@
 #include "scan/kernels/reference.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -119,8 +120,7 @@ Tolerance cumprod_tolerance(DType dtype, std::int64_t length) {
   // The 1.01 absorbs second-order terms of the first-order bound.
   return {1.01 * (stored.unit_roundoff + intermediate.unit_roundoff +
                   steps * accumulated.unit_roundoff),
-          stored.subnormal_step + intermediate.subnormal_step +
-              steps * accumulated.subnormal_step};
+          stored.subnormal_step + intermediate.subnormal_step + steps * accumulated.subnormal_step};
 }
 
 Tolerance cumprod_tolerance_flushed(DType dtype, std::int64_t length) {
@@ -162,6 +162,55 @@ Comparison compare_to_reference(const double* expected, const void* actual, DTyp
     }
   }
   return result;
+}
+
+std::int64_t ulp_distance(double a, double b, DType dtype) {
+  if (std::isnan(a) || std::isnan(b)) {
+    return std::isnan(a) && std::isnan(b) ? 0 : std::numeric_limits<std::int64_t>::max();
+  }
+  // The stored bit patterns, read as sign-magnitude integers, lie on a line on which neighbouring
+  // values differ by one (infinities next to the largest finite values).
+  const auto ordered = [dtype](double value) {
+    unsigned char storage[sizeof(double)] = {};
+    narrow_from_f64(&value, 1, dtype, storage);
+    std::uint64_t bits = 0;
+    std::memcpy(&bits, storage, element_size(dtype));
+    const int sign_bit = static_cast<int>(8 * element_size(dtype)) - 1;
+    const auto magnitude = static_cast<std::int64_t>(bits & ~(std::uint64_t{1} << sign_bit));
+    return (bits >> sign_bit) & 1 ? -magnitude : magnitude;
+  };
+  const std::int64_t distance = ordered(a) - ordered(b);
+  return distance < 0 ? -distance : distance;
+}
+
+Agreement compare_bitwise(const void* a, const void* b, DType dtype, std::int64_t count) {
+  const std::vector<double> left = widen_to_f64(a, dtype, count);
+  const std::vector<double> right = widen_to_f64(b, dtype, count);
+  const auto* left_bytes = static_cast<const unsigned char*>(a);
+  const auto* right_bytes = static_cast<const unsigned char*>(b);
+  const std::size_t element = element_size(dtype);
+  Agreement agreement;
+  agreement.checked = count;
+  for (std::int64_t index = 0; index < count; ++index) {
+    const double x = left[static_cast<std::size_t>(index)];
+    const double y = right[static_cast<std::size_t>(index)];
+    const bool both_nan = std::isnan(x) && std::isnan(y);
+    const bool same_bits =
+        std::memcmp(left_bytes + index * element, right_bytes + index * element, element) == 0;
+    if (both_nan || same_bits) {
+      ++agreement.identical;
+      continue;
+    }
+    const bool special =
+        std::isnan(x) || std::isnan(y) || std::isinf(x) || std::isinf(y) || x == 0.0 || y == 0.0;
+    if (special) {
+      ++agreement.special_mismatches;
+      if (agreement.first_special_mismatch < 0) agreement.first_special_mismatch = index;
+      continue;
+    }
+    agreement.max_ulps = std::max(agreement.max_ulps, ulp_distance(x, y, dtype));
+  }
+  return agreement;
 }
 
 }  // namespace scan::kernels

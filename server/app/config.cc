@@ -212,9 +212,9 @@ const std::vector<Option>& options() {
        "cpu-native or cpu-torch",
        choice_setting(&ServerConfig::cpu_backend, {"auto", "cpu-native", "cpu-torch"})},
       {"cpu-flush-subnormals", "SCAN_CPU_FLUSH_SUBNORMALS",
-       "CPU backends return 0 for results below the dtype's smallest normal number (1.2e-38 for "
-       "float32) instead of subnormals, which the CPU computes up to 15x slower; false: exact "
-       "IEEE subnormals, as torch.cumprod (true|false)",
+       "CPU backends return 0 for results below the smallest normal float32 (1.2e-38; float64: "
+       "2.2e-308) instead of subnormals, which the CPU computes up to 15x slower; inputs are read "
+       "exactly; false: exact IEEE subnormals, as torch.cumprod (true|false)",
        bool_setting(&ServerConfig::cpu_flush_subnormals)},
       {"gpu", "SCAN_GPU",
        "auto (serve from every usable GPU found at startup, calibrated against the CPU "

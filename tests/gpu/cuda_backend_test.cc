@@ -13,11 +13,16 @@
 #include <cstring>
 #include <memory>
 #include <random>
+#include <string>
 #include <thread>
 #include <vector>
 
+#include "backends/cpu_torch_backend.h"
+#include "common/backend_agreement.h"
+#include "scan/kernels/cpu_cumprod.h"
 #include "scan/kernels/cuda_cumprod.h"
 #include "scan/kernels/reference.h"
+#include "scan/kernels/thread_pool.h"
 
 namespace scan::server {
 namespace {
@@ -114,6 +119,61 @@ TEST(CudaBackend, ProductionShapeWithDefaultPieces) {
                 static_cast<double>(shape.numel() * kernels::element_size(dtype)) / (1 << 20),
                 seconds * 1e3, stats.host_to_device_seconds * 1e3,
                 stats.device_to_host_seconds * 1e3);
+  }
+}
+
+// AUTO may send a request to the GPU or to either CPU backend: all three accumulate in float64 and
+// round once, so the answer must be the same (at least 99.99% bit-identical, at most 1 ulp, special
+// values identical), whole-tensor and through pieces that carry.
+TEST(CudaBackend, AgreesWithBothCpuBackends) {
+  SCAN_REQUIRE_GPU();
+  CudaBackendOptions tiny;
+  tiny.pipeline.lanes = 1;
+  tiny.pipeline.chunk_bytes = 64 << 10;  // every case below spans pieces that carry
+  auto whole = make_backend({});
+  auto pieces = make_backend(tiny);
+  ASSERT_NE(whole, nullptr);
+  ASSERT_NE(pieces, nullptr);
+  auto torch_backend = make_cpu_torch_backend();
+  kernels::ThreadPool pool(3);
+  kernels::CpuScanOptions native_options;
+  native_options.pool = &pool;
+  std::mt19937_64 generator(std::random_device{}());
+
+  const auto compare = [&](const std::vector<unsigned char>& input, DType dtype, ScanShape shape,
+                           const std::string& what) {
+    const std::int64_t count = shape.numel();
+    std::vector<unsigned char> from_torch(input.size(), 0xA5), native(input.size(), 0x5A);
+    ASSERT_TRUE(torch_backend->run({dtype, shape, input.data(), from_torch.data()}).ok());
+    ASSERT_TRUE(
+        kernels::cpu_cumprod(input.data(), native.data(), shape, dtype, native_options).ok());
+    for (ScanBackend* gpu : {whole.get(), pieces.get()}) {
+      SCOPED_TRACE(what + " " + kernels::dtype_name(dtype) +
+                   (gpu == whole.get() ? ", whole" : ", in pieces"));
+      std::vector<unsigned char> from_gpu(input.size(), 0x33);
+      ASSERT_TRUE(gpu->run({dtype, shape, input.data(), from_gpu.data()}).ok());
+      if (dtype == DType::kFloat64) {
+        // float64 has no wider accumulator: the GPU's blocked scan reassociates float64 products,
+        // so it is held to the sequential-product error bound of the reference instead.
+        const std::vector<double> wide = kernels::widen_to_f64(input.data(), dtype, count);
+        std::vector<double> expected(wide.size());
+        kernels::reference_cumprod(wide.data(), expected.data(), shape);
+        EXPECT_TRUE(kernels::compare_to_reference(expected.data(), from_gpu.data(), dtype, count,
+                                                  kernels::cumprod_tolerance(dtype, shape.length))
+                        .ok());
+        continue;
+      }
+      EXPECT_TRUE(agreement::agree(from_torch.data(), from_gpu.data(), dtype, count)) << "torch";
+      EXPECT_TRUE(agreement::agree(native.data(), from_gpu.data(), dtype, count)) << "native";
+    }
+  };
+  for (const DType dtype : {DType::kFloat32, DType::kFloat64, DType::kFloat16, DType::kBFloat16}) {
+    for (const auto& c : agreement::cases()) {
+      compare(agreement::input(c, dtype, generator), dtype, c.shape, c.name);
+    }
+    const agreement::SpecialRows special = agreement::special_rows(dtype);
+    compare(special.rows, dtype, special.row_shape, "special rows");
+    compare(special.columns, dtype, special.column_shape, "special columns");
   }
 }
 

@@ -10,6 +10,6 @@ scan_test(cuda_cumprod_test
 if(TARGET scan_backend_cuda)
   scan_test(cuda_backend_test
     SOURCES ${CMAKE_CURRENT_LIST_DIR}/cuda_backend_test.cc
-    LIBS scan_backend_cuda scan_kernels_cuda
+    LIBS scan_backend_cuda scan_kernels_cuda scan_backend_cpu_torch scan_kernels_cpu
     LABELS gpu)
 endif()

@@ -140,38 +140,6 @@ Tolerance tolerance(DType dtype, std::int64_t length) {
   return {0, 0};
 }
 
-// Distance in units in the last place of `dtype` between two values it represents exactly: the
-// bit patterns, read as sign-magnitude integers, map onto a line on which neighbours differ by 1.
-std::int64_t ulps_apart(double a, double b, DType dtype) {
-  const auto ordered = [dtype](double value) -> std::int64_t {
-    std::int64_t magnitude = 0;
-    switch (dtype) {
-      case DType::kFloat64: {
-        std::uint64_t bits;
-        std::memcpy(&bits, &value, sizeof bits);
-        magnitude = static_cast<std::int64_t>(bits & ~(std::uint64_t{1} << 63));
-        break;
-      }
-      case DType::kFloat32: {
-        const float narrow = static_cast<float>(value);
-        std::uint32_t bits;
-        std::memcpy(&bits, &narrow, sizeof bits);
-        magnitude = bits & 0x7fffffffu;
-        break;
-      }
-      case DType::kFloat16:
-        magnitude = float_to_float16(static_cast<float>(value)) & 0x7fff;
-        break;
-      case DType::kBFloat16:
-        magnitude = float_to_bfloat16(static_cast<float>(value)) & 0x7fff;
-        break;
-    }
-    return std::signbit(value) ? -magnitude : magnitude;
-  };
-  const std::int64_t distance = ordered(a) - ordered(b);
-  return distance < 0 ? -distance : distance;
-}
-
 struct ShapeCase {
   const char* name;
   ScanShape shape;
@@ -303,7 +271,7 @@ std::vector<unsigned char> check(CpuIsa isa, DType dtype, ScanShape shape, Value
     for (std::size_t at = 0; at < exact.size() && failures < 5; ++at) {
       const bool special = !std::isfinite(exact[at]) || exact[at] == 0.0;
       const bool good = sequential || special ? same_value(got[at], exact[at])
-                                              : ulps_apart(got[at], exact[at], dtype) <= 1;
+                                              : ulp_distance(got[at], exact[at], dtype) <= 1;
       if (!good) {
         ++failures;
         ADD_FAILURE() << "element " << at << ": got " << got[at] << ", sequential " << exact[at];

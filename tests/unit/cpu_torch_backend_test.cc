@@ -5,10 +5,13 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
+#include "common/backend_agreement.h"
 #include "scan/kernels/cpu_cumprod.h"
 #include "scan/kernels/reference.h"
 #include "scan/kernels/thread_pool.h"
@@ -140,39 +143,55 @@ TEST(CpuTorchBackend, MisalignedBuffersAreHandled) {
                   .ok());
 }
 
-// The native kernel and LibTorch agree with each other, not only each with the reference: both
-// are within the sequential-product bound of the same float64 result, so of each other within
-// twice that bound.
-TEST(CpuTorchBackend, AgreesWithTheNativeKernelOnEveryShapeClass) {
-  auto torch_backend = make_cpu_torch_backend();
-  kernels::ThreadPool pool(1);
+// Both CPU backends accumulate in float64 and round once, so AUTO's choice between them must not
+// change an answer: at least 99.99% of elements bit-identical, none more than 1 ulp apart, and
+// special values identical. The native kernel runs on a pool, so its chained and tiled paths
+// reassociate the products that LibTorch multiplies in sequence.
+void expect_backends_agree(const std::vector<unsigned char>& input, DType dtype,
+                           kernels::ScanShape shape, bool flush, const std::string& what,
+                           bool reassociates = false) {
+  static kernels::ThreadPool pool(3);
+  auto torch_backend = make_cpu_torch_backend(flush);
+  std::vector<unsigned char> from_torch(input.size(), 0xA5), native(input.size(), 0x5A);
+  ASSERT_TRUE(torch_backend->run({dtype, shape, input.data(), from_torch.data()}).ok());
+  kernels::CpuScanOptions options;
+  options.pool = &pool;
+  options.flush_subnormals = flush;
+  ASSERT_TRUE(kernels::cpu_cumprod(input.data(), native.data(), shape, dtype, options).ok());
+  SCOPED_TRACE(what + " " + kernels::dtype_name(dtype) + (flush ? ", flushing" : ""));
+  if (reassociates && dtype == DType::kFloat64) {
+    // Both within the sequential-product bound of the float64 result, so of each other within
+    // twice that bound.
+    const std::vector<double> torch_wide =
+        kernels::widen_to_f64(from_torch.data(), dtype, shape.numel());
+    kernels::Tolerance tolerance = kernels::cumprod_tolerance(dtype, shape.length);
+    tolerance.rtol *= 2;
+    tolerance.atol *= 2;
+    EXPECT_TRUE(kernels::compare_to_reference(torch_wide.data(), native.data(), dtype,
+                                              shape.numel(), tolerance)
+                    .ok());
+    return;
+  }
+  EXPECT_TRUE(agreement::agree(from_torch.data(), native.data(), dtype, shape.numel()));
+}
+
+TEST(CpuTorchBackend, BitIdenticalToTheNativeKernel) {
   std::mt19937_64 generator(std::random_device{}());
-  const kernels::ScanShape shapes[] = {{2 * 8, 1024, 128},  // MM-Rec layout, scanned along seq_len
-                                       {3, 1021, 7},        // odd inner, prime length
-                                       {64, 33, 1},         // many short contiguous rows
-                                       {1, 1 << 16, 1},     // one long contiguous row
-                                       {4, 1, 5}};          // length 1
   for (const DType dtype : kAllDtypes) {
-    for (const auto& shape : shapes) {
-      const std::int64_t count = shape.numel();
-      const auto values = random_decays(generator, count);
-      const std::size_t bytes = static_cast<std::size_t>(count) * kernels::element_size(dtype);
-      std::vector<unsigned char> input(bytes), from_torch(bytes, 0xA5), native(bytes, 0x5A);
-      kernels::narrow_from_f64(values.data(), count, dtype, input.data());
-      ASSERT_TRUE(torch_backend->run({dtype, shape, input.data(), from_torch.data()}).ok());
-      kernels::CpuScanOptions options;
-      options.pool = &pool;
-      ASSERT_TRUE(kernels::cpu_cumprod(input.data(), native.data(), shape, dtype, options).ok());
-      const std::vector<double> torch_wide = kernels::widen_to_f64(from_torch.data(), dtype, count);
-      kernels::Tolerance tolerance = kernels::cumprod_tolerance(dtype, shape.length);
-      tolerance.rtol *= 2;
-      tolerance.atol *= 2;
-      const auto comparison =
-          kernels::compare_to_reference(torch_wide.data(), native.data(), dtype, count, tolerance);
-      EXPECT_TRUE(comparison.ok())
-          << kernels::dtype_name(dtype) << " (" << shape.outer << "," << shape.length << ","
-          << shape.inner << "): " << comparison.mismatches << " differ, first at "
-          << comparison.first_mismatch;
+    for (const auto& c : agreement::cases()) {
+      const std::vector<unsigned char> input = agreement::input(c, dtype, generator);
+      expect_backends_agree(input, dtype, c.shape, /*flush=*/false, c.name, c.reassociates_float64);
+    }
+  }
+}
+
+// Special values and products beyond the stored range, flushed or not, along rows and columns.
+TEST(CpuTorchBackend, SpecialValuesAreIdenticalToTheNativeKernel) {
+  for (const DType dtype : kAllDtypes) {
+    const agreement::SpecialRows special = agreement::special_rows(dtype);
+    for (const bool flush : {false, true}) {
+      expect_backends_agree(special.rows, dtype, special.row_shape, flush, "special rows");
+      expect_backends_agree(special.columns, dtype, special.column_shape, flush, "special columns");
     }
   }
 }

@@ -51,4 +51,25 @@ struct Comparison {
 Comparison compare_to_reference(const double* expected, const void* actual, DType dtype,
                                 std::int64_t count, Tolerance tolerance);
 
+// Distance in units in the last place of `dtype` between two values it represents exactly (as
+// widen_to_f64 returns them): 0 for equal values, 1 for neighbours; +0 and -0 are 0 apart, and
+// either being NaN gives INT64_MAX unless both are.
+std::int64_t ulp_distance(double a, double b, DType dtype);
+
+// How two results of the same scan, both stored as `dtype`, agree element by element: the yardstick
+// of cross-backend agreement (every backend accumulates in float64 and rounds once, so they may
+// differ only where a reassociated float64 product lands the other side of a rounding boundary).
+struct Agreement {
+  std::int64_t checked = 0;
+  std::int64_t identical = 0;           // the same bits, or both NaN
+  std::int64_t max_ulps = 0;            // over elements where both are finite
+  std::int64_t special_mismatches = 0;  // one is NaN, infinite or zero and the other not the same
+  std::int64_t first_special_mismatch = -1;
+
+  double identical_share() const {
+    return checked == 0 ? 1.0 : static_cast<double>(identical) / static_cast<double>(checked);
+  }
+};
+Agreement compare_bitwise(const void* a, const void* b, DType dtype, std::int64_t count);
+
 }  // namespace scan::kernels
