@@ -412,4 +412,32 @@ grpc::Status Client::GetServerInfo(v1::GetServerInfoResponse* info,
   return stub->GetServerInfo(&context, v1::GetServerInfoRequest(), info);
 }
 
+grpc::Status Client::RegisterSharedMemory(const v1::RegisterSharedMemoryRequest& request,
+                                          std::chrono::milliseconds timeout) {
+  auto stub = v1::ScanService::NewStub(channel_);
+  grpc::ClientContext context;
+  prepare(&context, deadline_after(timeout));
+  v1::RegisterSharedMemoryResponse response;
+  return stub->RegisterSharedMemory(&context, request, &response);
+}
+
+grpc::Status Client::UnregisterSharedMemory(const std::string& name,
+                                            std::chrono::milliseconds timeout) {
+  auto stub = v1::ScanService::NewStub(channel_);
+  grpc::ClientContext context;
+  prepare(&context, deadline_after(timeout));
+  v1::UnregisterSharedMemoryRequest request;
+  request.set_name(name);
+  v1::UnregisterSharedMemoryResponse response;
+  return stub->UnregisterSharedMemory(&context, request, &response);
+}
+
+grpc::Status Client::ListSharedMemory(v1::ListSharedMemoryResponse* regions,
+                                      std::chrono::milliseconds timeout) {
+  auto stub = v1::ScanService::NewStub(channel_);
+  grpc::ClientContext context;
+  prepare(&context, deadline_after(timeout));
+  return stub->ListSharedMemory(&context, v1::ListSharedMemoryRequest(), regions);
+}
+
 }  // namespace scan::client

@@ -88,7 +88,36 @@ Outcome validate(const v1::ScanRequest& request, const ValidationLimits& limits,
   if (multiply_overflows(numel, element_bytes, &expected_bytes)) {
     return Outcome::invalid("gamma.shape: the tensor's byte size overflows a 64-bit integer");
   }
-  if (data_location == DataLocation::kInMessage &&
+  const bool in_region = gamma.has_shared_memory();
+  if (in_region && data_location == DataLocation::kInChunks) {
+    return Outcome::invalid(
+        "gamma.shared_memory: ScanStream carries the tensor's bytes; use Scan for a tensor in "
+        "shared memory");
+  }
+  if (request.has_output() && data_location == DataLocation::kInChunks) {
+    return Outcome::invalid(
+        "output: ScanStream returns the result's bytes; use Scan to write it to shared memory");
+  }
+  if (in_region && !gamma.data().empty()) {
+    return Outcome::invalid(
+        "gamma.data: must be empty when gamma.shared_memory gives the tensor's bytes");
+  }
+  if (in_region) {
+    const std::int64_t referenced = gamma.shared_memory().byte_size();
+    if (referenced != expected_bytes) {
+      return Outcome::invalid(fmt::format(
+          "gamma.shared_memory.byte_size: {} bytes, but shape and dtype need {} ({} x {} bytes "
+          "of {})",
+          referenced, expected_bytes, numel, element_bytes, kernels::dtype_name(*dtype)));
+    }
+  }
+  if (request.has_output() && request.output().byte_size() != expected_bytes) {
+    return Outcome::invalid(
+        fmt::format("output.byte_size: {} bytes, but the result needs {} ({} x {} bytes of {})",
+                    request.output().byte_size(), expected_bytes, numel, element_bytes,
+                    kernels::dtype_name(*dtype)));
+  }
+  if (data_location == DataLocation::kInMessage && !in_region &&
       static_cast<std::uint64_t>(expected_bytes) != gamma.data().size()) {
     return Outcome::invalid(fmt::format(
         "gamma.data: holds {} bytes but shape and dtype need {} ({} x {} "
@@ -115,7 +144,9 @@ Outcome validate(const v1::ScanRequest& request, const ValidationLimits& limits,
   scan->view = kernels::collapse_around(scan->shape.data(), rank, scan->dim);
   scan->numel = numel;
   scan->bytes = static_cast<std::size_t>(expected_bytes);
-  scan->input = data_location == DataLocation::kInMessage ? gamma.data().data() : nullptr;
+  // A tensor in shared memory is located by the service, which holds the region registry.
+  scan->input =
+      data_location == DataLocation::kInMessage && !in_region ? gamma.data().data() : nullptr;
   scan->preference = request.backend();
   return Outcome::accepted();
 }

@@ -27,7 +27,9 @@ struct ValidatedScan {
   kernels::ScanShape view;
   std::int64_t numel = 0;
   std::size_t bytes = 0;
-  const void* input = nullptr;  // points into the request; valid while the request lives
+  // Points into the request, valid while it lives; null for a tensor in shared memory (the
+  // service resolves Tensor.shared_memory) and for a ScanStream header.
+  const void* input = nullptr;
   v1::BackendPreference preference = v1::BACKEND_PREFERENCE_AUTO;
 };
 

@@ -154,6 +154,20 @@ std::shared_ptr<wire::BufferPool::Listener> make_gpu_pool_registrar() {
 #endif
 }
 
+shared_memory::MappingHooks make_gpu_mapping_hooks() {
+  shared_memory::MappingHooks hooks;
+#if SCAN_HAVE_CUDA
+  const std::shared_ptr<kernels::CudaHostRegistry> registry = process_cuda_host_registry();
+  hooks.mapped = [registry](const void* data, std::size_t bytes) {
+    registry->register_async(data, bytes);
+  };
+  hooks.unmapping = [registry](const void* data, std::size_t bytes) {
+    registry->unregister(data, bytes);
+  };
+#endif
+  return hooks;
+}
+
 void wait_gpu_pool_registered() {
 #if SCAN_HAVE_CUDA
   process_cuda_host_registry()->wait_idle();

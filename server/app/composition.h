@@ -10,6 +10,7 @@
 #include "routing/router.h"
 #include "scan/kernels/gpu_inventory.h"
 #include "scan/wire/buffer_pool.h"
+#include "shared_memory/region_registry.h"
 
 namespace scan::server {
 
@@ -28,6 +29,10 @@ ServingBackends compose_backends(const ServerConfig& config);
 // --gpu-register-pool: a listener that registers the wire pool's buffers with CUDA while pooled, so
 // GPU jobs DMA straight from the request and into the response. Null in builds without CUDA.
 std::shared_ptr<wire::BufferPool::Listener> make_gpu_pool_registrar();
+
+// Hooks that register clients' shared-memory mappings with CUDA (as the pool registrar does for
+// the pool's buffers), so GPU jobs copy straight from and into them. Empty without CUDA.
+shared_memory::MappingHooks make_gpu_mapping_hooks();
 
 // Waits until every buffer handed to a registrar so far is registered with CUDA (registration
 // runs in the background); returns at once in builds without CUDA.

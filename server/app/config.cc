@@ -205,6 +205,17 @@ const std::vector<Option>& options() {
        "file holding the bearer token Scan calls must carry ('authorization: Bearer <token>'); "
        "health checks need none",
        string_setting(&ServerConfig::auth_token_file)},
+      {"allow-shared-memory", "SCAN_ALLOW_SHARED_MEMORY",
+       "let clients on this host register POSIX shared-memory regions and pass tensors by "
+       "reference (RegisterSharedMemory); off by default: a region is memory the server maps for "
+       "any caller with the same credentials (true|false)",
+       bool_setting(&ServerConfig::allow_shared_memory)},
+      {"shared-memory-max-regions", "SCAN_SHARED_MEMORY_MAX_REGIONS",
+       "shared-memory regions registered at once, all callers together",
+       int_setting(&ServerConfig::shared_memory_max_regions, 1, 1024)},
+      {"shared-memory-max-bytes", "SCAN_SHARED_MEMORY_MAX_BYTES",
+       "bytes of shared memory mapped at once, all callers together (e.g. 64Gi)",
+       int64_setting(&ServerConfig::shared_memory_max_bytes, 1)},
       {"reflection", "SCAN_REFLECTION", "serve gRPC server reflection (true|false)",
        bool_setting(&ServerConfig::reflection)},
       {"cpu-backend", "SCAN_CPU_BACKEND",

@@ -35,6 +35,11 @@ struct ServerConfig {
   std::string port_file;  // where to write the bound port, for scripts that listen on port 0
   std::string metrics_listen = "0.0.0.0:9464";  // empty: no metrics endpoint
   std::string metrics_port_file;
+  // Shared memory for clients on the same host (RegisterSharedMemory): off unless allowed; limits
+  // on the regions registered and the bytes mapped, all callers together.
+  bool allow_shared_memory = false;
+  int shared_memory_max_regions = 64;
+  std::int64_t shared_memory_max_bytes = std::int64_t{64} << 30;
   // gRPC hands a unary call to its handler only once the whole request has arrived, so a call
   // whose upload began before SIGTERM is indistinguishable from a new one until then: keep
   // accepting long enough for such uploads (a 64 MiB message takes well under a second on

@@ -87,10 +87,21 @@ bool ScanServer::start() {
                  config_.metrics_listen, metrics_->port());
   }
   metrics_->watch_budget(inflight_bytes_);
+  if (config_.allow_shared_memory) {
+    const bool gpu_direct = config_.gpu_register_pool && router_->has(DeviceKind::kGpu);
+    shared_memory_ = std::make_unique<shared_memory::Registry>(
+        shared_memory::RegistryLimits{config_.shared_memory_max_regions,
+                                      config_.shared_memory_max_bytes},
+        gpu_direct ? make_gpu_mapping_hooks() : shared_memory::MappingHooks{});
+    spdlog::warn(
+        "shared memory allowed (--allow-shared-memory): callers with this server's credentials "
+        "may have it map POSIX shared-memory objects of this host; at most {} regions, {} MiB",
+        config_.shared_memory_max_regions, config_.shared_memory_max_bytes >> 20);
+  }
   service_ = std::make_unique<ScanServiceImpl>(
       *router_, ValidationLimits{config_.max_tensor_bytes, config_.max_rank}, *metrics_,
       inflight_bytes_, authenticator_ ? &*authenticator_ : nullptr,
-      StreamChunking{config_.max_stream_input_chunk_bytes()});
+      StreamChunking{config_.max_stream_input_chunk_bytes()}, shared_memory_.get());
 
   grpc::ServerBuilder builder;
   builder.AddListeningPort(config_.listen, credentials, &port_);
@@ -139,14 +150,27 @@ bool ScanServer::start() {
     }
   }
   if (config_.warm_start) warm_buffer_pool();
-  v1::ServerLimits limits;
+  v1::GetServerInfoResponse fixed_info;
+  v1::ServerLimits& limits = *fixed_info.mutable_limits();
   limits.set_max_tensor_bytes(config_.max_tensor_bytes);
   limits.set_max_message_bytes(config_.effective_max_message_bytes());
   limits.set_max_inflight_bytes(config_.effective_max_inflight_bytes());
   limits.set_max_rank(config_.max_rank);
+  if (shared_memory_) {
+    limits.set_max_shared_memory_regions(config_.shared_memory_max_regions);
+    limits.set_max_shared_memory_bytes(config_.shared_memory_max_bytes);
+    fixed_info.add_shared_memory_kinds(v1::SHARED_MEMORY_KIND_SYSTEM);
+  }
+  fixed_info.set_host_id(shared_memory::host_identity());
   info_service_ = std::make_unique<ServerInfoService>(
-      *router_, gpus_, authenticator_ ? &*authenticator_ : nullptr, std::move(limits));
+      *router_, gpus_, authenticator_ ? &*authenticator_ : nullptr, std::move(fixed_info));
   builder.RegisterService(info_service_.get());
+  shared_memory_service_ = std::make_unique<SharedMemoryService>(
+      shared_memory_.get(), authenticator_ ? &*authenticator_ : nullptr, [this] {
+        metrics_->publish_shared_memory(shared_memory_->region_count(),
+                                        shared_memory_->mapped_bytes());
+      });
+  builder.RegisterService(shared_memory_service_.get());
 
   server_ = builder.BuildAndStart();
   if (!server_ || port_ == 0) {
@@ -197,6 +221,8 @@ void ScanServer::shutdown_now() {
   const auto grace = std::chrono::duration_cast<std::chrono::milliseconds>(
       std::chrono::duration<double>(config_.shutdown_grace_seconds));
   server_->Shutdown(std::chrono::system_clock::now() + grace);
+  // No call is left to use a region: unmap them all.
+  if (shared_memory_) shared_memory_->clear();
   spdlog::info("every call has ended; exiting");
 }
 

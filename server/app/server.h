@@ -16,6 +16,7 @@
 #include "rpc/scan_service.h"
 #include "rpc/security.h"
 #include "rpc/server_info.h"
+#include "rpc/shared_memory_service.h"
 #include "rpc/wire_service.h"
 
 namespace scan::server {
@@ -51,10 +52,13 @@ class ScanServer {
   std::unique_ptr<ServiceMetrics> metrics_;
   ByteBudget inflight_bytes_;
   std::optional<TokenAuthenticator> authenticator_;
+  // Clients' shared-memory regions (null without --allow-shared-memory); outlives every call.
+  std::unique_ptr<shared_memory::Registry> shared_memory_;
   std::unique_ptr<ScanServiceImpl> service_;
   // What gRPC actually serves: service_'s Scan behind the zero-copy codec.
   std::unique_ptr<WireScanService> wire_service_;
   std::unique_ptr<ServerInfoService> info_service_;
+  std::unique_ptr<SharedMemoryService> shared_memory_service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   std::once_flag shutdown_once_;

@@ -30,7 +30,8 @@ ServiceMetrics::ServiceMetrics(const std::vector<BackendDescription>& backends,
                        .Name("scan_request_duration_seconds")
                        .Help(
                            "Time from receiving a decoded request to its response being ready, "
-                           "by backend and dtype (requests that reached a backend)")
+                           "by backend, dtype, rpc (Scan, ScanStream) and transport (grpc, "
+                           "system-shm, cuda-ipc) (requests that reached a backend)")
                        .Register(*registry_);
   auto& queue = prometheus::BuildHistogram()
                     .Name("scan_queue_wait_seconds")
@@ -67,6 +68,16 @@ ServiceMetrics::ServiceMetrics(const std::vector<BackendDescription>& backends,
                    .Help("Scan calls being handled right now")
                    .Register(*registry_)
                    .Add({});
+  shared_memory_regions_ = &prometheus::BuildGauge()
+                                .Name("scan_shared_memory_regions")
+                                .Help("Shared-memory regions clients have registered now")
+                                .Register(*registry_)
+                                .Add({});
+  shared_memory_bytes_ = &prometheus::BuildGauge()
+                              .Name("scan_shared_memory_bytes")
+                              .Help("Bytes of the registered shared-memory regions")
+                              .Register(*registry_)
+                              .Add({});
   inflight_bytes_ = &prometheus::BuildGauge()
                          .Name("scan_inflight_bytes")
                          .Help(
@@ -127,9 +138,20 @@ ServiceMetrics::ServiceMetrics(const std::vector<BackendDescription>& backends,
   auto make_series = [&](const std::string& name, bool routable, DeviceKind kind) {
     BackendSeries series;
     if (routable) {
+      static const char* const kRpcs[kRequestRpcCount] = {"Scan", "ScanStream"};
+      static const char* const kTransports[kRequestTransportCount] = {"grpc", "system-shm",
+                                                                      "cuda-ipc"};
       for (int index = 0; index < kDtypeCount; ++index) {
-        series.duration[index] = &duration.Add(
-            {{"backend", name}, {"dtype", kernels::dtype_name(kDtypes[index])}}, latency_buckets());
+        for (int rpc = 0; rpc < kRequestRpcCount; ++rpc) {
+          for (int transport = 0; transport < kRequestTransportCount; ++transport) {
+            series.duration[index][rpc][transport] =
+                &duration.Add({{"backend", name},
+                               {"dtype", kernels::dtype_name(kDtypes[index])},
+                               {"rpc", kRpcs[rpc]},
+                               {"transport", kTransports[transport]}},
+                              latency_buckets());
+          }
+        }
       }
       series.queue = &queue.Add({{"backend", name}}, latency_buckets());
       series.compute = &compute.Add({{"backend", name}}, latency_buckets());
@@ -197,7 +219,9 @@ void ServiceMetrics::record(const RequestRecord& record) const {
   series.request_bytes->Increment(static_cast<double>(record.request_bytes));
   series.response_bytes->Increment(static_cast<double>(record.response_bytes));
   if (record.backend == nullptr) return;
-  series.duration[static_cast<int>(record.dtype)]->Observe(record.seconds);
+  series.duration[static_cast<int>(record.dtype)][static_cast<int>(record.rpc)]
+                 [static_cast<int>(record.transport)]
+                     ->Observe(record.seconds);
   if (record.queue_seconds >= 0) series.queue->Observe(record.queue_seconds);
   if (record.compute_seconds >= 0) series.compute->Observe(record.compute_seconds);
   if (series.host_to_device != nullptr && record.host_to_device_seconds >= 0) {

@@ -28,13 +28,24 @@ namespace scan::server {
 constexpr int kDtypeCount = 4;
 constexpr int kStatusCodeCount = 17;  // grpc::StatusCode OK .. UNAUTHENTICATED
 
+// Which RPC carried a request, and how its tensor travelled: labels of
+// scan_request_duration_seconds.
+enum class RequestRpc { kScan, kScanStream };
+constexpr int kRequestRpcCount = 2;
+enum class RequestTransport { kGrpc, kSystemSharedMemory, kCudaIpc };
+constexpr int kRequestTransportCount = 3;
+
 // Why the router picked a backend; a label of scan_routing_decisions_total.
 enum class RouteReason { kPreferenceCpu, kPreferenceGpu, kAuto };
 constexpr int kRouteReasonCount = 3;
 
 // The series of one backend, resolved once at startup.
 struct BackendSeries {
-  std::array<prometheus::Histogram*, kDtypeCount> duration{};  // by kernels::DType
+  // By kernels::DType, RequestRpc and RequestTransport.
+  std::array<std::array<std::array<prometheus::Histogram*, kRequestTransportCount>,
+                        kRequestRpcCount>,
+             kDtypeCount>
+      duration{};
   prometheus::Histogram* queue = nullptr;
   prometheus::Histogram* compute = nullptr;
   std::array<prometheus::Counter*, kStatusCodeCount> requests{};
@@ -55,6 +66,8 @@ struct BackendSeries {
 struct RequestRecord {
   const BackendSeries* backend = nullptr;  // null: rejected before a backend was chosen
   kernels::DType dtype = kernels::DType::kFloat32;
+  RequestRpc rpc = RequestRpc::kScan;
+  RequestTransport transport = RequestTransport::kGrpc;
   // Decoded request in to response ready. < 0: not measured by the RPC, so the whole handler
   // call counts (a unary Scan, whose request gRPC has fully received before the handler runs).
   double seconds = -1;
@@ -92,6 +105,11 @@ class ServiceMetrics {
     backends_.at(index).cost_fixed_seconds->Set(cost.fixed_seconds);
     backends_.at(index).cost_bytes_per_second->Set(cost.bytes_per_second);
   }
+  // The shared-memory regions registered now, and the bytes they span.
+  void publish_shared_memory(std::int64_t regions, std::int64_t bytes) const {
+    shared_memory_regions_->Set(static_cast<double>(regions));
+    shared_memory_bytes_->Set(static_cast<double>(bytes));
+  }
   void record_route(const BackendSeries& backend, RouteReason reason) const {
     backend.routed[static_cast<int>(reason)]->Increment();
   }
@@ -107,6 +125,8 @@ class ServiceMetrics {
   BackendSeries rejected_;  // requests refused before routing: backend="none"
   prometheus::Gauge* inflight_ = nullptr;
   prometheus::Gauge* inflight_bytes_ = nullptr;
+  prometheus::Gauge* shared_memory_regions_ = nullptr;
+  prometheus::Gauge* shared_memory_bytes_ = nullptr;
   std::array<prometheus::Counter*, kStreamPhaseCount> streams_stalled_{};
   std::unique_ptr<MetricsHttpServer> endpoint_;
 };

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "rpc/outcome_status.h"
+#include "rpc/shared_memory_service.h"
 #include "rpc/stream_assembly.h"
 #include "scan/wire/codec.h"
 
@@ -75,20 +76,29 @@ class ScanServiceImpl::UnaryCall final : public DeferredScan {
     record_.request_bytes = request.gamma().data().size();
   }
 
-  // Caller, validation, budget and route; the response gets its shape and a buffer to fill.
+  // Caller, validation, shared-memory regions, budget and route; the response gets its shape and
+  // a buffer to fill (or the region it goes to).
   grpc::Status prepare() {
     if (auto status = service_.check_caller(context_); !status.ok()) return status;
     if (auto outcome = validate_scan_request(request_, service_.limits_, &scan_); !outcome.ok()) {
       return to_status(outcome);
     }
-    if (auto status = service_.admit(scan_, &held_); !status.ok()) return status;
+    if (auto status = use_regions(); !status.ok()) return status;
+    // Only tensors that travel through gRPC occupy server memory.
+    const auto bytes = static_cast<std::int64_t>(scan_.bytes);
+    const std::int64_t held = (input_region_ ? 0 : bytes) + (output_region_ ? 0 : bytes);
+    if (auto status = service_.admit(held, &held_); !status.ok()) return status;
     v1::Tensor* result = response_.mutable_result();
     result->set_dtype(request_.gamma().dtype());
     *result->mutable_shape() = request_.gamma().shape();
-    // A pooled buffer, overwritten in full by the scan: resizing within its old size writes
-    // nothing (see BufferPool::take_for_overwrite).
-    *result->mutable_data() = buffers_.take_for_overwrite(scan_.bytes);
-    result->mutable_data()->resize(scan_.bytes);
+    if (output_region_) {
+      *result->mutable_shared_memory() = request_.output();
+    } else {
+      // A pooled buffer, overwritten in full by the scan: resizing within its old size writes
+      // nothing (see BufferPool::take_for_overwrite).
+      *result->mutable_data() = buffers_.take_for_overwrite(scan_.bytes);
+      result->mutable_data()->resize(scan_.bytes);
+    }
     return to_status(service_.router_.route(scan_, &chosen_));
   }
 
@@ -100,9 +110,16 @@ class ScanServiceImpl::UnaryCall final : public DeferredScan {
   }
 
   grpc::Status run() {
-    return service_.execute(context_, scan_, *chosen_, slot_held_,
-                            response_.mutable_result()->mutable_data()->data(), response_, record_,
-                            received_);
+    void* output = output_region_ ? output_region_.data()
+                                  : response_.mutable_result()->mutable_data()->data();
+    grpc::Status status =
+        service_.execute(context_, scan_, *chosen_, slot_held_, output, response_, record_,
+                         received_);
+    // A region truncated by its owner mid-scan read or took zeros, not the client's bytes.
+    if (status.ok()) status = to_status(input_region_.check_intact("gamma.shared_memory"));
+    if (status.ok()) status = to_status(output_region_.check_intact("output"));
+    if (!status.ok()) response_.Clear();
+    return status;
   }
 
   // Records the call's end in the metrics; returns `status`.
@@ -110,6 +127,8 @@ class ScanServiceImpl::UnaryCall final : public DeferredScan {
     if (status.ok()) record_.response_bytes = response_.result().data().size();
     service_.record_end(context_, record_, status, received_);
     held_.reset();
+    input_region_ = {};
+    output_region_ = {};
     return status;
   }
 
@@ -118,6 +137,47 @@ class ScanServiceImpl::UnaryCall final : public DeferredScan {
   grpc::Status abandon(grpc::Status refusal) override { return end(std::move(refusal)); }
 
  private:
+  // The regions gamma.shared_memory and output name, held for the call; scan_.input points into
+  // the first. Refused unless the server allows shared memory.
+  grpc::Status use_regions() {
+    const bool from_region = request_.gamma().has_shared_memory();
+    const bool to_region = request_.has_output();
+    if (!from_region && !to_region) return grpc::Status::OK;
+    record_.transport = RequestTransport::kSystemSharedMemory;
+    if (service_.shared_memory_ == nullptr) {
+      return {grpc::StatusCode::FAILED_PRECONDITION,
+              std::string(from_region ? "gamma.shared_memory" : "output") +
+                  ": shared memory is off on this server; start it with --allow-shared-memory"};
+    }
+    const std::string owner = caller_namespace(context_);
+    if (from_region) {
+      const v1::SharedMemoryReference& ref = request_.gamma().shared_memory();
+      if (auto error = service_.shared_memory_->use(owner, ref.region(), ref.offset(),
+                                                    ref.byte_size(), /*for_writing=*/false,
+                                                    "gamma.shared_memory", &input_region_);
+          !error.ok()) {
+        return to_status(error);
+      }
+      scan_.input = input_region_.data();
+    }
+    if (to_region) {
+      const v1::SharedMemoryReference& ref = request_.output();
+      if (auto error = service_.shared_memory_->use(owner, ref.region(), ref.offset(),
+                                                    ref.byte_size(), /*for_writing=*/true,
+                                                    "output", &output_region_);
+          !error.ok()) {
+        return to_status(error);
+      }
+    }
+    if (from_region && to_region &&
+        shared_memory::partially_aliased(input_region_, output_region_)) {
+      return {grpc::StatusCode::INVALID_ARGUMENT,
+              "output: overlaps gamma.shared_memory without being the same range; for an "
+              "in-place scan name the same region and offset, else use disjoint ranges"};
+    }
+    return grpc::Status::OK;
+  }
+
   ScanServiceImpl& service_;
   grpc::ServerContextBase& context_;
   const v1::ScanRequest& request_;
@@ -126,6 +186,8 @@ class ScanServiceImpl::UnaryCall final : public DeferredScan {
   const Clock::time_point received_;
   RequestRecord record_;
   ValidatedScan scan_;
+  shared_memory::RegionUse input_region_;
+  shared_memory::RegionUse output_region_;
   std::optional<BudgetLease> held_;
   RegisteredBackend* chosen_ = nullptr;
   bool slot_held_ = false;
@@ -188,11 +250,9 @@ grpc::Status ScanServiceImpl::check_caller(grpc::ServerContextBase& context) con
   return grpc::Status::OK;
 }
 
-grpc::Status ScanServiceImpl::admit(const ValidatedScan& scan, std::optional<BudgetLease>* held) {
-  // Request and response buffers both stay alive until the response is sent.
-  const auto held_bytes = static_cast<std::int64_t>(2 * scan.bytes);
-  if (!inflight_bytes_.try_acquire(held_bytes)) return budget_exhausted(held_bytes);
-  held->emplace(inflight_bytes_, held_bytes);
+grpc::Status ScanServiceImpl::admit(std::int64_t bytes, std::optional<BudgetLease>* held) {
+  if (!inflight_bytes_.try_acquire(bytes)) return budget_exhausted(bytes);
+  held->emplace(inflight_bytes_, bytes);
   return grpc::Status::OK;
 }
 
@@ -274,6 +334,7 @@ class ScanServiceImpl::StreamCall final : public ScanStreamSession {
         held_(service.inflight_bytes_),
         started_(Clock::now()) {
     service_.metrics_.inflight().Increment();
+    record_.rpc = RequestRpc::kScanStream;
   }
 
   grpc::Status begin(grpc::ByteBuffer* message, grpc::ByteBuffer* reply) override {

@@ -14,6 +14,7 @@
 #include "rpc/security.h"
 #include "rpc/wire_service.h"
 #include "scan/v1/scan.pb.h"
+#include "shared_memory/region_registry.h"
 
 namespace scan::server {
 
@@ -28,15 +29,17 @@ struct StreamChunking {
 class ScanServiceImpl final {
  public:
   // `authenticator` null: calls need no token. Everything referenced must outlive the service.
+  // `shared_memory` null: requests naming shared-memory regions are refused.
   ScanServiceImpl(Router& router, ValidationLimits limits, const ServiceMetrics& metrics,
                   ByteBudget& inflight_bytes, const TokenAuthenticator* authenticator,
-                  StreamChunking chunking = {})
+                  StreamChunking chunking = {}, shared_memory::Registry* shared_memory = nullptr)
       : router_(router),
         limits_(limits),
         chunking_(chunking),
         metrics_(metrics),
         inflight_bytes_(inflight_bytes),
-        authenticator_(authenticator) {}
+        authenticator_(authenticator),
+        shared_memory_(shared_memory) {}
 
   // The Scan call. With Waiting::kNotAllowed (gRPC's callback thread) a request that would have
   // to wait for a compute slot comes back deferred, validated, admitted and routed: the transport
@@ -62,9 +65,9 @@ class ScanServiceImpl final {
   // The end of a call: counted out of the in-flight gauge and recorded in the metrics.
   void record_end(grpc::ServerContextBase& context, RequestRecord& record,
                   const grpc::Status& status, std::chrono::steady_clock::time_point received);
-  // Before any compute: the request's bytes (request plus response) reserved from the in-flight
-  // budget, held by *held until the call ends.
-  grpc::Status admit(const ValidatedScan& scan, std::optional<BudgetLease>* held);
+  // Before any compute: `bytes` (what the request and its response hold in server memory)
+  // reserved from the in-flight budget, held by *held until the call ends.
+  grpc::Status admit(std::int64_t bytes, std::optional<BudgetLease>* held);
   grpc::Status budget_exhausted(std::int64_t needed) const;
   // Draining and credentials.
   grpc::Status check_caller(grpc::ServerContextBase& context) const;
@@ -86,6 +89,7 @@ class ScanServiceImpl final {
   const ServiceMetrics& metrics_;
   ByteBudget& inflight_bytes_;
   const TokenAuthenticator* authenticator_;
+  shared_memory::Registry* const shared_memory_;
   std::atomic<bool> draining_{false};
 };
 

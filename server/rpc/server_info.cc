@@ -1,8 +1,5 @@
 #include "rpc/server_info.h"
 
-#include <grpcpp/impl/rpc_service_method.h>
-#include <grpcpp/support/method_handler.h>
-
 namespace scan::server {
 
 v1::GetServerInfoResponse describe_server(const Router& router, const kernels::GpuInventory& gpus,
@@ -42,20 +39,9 @@ v1::GetServerInfoResponse describe_server(const Router& router, const kernels::G
 
 ServerInfoService::ServerInfoService(const Router& router, const kernels::GpuInventory& gpus,
                                      const TokenAuthenticator* authenticator,
-                                     v1::ServerLimits limits)
-    : router_(router), gpus_(gpus), authenticator_(authenticator), limits_(std::move(limits)) {
-  // What protoc generates for one sync unary method: registering the generated ScanService here
-  // would also claim Scan, which WireScanService serves on raw buffers.
-  using Handler = grpc::internal::RpcMethodHandler<ServerInfoService, v1::GetServerInfoRequest,
-                                                   v1::GetServerInfoResponse>;
-  AddMethod(new grpc::internal::RpcServiceMethod(
-      "/scan.v1.ScanService/GetServerInfo", grpc::internal::RpcMethod::NORMAL_RPC,
-      new Handler(
-          [](ServerInfoService* service, grpc::ServerContext* context,
-             const v1::GetServerInfoRequest* request, v1::GetServerInfoResponse* response) {
-            return service->handle(context, *request, response);
-          },
-          this)));
+                                     v1::GetServerInfoResponse fixed)
+    : router_(router), gpus_(gpus), authenticator_(authenticator), fixed_(std::move(fixed)) {
+  add_unary("/scan.v1.ScanService/GetServerInfo", this, &ServerInfoService::handle);
 }
 
 grpc::Status ServerInfoService::handle(grpc::ServerContext* context,
@@ -65,7 +51,7 @@ grpc::Status ServerInfoService::handle(grpc::ServerContext* context,
     if (grpc::Status status = authenticator_->check(*context); !status.ok()) return status;
   }
   *response = describe_server(router_, gpus_, SCAN_VERSION);
-  *response->mutable_limits() = limits_;
+  response->MergeFrom(fixed_);
   return grpc::Status::OK;
 }
 

@@ -106,6 +106,16 @@ class Client {
   grpc::Status GetServerInfo(v1::GetServerInfoResponse* info,
                              std::chrono::milliseconds timeout = std::chrono::seconds(5));
 
+  // ScanService.RegisterSharedMemory / UnregisterSharedMemory / ListSharedMemory (see
+  // scan/client/shared_memory.h for creating a region to register). Scan requests then name the
+  // region in gamma.shared_memory and output (Scan(v1::ScanRequest*, ...)).
+  grpc::Status RegisterSharedMemory(const v1::RegisterSharedMemoryRequest& request,
+                                    std::chrono::milliseconds timeout = std::chrono::seconds(5));
+  grpc::Status UnregisterSharedMemory(const std::string& name,
+                                      std::chrono::milliseconds timeout = std::chrono::seconds(5));
+  grpc::Status ListSharedMemory(v1::ListSharedMemoryResponse* regions,
+                                std::chrono::milliseconds timeout = std::chrono::seconds(5));
+
   grpc::Status CheckHealth(const std::string& service, bool* serving,
                            std::chrono::milliseconds timeout = std::chrono::seconds(5));
 

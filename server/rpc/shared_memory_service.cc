@@ -1,0 +1,118 @@
+#include "rpc/shared_memory_service.h"
+
+#include <grpcpp/security/auth_context.h>
+
+#include <string>
+
+namespace scan::server {
+
+std::string caller_namespace(const grpc::ServerContextBase& context) {
+  const std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
+  if (auth == nullptr || !auth->IsPeerAuthenticated()) return {};
+  std::string identity;
+  for (const grpc::string_ref& part : auth->GetPeerIdentity()) {
+    identity.append(part.data(), part.size());
+    identity.push_back('\n');
+  }
+  return identity;
+}
+
+grpc::Status to_status(const shared_memory::Error& error) {
+  using shared_memory::ErrorCode;
+  switch (error.code) {
+    case ErrorCode::kOk:
+      return grpc::Status::OK;
+    case ErrorCode::kInvalidArgument:
+      return {grpc::StatusCode::INVALID_ARGUMENT, error.message};
+    case ErrorCode::kAlreadyExists:
+      return {grpc::StatusCode::ALREADY_EXISTS, error.message};
+    case ErrorCode::kNotFound:
+      return {grpc::StatusCode::NOT_FOUND, error.message};
+    case ErrorCode::kResourceExhausted:
+      return {grpc::StatusCode::RESOURCE_EXHAUSTED, error.message};
+    case ErrorCode::kPermissionDenied:
+      return {grpc::StatusCode::PERMISSION_DENIED, error.message};
+    case ErrorCode::kFailedPrecondition:
+      return {grpc::StatusCode::FAILED_PRECONDITION, error.message};
+    case ErrorCode::kDataLoss:
+      return {grpc::StatusCode::DATA_LOSS, error.message};
+  }
+  return {grpc::StatusCode::INTERNAL, error.message};
+}
+
+SharedMemoryService::SharedMemoryService(shared_memory::Registry* registry,
+                                         const TokenAuthenticator* authenticator,
+                                         std::function<void()> changed)
+    : registry_(registry), authenticator_(authenticator), changed_(std::move(changed)) {
+  add_unary("/scan.v1.ScanService/RegisterSharedMemory", this,
+            &SharedMemoryService::register_region);
+  add_unary("/scan.v1.ScanService/UnregisterSharedMemory", this,
+            &SharedMemoryService::unregister_region);
+  add_unary("/scan.v1.ScanService/ListSharedMemory", this, &SharedMemoryService::list_regions);
+}
+
+grpc::Status SharedMemoryService::check(grpc::ServerContext* context) const {
+  if (authenticator_ != nullptr) {
+    if (grpc::Status status = authenticator_->check(*context); !status.ok()) return status;
+  }
+  if (registry_ == nullptr) {
+    return {grpc::StatusCode::FAILED_PRECONDITION,
+            "shared memory is off on this server; start it with --allow-shared-memory"};
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status SharedMemoryService::register_region(grpc::ServerContext* context,
+                                                  const v1::RegisterSharedMemoryRequest& request,
+                                                  v1::RegisterSharedMemoryResponse* /*response*/) {
+  if (grpc::Status status = check(context); !status.ok()) return status;
+  switch (request.kind()) {
+    case v1::SHARED_MEMORY_KIND_SYSTEM:
+      break;
+    case v1::SHARED_MEMORY_KIND_CUDA:
+      return {grpc::StatusCode::UNIMPLEMENTED,
+              "kind: CUDA IPC regions are not supported by this server yet (see "
+              "GetServerInfo.shared_memory_kinds); use SYSTEM"};
+    default:
+      return {grpc::StatusCode::INVALID_ARGUMENT,
+              "kind: must be SHARED_MEMORY_KIND_SYSTEM or SHARED_MEMORY_KIND_CUDA, got " +
+                  std::to_string(static_cast<int>(request.kind()))};
+  }
+  if (!request.cuda_handle().empty() || request.device_id() != 0) {
+    return {grpc::StatusCode::INVALID_ARGUMENT,
+            "cuda_handle: only CUDA regions have a handle or a device_id"};
+  }
+  const shared_memory::Error error = registry_->add(
+      caller_namespace(*context),
+      {request.name(), request.key(), request.offset(), request.byte_size()});
+  if (error.ok() && changed_) changed_();
+  return to_status(error);
+}
+
+grpc::Status SharedMemoryService::unregister_region(
+    grpc::ServerContext* context, const v1::UnregisterSharedMemoryRequest& request,
+    v1::UnregisterSharedMemoryResponse* /*response*/) {
+  if (grpc::Status status = check(context); !status.ok()) return status;
+  const shared_memory::Error error = registry_->remove(caller_namespace(*context), request.name());
+  if (error.ok() && changed_) changed_();
+  return to_status(error);
+}
+
+grpc::Status SharedMemoryService::list_regions(grpc::ServerContext* context,
+                                               const v1::ListSharedMemoryRequest& /*request*/,
+                                               v1::ListSharedMemoryResponse* response) {
+  if (grpc::Status status = check(context); !status.ok()) return status;
+  for (const shared_memory::RegionStatus& region : registry_->list(caller_namespace(*context))) {
+    v1::SharedMemoryRegionStatus* status = response->add_regions();
+    status->set_name(region.spec.name);
+    status->set_kind(v1::SHARED_MEMORY_KIND_SYSTEM);
+    status->set_key(region.spec.key);
+    status->set_offset(region.spec.offset);
+    status->set_byte_size(region.spec.byte_size);
+    status->set_writable(region.writable);
+    status->set_requests_in_flight(region.requests_in_flight);
+  }
+  return grpc::Status::OK;
+}
+
+}  // namespace scan::server

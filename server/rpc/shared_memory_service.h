@@ -1,0 +1,46 @@
+// ScanService.RegisterSharedMemory, UnregisterSharedMemory and ListSharedMemory over the
+// server's region registry (shared_memory/region_registry.h). Served whether or not shared memory
+// is allowed, so that a client gets a precise FAILED_PRECONDITION instead of UNIMPLEMENTED.
+#pragma once
+
+#include <functional>
+
+#include "rpc/security.h"
+#include "rpc/unary_methods.h"
+#include "scan/v1/scan.pb.h"
+#include "shared_memory/region_registry.h"
+
+namespace scan::server {
+
+// The namespace a caller's regions live in: its TLS client-certificate identity when it has one,
+// else one namespace shared by every caller (with a token, by every holder of that token).
+std::string caller_namespace(const grpc::ServerContextBase& context);
+
+// A registry status as the client sees it.
+grpc::Status to_status(const shared_memory::Error& error);
+
+class SharedMemoryService final : public UnaryMethods {
+ public:
+  // `registry` null: shared memory is off (the server lacks --allow-shared-memory). `changed`
+  // runs after every change of the registry (the metrics). Everything referenced must outlive
+  // the service.
+  SharedMemoryService(shared_memory::Registry* registry, const TokenAuthenticator* authenticator,
+                      std::function<void()> changed = {});
+
+ private:
+  grpc::Status check(grpc::ServerContext* context) const;
+  grpc::Status register_region(grpc::ServerContext* context,
+                               const v1::RegisterSharedMemoryRequest& request,
+                               v1::RegisterSharedMemoryResponse* response);
+  grpc::Status unregister_region(grpc::ServerContext* context,
+                                 const v1::UnregisterSharedMemoryRequest& request,
+                                 v1::UnregisterSharedMemoryResponse* response);
+  grpc::Status list_regions(grpc::ServerContext* context, const v1::ListSharedMemoryRequest& request,
+                            v1::ListSharedMemoryResponse* response);
+
+  shared_memory::Registry* registry_;
+  const TokenAuthenticator* authenticator_;
+  const std::function<void()> changed_;
+};
+
+}  // namespace scan::server
