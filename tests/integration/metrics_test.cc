@@ -92,13 +92,13 @@ TEST_F(MetricsTest, CountsEveryOutcomeWithExactLabelsAndBytes) {
       sample(text, R"(scan_routing_decisions_total{backend="cpu-torch",reason="preference_cpu"})"),
       1);
   EXPECT_EQ(
-      sample(text, R"(scan_request_duration_seconds_count{backend="cpu-torch",dtype="float32"})"),
+      sample(text, R"(scan_request_duration_seconds_count{backend="cpu-torch",dtype="float32",rpc="Scan",transport="grpc"})"),
       2);
   EXPECT_EQ(
-      sample(text, R"(scan_request_duration_seconds_count{backend="cpu-torch",dtype="bfloat16"})"),
+      sample(text, R"(scan_request_duration_seconds_count{backend="cpu-torch",dtype="bfloat16",rpc="Scan",transport="grpc"})"),
       1);
   EXPECT_EQ(
-      sample(text, R"(scan_request_duration_seconds_count{backend="cpu-torch",dtype="float16"})"),
+      sample(text, R"(scan_request_duration_seconds_count{backend="cpu-torch",dtype="float16",rpc="Scan",transport="grpc"})"),
       0);
   EXPECT_EQ(sample(text, R"(scan_compute_seconds_count{backend="cpu-torch"})"), 3);
   EXPECT_EQ(sample(text, R"(scan_queue_wait_seconds_count{backend="cpu-torch"})"), 3);
@@ -116,13 +116,13 @@ TEST_F(MetricsTest, LatencyLandsInTheRightCumulativeBuckets) {
   const auto tiny = client::random_gamma(kernels::DType::kFloat32, {4}, 0.5, 1, 1);
   ASSERT_TRUE(scan(tiny, 0).ok());
   const std::string text = scrape();
-  const std::string labels = R"(backend="cpu-torch",dtype="float32")";
+  const std::string labels = R"(backend="cpu-torch",dtype="float32",rpc="Scan",transport="grpc")";
   // One observation: its value is the _sum, so every bucket below it holds 0 and every bucket at
   // or above it holds 1.
   const double observed = sample(text, "scan_request_duration_seconds_sum{" + labels + "}");
   ASSERT_GT(observed, 0);
   const std::regex bucket_line(
-      R"re(scan_request_duration_seconds_bucket\{backend="cpu-torch",dtype="float32",le="([^"]+)"\} (\S+))re");
+      R"re(scan_request_duration_seconds_bucket\{backend="cpu-torch",dtype="float32",rpc="Scan",transport="grpc",le="([^"]+)"\} (\S+))re");
   std::vector<double> bounds;
   for (auto it = std::sregex_iterator(text.begin(), text.end(), bucket_line);
        it != std::sregex_iterator(); ++it) {

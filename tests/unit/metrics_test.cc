@@ -80,11 +80,11 @@ TEST(ServiceMetrics, RecordCountsRejectionsUnderBackendNone) {
   EXPECT_THAT(
       text,
       HasSubstr(
-          R"(scan_request_duration_seconds_bucket{backend="cpu-torch",dtype="bfloat16",le="0.1"} 0)"));
+          R"(scan_request_duration_seconds_bucket{backend="cpu-torch",dtype="bfloat16",rpc="Scan",transport="grpc",le="0.1"} 0)"));
   EXPECT_THAT(
       text,
       HasSubstr(
-          R"(scan_request_duration_seconds_bucket{backend="cpu-torch",dtype="bfloat16",le="0.25"} 1)"));
+          R"(scan_request_duration_seconds_bucket{backend="cpu-torch",dtype="bfloat16",rpc="Scan",transport="grpc",le="0.25"} 1)"));
   EXPECT_THAT(text, HasSubstr(R"(scan_compute_seconds_sum{backend="cpu-torch"} 0.15)"));
 }
 

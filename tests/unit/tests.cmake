@@ -8,6 +8,7 @@ scan_test(scan_unit_tests
     unit/half_conversion_test.cc
     unit/npy_test.cc
     unit/metrics_test.cc
+    unit/shared_memory_registry_test.cc
   LIBS scan_server_lib scan_client_lib scan_npy scan_chunk_plan
   LABELS unit)
 
