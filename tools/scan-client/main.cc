@@ -31,6 +31,10 @@ constexpr const char* kUsage = R"(Usage: scan-client --target HOST:PORT [options
   --stream                 use ScanStream (the tensor and result travel in chunks); automatic
                            for tensors over 1 GiB
   --chunk-bytes N          ScanStream chunk size, e.g. 4Mi (default 4Mi; implies --stream)
+  --shared-memory MODE     system: send the tensor and take the result through a POSIX
+                           shared-memory region (the server must share this host and run with
+                           --allow-shared-memory); auto: so when the server can, else gRPC;
+                           cuda: CUDA IPC (not supported yet); off (default)
   --health [SERVICE]       only ask grpc.health.v1 whether SERVICE ("" = server) is SERVING
   --info                   only print the server's version, backends (state, load, cost models)
                            and GPUs (ScanService.GetServerInfo)
@@ -132,7 +136,7 @@ int main(int argc, char** argv) {
       "--target",  "--shape",           "--dtype",  "--dim",        "--backend",
       "--input",   "--output",          "--check",  "--seed",       "--help",
       "--health",  "--timeout-ms",      "--info",   "--tls-ca",     "--tls-cert",
-      "--tls-key", "--auth-token-file", "--stream", "--chunk-bytes"};
+      "--tls-key", "--auth-token-file", "--stream", "--chunk-bytes", "--shared-memory"};
   for (const auto& [name, value] : flags) {
     if (std::find(known.begin(), known.end(), name) == known.end()) {
       return usage_error("unknown flag " + name);
@@ -225,6 +229,21 @@ int main(int argc, char** argv) {
     options.stream_chunk_bytes = static_cast<std::size_t>(chunk_bytes);
   }
 
+  const std::string shared_memory = flag("--shared-memory", "off");
+  if (shared_memory == "system") {
+    options.shared_memory = scan::client::ScanOptions::SharedMemory::kSystem;
+  } else if (shared_memory == "auto") {
+    options.shared_memory = scan::client::ScanOptions::SharedMemory::kAuto;
+  } else if (shared_memory == "cuda") {
+    return usage_error("--shared-memory cuda: CUDA IPC is not supported by this client yet");
+  } else if (shared_memory != "off") {
+    return usage_error("--shared-memory: expected system, auto, cuda or off");
+  }
+  if (options.shared_memory != scan::client::ScanOptions::SharedMemory::kOff &&
+      options.stream_chunk_bytes > 0) {
+    return usage_error("--shared-memory and --stream exclude each other");
+  }
+
   scan::client::ScanResult result;
   const grpc::Status status = client.Scan(gamma, options, &result);
   if (!status.ok()) {
@@ -235,6 +254,7 @@ int main(int argc, char** argv) {
   }
   const auto& timing = result.server_timing;
   fmt::print("backend:    {}\n", result.backend);
+  fmt::print("transport:  {}\n", result.transport);
   if (options.stream_chunk_bytes > 0) {
     fmt::print("rpc:        ScanStream, chunks of up to {} bytes\n", options.stream_chunk_bytes);
   }

@@ -31,6 +31,13 @@ struct ScanOptions {
   // 0: one Scan call. Otherwise a ScanStream call sending the tensor in chunks of this many bytes
   // (or fewer, if the server accepts less): for tensors larger than one gRPC message.
   std::size_t stream_chunk_bytes = 0;
+  // kSystem: the tensor and its result go through a POSIX shared-memory region of this call
+  // (created, registered, unregistered and removed around it) instead of gRPC; the server must
+  // share the host and allow it (FAILED_PRECONDITION otherwise). kAuto: so when the server says
+  // it can (GetServerInfo: shared_memory_kinds, host_id), else gRPC. Callers that scan many
+  // tensors keep a region registered instead (scan/client/shared_memory.h).
+  enum class SharedMemory { kOff, kSystem, kAuto };
+  SharedMemory shared_memory = SharedMemory::kOff;
 };
 
 // A chunk size for ScanStream that keeps messages small without costing throughput.
@@ -41,6 +48,7 @@ struct ScanResult {
   std::string backend;
   v1::Timing server_timing;
   std::chrono::microseconds round_trip{0};
+  std::string transport;  // "grpc", "grpc-stream" or "system-shm"
 };
 
 // How to reach a server that requires TLS, mutual TLS or a bearer token. Empty fields: off.
@@ -122,6 +130,10 @@ class Client {
   const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
 
  private:
+  // Scan(HostTensor) through a shared-memory region made for the call.
+  grpc::Status scan_through_shared_memory(const HostTensor& gamma, v1::ScanRequest* request,
+                                          const ScanOptions& options, v1::ScanResponse* response,
+                                          std::chrono::microseconds* round_trip);
   grpc::Status call(const grpc::ByteBuffer& request, std::chrono::milliseconds timeout,
                     v1::ScanResponse* response);
   // One ScanStream attempt; *accepted tells whether the server took the header (after which a
