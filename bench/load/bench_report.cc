@@ -65,6 +65,7 @@ RunSummary summarize(std::vector<Sample> samples, double seconds) {
   RunSummary run;
   run.seconds = seconds;
   std::map<std::string, std::vector<double>> by_backend;
+  std::vector<double> compute_us;
   std::int64_t bytes = 0;
   for (auto& sample : samples) {
     ++run.codes[sample.code];
@@ -76,8 +77,10 @@ RunSummary summarize(std::vector<Sample> samples, double seconds) {
     bytes += sample.bytes;
     run.sorted_latencies_us.push_back(sample.latency_us);
     by_backend[sample.backend].push_back(sample.latency_us);
+    if (sample.server_compute_us >= 0) compute_us.push_back(sample.server_compute_us);
   }
   run.latency = percentiles(&run.sorted_latencies_us);
+  run.server_compute = percentiles(&compute_us);
   for (auto& [backend, latencies] : by_backend) run.backends[backend] = percentiles(&latencies);
   if (seconds > 0) {
     run.throughput_rps = run.ok / seconds;
@@ -122,11 +125,11 @@ std::string to_json(const std::vector<RunSummary>& runs, const std::string& comm
     out += fmt::format(
         "{}\n    {{\"label\": {}, \"mode\": {}, \"offered_rate\": {:.1f}, \"concurrency\": {}, "
         "\"seconds\": {:.3f}, \"ok\": {}, \"errors\": {}, \"throughput_rps\": {:.1f}, "
-        "\"payload_mbps\": {:.2f},\n     \"latency\": {},\n     \"codes\": {{{}}},\n     "
-        "\"backends\": {{{}}}}}",
+        "\"payload_mbps\": {:.2f},\n     \"latency\": {},\n     \"server_compute\": {},\n     "
+        "\"codes\": {{{}}},\n     \"backends\": {{{}}}}}",
         index == 0 ? "" : ",", json_string(run.label), json_string(run.mode), run.offered_rate,
         run.concurrency, run.seconds, run.ok, run.errors, run.throughput_rps, run.payload_mbps,
-        json_percentiles(run.latency), codes, backends);
+        json_percentiles(run.latency), json_percentiles(run.server_compute), codes, backends);
   }
   return out + "\n  ]\n}\n";
 }

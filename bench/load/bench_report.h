@@ -17,6 +17,7 @@ struct Sample {
   std::string code;     // "OK", "RESOURCE_EXHAUSTED", ...
   std::string backend;  // from the response; empty on errors
   std::int64_t bytes = 0;
+  double server_compute_us = -1;  // Timing.compute_us of the response; < 0: none (errors, tcp)
 };
 
 struct Percentiles {
@@ -39,6 +40,7 @@ struct RunSummary {
   double throughput_rps = 0;                  // successful requests per second
   double payload_mbps = 0;                    // tensor bytes per second in one direction, 1e6 bytes
   Percentiles latency;                        // successful requests only
+  Percentiles server_compute;                 // the server's compute_us of those that report it
   std::map<std::string, std::int64_t> codes;  // every status, OK included
   std::map<std::string, Percentiles> backends;  // successful requests by answering backend
   std::vector<double> sorted_latencies_us;      // for the CDF plot and CSV

@@ -32,6 +32,7 @@
 
 #include "bench_report.h"
 #include "scan/client/scan_client.h"
+#include "scan/client/shared_memory.h"
 #include "scan/wire/byte_size.h"
 #include "scan/wire/dtype.h"
 
@@ -58,8 +59,10 @@ Requests:
   --backend auto|cpu|gpu   (default auto)
   --timeout-ms N           per-request deadline (default 60000)
 Transport:
-  --protocol grpc|grpc-stream|tcp
-                           grpc-stream: ScanStream calls; tcp: raw length-prefixed copy
+  --protocol grpc|grpc-stream|system-shm|tcp
+                           grpc-stream: ScanStream calls; system-shm: tensors and results in
+                           POSIX shared memory registered once per in-flight slot (the server
+                           must share this host and allow it); tcp: raw length-prefixed copy
                            against scan-bench-tcp-echo
   --chunk-bytes SIZE       grpc-stream chunk size (default 4Mi)
   --channel-arg NAME=INT   extra gRPC channel argument (repeatable)
@@ -121,6 +124,7 @@ Sample sample_of(const grpc::Status& status, const scan::v1::ScanResponse& respo
   sample.code = scan::client::status_code_name(status.error_code());
   if (status.ok()) {
     sample.backend = response.backend();
+    sample.server_compute_us = static_cast<double>(response.timing().compute_us());
     if (static_cast<std::int64_t>(response.result().data().size()) != bytes) {
       sample.code = "SHORT_RESPONSE";
     }
@@ -172,6 +176,94 @@ class GrpcStreamDriver final : public Driver {
   scan::client::RoundRobinClients clients_;
   std::chrono::milliseconds timeout_;
   std::size_t chunk_bytes_;
+};
+
+// System shared memory: every slot has a region of its own holding each payload's tensor and
+// room for its result, registered once before the run; requests then carry references only, so
+// one run measures what a client on the server's host pays per scan beyond the kernel.
+class SharedMemoryDriver final : public Driver {
+ public:
+  SharedMemoryDriver(const Options& options, const std::vector<Payload>& payloads, int slots)
+      : clients_(options.targets, options.channel_args),
+        timeout_(options.timeout_ms),
+        first_payload_(payloads.data()) {
+    std::int64_t region_bytes = 0;
+    for (const Payload& payload : payloads) {
+      offsets_.push_back(region_bytes);
+      region_bytes += 2 * align(payload.bytes);
+    }
+    for (int slot = 0; slot < slots; ++slot) {
+      Slot made;
+      made.client = &clients_.next();
+      made.region = scan::client::SystemSharedMemory::create(
+          scan::client::SystemSharedMemory::unique_key("bench"),
+          static_cast<std::size_t>(region_bytes), &error_);
+      if (made.region == nullptr) return;
+      made.name = made.region->key().substr(1);
+      for (std::size_t index = 0; index < payloads.size(); ++index) {
+        std::memcpy(made.region->data() + offsets_[index], payloads[index].data->data(),
+                    static_cast<std::size_t>(payloads[index].bytes));
+      }
+      scan::v1::RegisterSharedMemoryRequest request;
+      request.set_name(made.name);
+      request.set_kind(scan::v1::SHARED_MEMORY_KIND_SYSTEM);
+      request.set_key(made.region->key());
+      request.set_byte_size(region_bytes);
+      const grpc::Status status = made.client->RegisterSharedMemory(request);
+      if (!status.ok()) {
+        error_ = "RegisterSharedMemory: " + status.error_message();
+        return;
+      }
+      slots_.push_back(std::move(made));
+    }
+  }
+  ~SharedMemoryDriver() override {
+    for (Slot& slot : slots_) slot.client->UnregisterSharedMemory(slot.name);
+  }
+  const std::string& error() const { return error_; }
+
+  void start(const Payload& payload, int slot, Done done) override {
+    const Slot& mine = slots_[static_cast<std::size_t>(slot) % slots_.size()];
+    scan::v1::ScanRequest request = payload.header;
+    const std::int64_t offset = offset_of(payload);
+    *request.mutable_gamma()->mutable_shared_memory() =
+        scan::client::shared_memory_reference(mine.name, offset, payload.bytes);
+    *request.mutable_output() = scan::client::shared_memory_reference(
+        mine.name, offset + align(payload.bytes), payload.bytes);
+    const std::int64_t bytes = payload.bytes;
+    mine.client->StartScan(request, empty_, timeout_,
+                           [done = std::move(done), bytes](const grpc::Status& status,
+                                                           scan::v1::ScanResponse& response) {
+                             Sample sample = sample_of(status, response, bytes);
+                             if (sample.code == "SHORT_RESPONSE" &&
+                                 response.result().shared_memory().byte_size() == bytes) {
+                               sample.code = "OK";  // the result is in the region
+                             }
+                             done(std::move(sample));
+                           });
+  }
+  bool asynchronous() const override { return true; }
+
+ private:
+  struct Slot {
+    scan::client::Client* client = nullptr;
+    std::unique_ptr<scan::client::SystemSharedMemory> region;
+    std::string name;
+  };
+
+  static std::int64_t align(std::int64_t bytes) { return (bytes + 63) / 64 * 64; }
+  // Payloads are identified by address: they live in one vector for the whole run.
+  std::int64_t offset_of(const Payload& payload) const {
+    return offsets_[static_cast<std::size_t>(&payload - first_payload_)];
+  }
+
+  scan::client::RoundRobinClients clients_;
+  std::chrono::milliseconds timeout_;
+  const Payload* first_payload_;
+  std::vector<std::int64_t> offsets_;
+  std::vector<Slot> slots_;
+  std::shared_ptr<const std::string> empty_ = std::make_shared<const std::string>();
+  std::string error_;
 };
 
 // Raw TCP: an 8-byte little-endian length, then the bytes; the echo server answers the same way
@@ -528,6 +620,10 @@ void print_summary(const scan::bench::RunSummary& run) {
       static_cast<long long>(run.ok), static_cast<long long>(run.errors), run.throughput_rps,
       run.payload_mbps, p.mean_us / 1000, p.p50_us / 1000, p.p90_us / 1000, p.p99_us / 1000,
       p.p999_us / 1000, p.max_us / 1000);
+  if (run.server_compute.count > 0) {
+    std::printf("  server compute ms: p50 %.3f  p99 %.3f\n", run.server_compute.p50_us / 1000,
+                run.server_compute.p99_us / 1000);
+  }
   for (const auto& [code, count] : run.codes) {
     std::printf("  status %-20s %lld\n", code.c_str(), static_cast<long long>(count));
   }
@@ -582,7 +678,7 @@ int main(int argc, char** argv) {
       ok = !options.targets.empty();
     } else if (arg == "--protocol") {
       options.protocol = value;
-      ok = value == "grpc" || value == "grpc-stream" || value == "tcp";
+      ok = value == "grpc" || value == "grpc-stream" || value == "system-shm" || value == "tcp";
     } else if (arg == "--chunk-bytes") {
       ok = scan::wire::parse_byte_size(value, &options.chunk_bytes) && options.chunk_bytes > 0;
     } else if (arg == "--concurrency") {
@@ -664,6 +760,13 @@ int main(int argc, char** argv) {
     driver = std::make_unique<TcpDriver>(options, workers);
   } else if (options.protocol == "grpc-stream") {
     driver = std::make_unique<GrpcStreamDriver>(options);
+  } else if (options.protocol == "system-shm") {
+    auto shared = std::make_unique<SharedMemoryDriver>(options, payloads, workers);
+    if (!shared->error().empty()) {
+      std::fprintf(stderr, "scan-bench: --protocol system-shm: %s\n", shared->error().c_str());
+      return 1;
+    }
+    driver = std::move(shared);
   } else {
     driver = std::make_unique<GrpcDriver>(options);
   }

@@ -25,7 +25,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 # name, scan-bench arguments, servers to drive, what to compare. Large payloads are one request at
 # a time (throughput of a single stream); small ones are many in flight (per-request overhead).
-# "<server>-stream" drives that server with ScanStream (4 MiB chunks) instead of Scan.
+# "<server>-stream" drives that server with ScanStream (4 MiB chunks) instead of Scan, and
+# "scan-shm" scan-server with tensors and results in system shared memory (--protocol system-shm).
 CASES = [
     ("4KiB x32", ["--bytes", "4Ki", "--concurrency", "32", "--duration", "3"],
      ["scan", "echo", "tcp", "python"]),
@@ -36,9 +37,9 @@ CASES = [
     ("16MiB x1", ["--bytes", "16Mi", "--concurrency", "1", "--requests", "30"],
      ["scan", "echo", "scan-stream", "echo-stream", "tcp"]),
     ("64MiB x1", ["--bytes", "64Mi", "--concurrency", "1", "--requests", "10"],
-     ["scan", "echo", "scan-stream", "echo-stream", "tcp"]),
+     ["scan", "echo", "scan-stream", "echo-stream", "tcp", "scan-shm"]),
     ("256MiB x1", ["--bytes", "256Mi", "--concurrency", "1", "--requests", "4"],
-     ["scan", "echo", "scan-stream", "echo-stream", "tcp"]),
+     ["scan", "echo", "scan-stream", "echo-stream", "tcp", "scan-shm"]),
 ]
 
 
@@ -96,7 +97,8 @@ def main():
         targets = {}
         for name, command in [
                 ("scan", [f"{build}/server/scan-server", "--listen", "127.0.0.1:0",
-                          "--log-level", "warn", "--port-file", ports["scan"]]
+                          "--log-level", "warn", "--port-file", ports["scan"],
+                          "--allow-shared-memory", "true"]
                  + shlex.split(args.server_args)),
                 ("echo", [f"{build}/bench/scan-bench-echo", "--port-file", ports["echo"]]),
                 ("tcp", [f"{build}/bench/scan-bench-tcp-echo", "--port-file", ports["tcp"]]),
@@ -113,7 +115,8 @@ def main():
                     path = os.path.join(out, f"{name.replace(' ', '_')}-{server}-{round_index}.json")
                     warmup = 0.5 if args.quick else 1
                     protocol = ("tcp" if server == "tcp" else
-                                "grpc-stream" if server.endswith("-stream") else "grpc")
+                                "grpc-stream" if server.endswith("-stream") else
+                                "system-shm" if server.endswith("-shm") else "grpc")
                     run = bench(build, targets[server.split("-")[0]], protocol, case_args, warmup,
                                 path)
                     results.setdefault((name, server), []).append(run)
@@ -170,6 +173,17 @@ def report(results, cases, rounds, out, server_args):
             ratio = per_round(name, "scan-stream", "tcp", mbps)
             print(f"| {name}: ScanStream throughput >= 50% of raw TCP | {ratio:.0%} | "
                   f"{'yes' if ratio >= 0.5 else 'no'} |")
+    for name in names:
+        if (name, "scan-shm") not in results:
+            continue
+        ratio = per_round(name, "scan", "scan-shm", p50)
+        print(f"| {name}: system shm round trip >= 5x faster than Scan | {ratio:.1f}x | "
+              f"{'yes' if ratio >= 5 else 'no'} |")
+        kernel = lambda run: run["server_compute"]["p50_us"]  # noqa: E731
+        ratio = median([p50(run) / kernel(run) for run in results[(name, "scan-shm")]
+                        if kernel(run)])
+        print(f"| {name}: system shm round trip <= 1.5x the server's compute time | "
+              f"{ratio:.2f}x | {'yes' if ratio <= 1.5 else 'no'} |")
     if "1MiB x1" in names:
         ratio = per_round("1MiB x1", "scan", "echo", p50)
         print(f"| 1 MiB: Scan p50 <= 1.3x tuned echo | {ratio:.2f}x | "

@@ -219,9 +219,10 @@ void ServiceMetrics::record(const RequestRecord& record) const {
   series.request_bytes->Increment(static_cast<double>(record.request_bytes));
   series.response_bytes->Increment(static_cast<double>(record.response_bytes));
   if (record.backend == nullptr) return;
-  series.duration[static_cast<int>(record.dtype)][static_cast<int>(record.rpc)]
-                 [static_cast<int>(record.transport)]
-                     ->Observe(record.seconds);
+  series
+      .duration[static_cast<int>(record.dtype)][static_cast<int>(record.rpc)]
+               [static_cast<int>(record.transport)]
+      ->Observe(record.seconds);
   if (record.queue_seconds >= 0) series.queue->Observe(record.queue_seconds);
   if (record.compute_seconds >= 0) series.compute->Observe(record.compute_seconds);
   if (series.host_to_device != nullptr && record.host_to_device_seconds >= 0) {

@@ -42,9 +42,9 @@ constexpr int kRouteReasonCount = 3;
 // The series of one backend, resolved once at startup.
 struct BackendSeries {
   // By kernels::DType, RequestRpc and RequestTransport.
-  std::array<std::array<std::array<prometheus::Histogram*, kRequestTransportCount>,
-                        kRequestRpcCount>,
-             kDtypeCount>
+  std::array<
+      std::array<std::array<prometheus::Histogram*, kRequestTransportCount>, kRequestRpcCount>,
+      kDtypeCount>
       duration{};
   prometheus::Histogram* queue = nullptr;
   prometheus::Histogram* compute = nullptr;

@@ -110,11 +110,10 @@ class ScanServiceImpl::UnaryCall final : public DeferredScan {
   }
 
   grpc::Status run() {
-    void* output = output_region_ ? output_region_.data()
-                                  : response_.mutable_result()->mutable_data()->data();
-    grpc::Status status =
-        service_.execute(context_, scan_, *chosen_, slot_held_, output, response_, record_,
-                         received_);
+    void* output =
+        output_region_ ? output_region_.data() : response_.mutable_result()->mutable_data()->data();
+    grpc::Status status = service_.execute(context_, scan_, *chosen_, slot_held_, output, response_,
+                                           record_, received_);
     // A region truncated by its owner mid-scan read or took zeros, not the client's bytes.
     if (status.ok()) status = to_status(input_region_.check_intact("gamma.shared_memory"));
     if (status.ok()) status = to_status(output_region_.check_intact("output"));
@@ -138,44 +137,13 @@ class ScanServiceImpl::UnaryCall final : public DeferredScan {
 
  private:
   // The regions gamma.shared_memory and output name, held for the call; scan_.input points into
-  // the first. Refused unless the server allows shared memory.
+  // the first.
   grpc::Status use_regions() {
-    const bool from_region = request_.gamma().has_shared_memory();
-    const bool to_region = request_.has_output();
-    if (!from_region && !to_region) return grpc::Status::OK;
-    record_.transport = RequestTransport::kSystemSharedMemory;
-    if (service_.shared_memory_ == nullptr) {
-      return {grpc::StatusCode::FAILED_PRECONDITION,
-              std::string(from_region ? "gamma.shared_memory" : "output") +
-                  ": shared memory is off on this server; start it with --allow-shared-memory"};
+    if (request_.gamma().has_shared_memory() || request_.has_output()) {
+      record_.transport = RequestTransport::kSystemSharedMemory;
     }
-    const std::string owner = caller_namespace(context_);
-    if (from_region) {
-      const v1::SharedMemoryReference& ref = request_.gamma().shared_memory();
-      if (auto error = service_.shared_memory_->use(owner, ref.region(), ref.offset(),
-                                                    ref.byte_size(), /*for_writing=*/false,
-                                                    "gamma.shared_memory", &input_region_);
-          !error.ok()) {
-        return to_status(error);
-      }
-      scan_.input = input_region_.data();
-    }
-    if (to_region) {
-      const v1::SharedMemoryReference& ref = request_.output();
-      if (auto error = service_.shared_memory_->use(owner, ref.region(), ref.offset(),
-                                                    ref.byte_size(), /*for_writing=*/true,
-                                                    "output", &output_region_);
-          !error.ok()) {
-        return to_status(error);
-      }
-    }
-    if (from_region && to_region &&
-        shared_memory::partially_aliased(input_region_, output_region_)) {
-      return {grpc::StatusCode::INVALID_ARGUMENT,
-              "output: overlaps gamma.shared_memory without being the same range; for an "
-              "in-place scan name the same region and offset, else use disjoint ranges"};
-    }
-    return grpc::Status::OK;
+    return use_request_regions(service_.shared_memory_, caller_namespace(context_), request_,
+                               &scan_, &input_region_, &output_region_);
   }
 
   ScanServiceImpl& service_;

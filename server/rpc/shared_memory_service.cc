@@ -40,6 +40,43 @@ grpc::Status to_status(const shared_memory::Error& error) {
   return {grpc::StatusCode::INTERNAL, error.message};
 }
 
+grpc::Status use_request_regions(shared_memory::Registry* registry, const std::string& owner,
+                                 const v1::ScanRequest& request, ValidatedScan* scan,
+                                 shared_memory::RegionUse* input,
+                                 shared_memory::RegionUse* output) {
+  const bool from_region = request.gamma().has_shared_memory();
+  const bool to_region = request.has_output();
+  if (!from_region && !to_region) return grpc::Status::OK;
+  if (registry == nullptr) {
+    return {grpc::StatusCode::FAILED_PRECONDITION,
+            std::string(from_region ? "gamma.shared_memory" : "output") +
+                ": shared memory is off on this server; start it with --allow-shared-memory"};
+  }
+  if (from_region) {
+    const v1::SharedMemoryReference& ref = request.gamma().shared_memory();
+    if (auto error = registry->use(owner, ref.region(), ref.offset(), ref.byte_size(),
+                                   /*for_writing=*/false, "gamma.shared_memory", input);
+        !error.ok()) {
+      return to_status(error);
+    }
+    scan->input = input->data();
+  }
+  if (to_region) {
+    const v1::SharedMemoryReference& ref = request.output();
+    if (auto error = registry->use(owner, ref.region(), ref.offset(), ref.byte_size(),
+                                   /*for_writing=*/true, "output", output);
+        !error.ok()) {
+      return to_status(error);
+    }
+  }
+  if (shared_memory::partially_aliased(*input, *output)) {
+    return {grpc::StatusCode::INVALID_ARGUMENT,
+            "output: overlaps gamma.shared_memory without being the same range; for an in-place "
+            "scan name the same region and offset, else use disjoint ranges"};
+  }
+  return grpc::Status::OK;
+}
+
 SharedMemoryService::SharedMemoryService(shared_memory::Registry* registry,
                                          const TokenAuthenticator* authenticator,
                                          std::function<void()> changed)
@@ -82,9 +119,9 @@ grpc::Status SharedMemoryService::register_region(grpc::ServerContext* context,
     return {grpc::StatusCode::INVALID_ARGUMENT,
             "cuda_handle: only CUDA regions have a handle or a device_id"};
   }
-  const shared_memory::Error error = registry_->add(
-      caller_namespace(*context),
-      {request.name(), request.key(), request.offset(), request.byte_size()});
+  const shared_memory::Error error =
+      registry_->add(caller_namespace(*context),
+                     {request.name(), request.key(), request.offset(), request.byte_size()});
   if (error.ok() && changed_) changed_();
   return to_status(error);
 }

@@ -5,6 +5,7 @@
 
 #include <functional>
 
+#include "admission/request_validation.h"
 #include "rpc/security.h"
 #include "rpc/unary_methods.h"
 #include "scan/v1/scan.pb.h"
@@ -18,6 +19,13 @@ std::string caller_namespace(const grpc::ServerContextBase& context);
 
 // A registry status as the client sees it.
 grpc::Status to_status(const shared_memory::Error& error);
+
+// The regions a validated Scan request names (gamma.shared_memory, output), held in *input and
+// *output for the call, with scan->input pointed into the first: bounds, writability and aliasing
+// checked. `registry` null: shared memory is off, and a request naming a region is refused.
+grpc::Status use_request_regions(shared_memory::Registry* registry, const std::string& owner,
+                                 const v1::ScanRequest& request, ValidatedScan* scan,
+                                 shared_memory::RegionUse* input, shared_memory::RegionUse* output);
 
 class SharedMemoryService final : public UnaryMethods {
  public:
@@ -35,7 +43,8 @@ class SharedMemoryService final : public UnaryMethods {
   grpc::Status unregister_region(grpc::ServerContext* context,
                                  const v1::UnregisterSharedMemoryRequest& request,
                                  v1::UnregisterSharedMemoryResponse* response);
-  grpc::Status list_regions(grpc::ServerContext* context, const v1::ListSharedMemoryRequest& request,
+  grpc::Status list_regions(grpc::ServerContext* context,
+                            const v1::ListSharedMemoryRequest& request,
                             v1::ListSharedMemoryResponse* response);
 
   shared_memory::Registry* registry_;

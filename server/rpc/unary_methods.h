@@ -3,11 +3,11 @@
 // served on raw buffers by wire_service.h, so the generated ScanService cannot be registered).
 #pragma once
 
+#include <grpcpp/impl/codegen/proto_utils.h>
 #include <grpcpp/impl/rpc_service_method.h>
 #include <grpcpp/impl/service_type.h>
 #include <grpcpp/server_context.h>
 #include <grpcpp/support/method_handler.h>
-#include <grpcpp/impl/codegen/proto_utils.h>
 
 namespace scan::server {
 
@@ -22,7 +22,9 @@ class UnaryMethods : public grpc::Service {
         path, grpc::internal::RpcMethod::NORMAL_RPC,
         new Handler(
             [method](Self* service, grpc::ServerContext* context, const Request* request,
-                     Response* response) { return (service->*method)(context, *request, response); },
+                     Response* response) {
+              return (service->*method)(context, *request, response);
+            },
             self)));
   }
 };

@@ -1,6 +1,7 @@
 #include "shared_memory/region_registry.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -8,8 +9,6 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
-
-#include <fmt/format.h>
 
 #include "shared_memory/fault_guard.h"
 
@@ -248,8 +247,8 @@ Error Registry::remove(const std::string& owner, const std::string& name) {
     const std::lock_guard<std::mutex> lock(mutex_);
     const auto found = regions_.find({owner, name});
     if (found == regions_.end()) {
-      return {ErrorCode::kNotFound, "name: no region named '" + name.substr(0, 160) +
-                                        "' is registered"};
+      return {ErrorCode::kNotFound,
+              "name: no region named '" + name.substr(0, 160) + "' is registered"};
     }
     region = std::move(found->second);
     regions_.erase(found);
@@ -307,9 +306,9 @@ Error Registry::use(const std::string& owner, const std::string& name, std::int6
                         field, byte_size, offset, name, size)};
   }
   if (for_writing && !region->writable()) {
-    return {ErrorCode::kPermissionDenied,
-            fmt::format("{}.region: '{}' could only be opened for reading by the server", field,
-                        name)};
+    return {
+        ErrorCode::kPermissionDenied,
+        fmt::format("{}.region: '{}' could only be opened for reading by the server", field, name)};
   }
   if (!region->intact()) {
     return {ErrorCode::kFailedPrecondition,

@@ -144,6 +144,57 @@ def streams():
     yield "bad_huge_length", framed(header, varint(2 << 3 | 2) + varint(1 << 40))
 
 
+def reference(region, offset, byte_size):
+    return field_bytes(1, region.encode()) + field_varint(2, offset) + field_varint(3, byte_size)
+
+
+def registration(name, key, offset, byte_size, kind=1):
+    return (field_bytes(1, name.encode()) + field_varint(2, kind) + field_bytes(3, key.encode())
+            + field_varint(4, offset) + field_varint(5, byte_size))
+
+
+def shm_request(dtype, shape, dim, gamma_ref, output_ref=None):
+    tensor = (field_varint(1, dtype) + field_bytes(2, b"".join(varint(s) for s in shape))
+              + field_bytes(4, gamma_ref))
+    message = field_bytes(1, tensor) + field_varint(2, dim)
+    if output_ref is not None:
+        message += field_bytes(5, output_ref)
+    return message
+
+
+def shm_input(registration_bytes, request_bytes):
+    """One shared_memory_fuzzer input: the registration's length, it, then the Scan request."""
+    return bytes([len(registration_bytes)]) + registration_bytes + request_bytes
+
+
+def shared_memory_inputs():
+    """Regions "r" (64 KiB) and "half" (its second 32 KiB) exist in the harness."""
+    ok_registration = registration("extra", "/scan-fuzz-seed", 0, 4096)
+    yield "f32_in_r_out_r", shm_input(ok_registration, shm_request(
+        FLOAT32, [4, 8], 1, reference("r", 0, 128), reference("r", 4096, 128)))
+    yield "bf16_in_place", shm_input(b"", shm_request(
+        BFLOAT16, [64], 0, reference("half", 64, 128), reference("half", 64, 128)))
+    yield "f64_to_message", shm_input(b"", shm_request(FLOAT64, [2, 8], 0, reference("r", 8, 128)))
+    yield "f16_across_regions", shm_input(b"", shm_request(
+        FLOAT16, [3, 5, 2], 1, reference("r", 0, 60), reference("half", 1000, 60)))
+    # Near misses.
+    yield "bad_offset_past_end", shm_input(b"", shm_request(
+        FLOAT32, [4], 0, reference("r", 65536, 16)))
+    yield "bad_range_past_end", shm_input(b"", shm_request(
+        FLOAT32, [8], 0, reference("half", 32760, 32)))
+    yield "bad_size_mismatch", shm_input(b"", shm_request(FLOAT32, [8], 0, reference("r", 0, 31)))
+    yield "bad_unknown_region", shm_input(b"", shm_request(FLOAT32, [8], 0, reference("x", 0, 32)))
+    yield "bad_alias_shifted", shm_input(b"", shm_request(
+        FLOAT32, [8], 0, reference("r", 0, 32), reference("r", 4, 32)))
+    yield "bad_alias_other_region", shm_input(b"", shm_request(
+        FLOAT32, [8], 0, reference("r", 32768, 32), reference("half", 4, 32)))
+    yield "bad_registration_name", shm_input(registration("a/b", "/k", 0, 16), b"")
+    yield "bad_registration_key", shm_input(registration("k", "../etc", 0, 16), b"")
+    yield "bad_registration_negative", shm_input(registration("k", "/k", -5, 16), b"")
+    yield "bad_registration_overflow", shm_input(registration("k", "/k", 1 << 62, 1 << 62), b"")
+    yield "bad_registration_kind", shm_input(registration("k", "/k", 0, 16, kind=5), b"")
+
+
 def npy(descr, shape, data, version=1, fortran="False", header=None, pad=True):
     if header is None:
         dims = ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "")
@@ -198,6 +249,7 @@ def main():
     root = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "corpus")
     write(os.path.join(root, "scan_request_fuzzer"), requests())
     write(os.path.join(root, "scan_npy_fuzzer"), npys())
+    write(os.path.join(root, "scan_shared_memory_fuzzer"), shared_memory_inputs())
     write(os.path.join(root, "scan_stream_fuzzer"), streams())
 
 

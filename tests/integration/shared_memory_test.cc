@@ -2,6 +2,8 @@
 // for every dtype (in place and into another range), a region reused by many requests, every
 // bad-input class with its status and field, the opt-in flag, limits, truncation by the owner
 // (no crash, a precise status) and unregistering under a running request.
+#include "scan/client/shared_memory.h"
+
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/mman.h>
@@ -17,7 +19,6 @@
 
 #include "in_process_server.h"
 #include "scan/client/host_tensor.h"
-#include "scan/client/shared_memory.h"
 #include "scan/wire/dtype.h"
 
 namespace scan::testing {
@@ -86,11 +87,11 @@ TEST(SharedMemory, OffUnlessAllowed) {
               "--allow-shared-memory");
   const client::HostTensor tensor = client::random_gamma(DType::kFloat32, {16}, 0.5, 1, 1);
   v1::ScanResponse response;
-  expect_code(scan(server.client(),
-                   reference_request(tensor, 0, client::shared_memory_reference("r", 0, 64),
-                                     nullptr),
-                   &response),
-              grpc::StatusCode::FAILED_PRECONDITION, "gamma.shared_memory");
+  expect_code(
+      scan(server.client(),
+           reference_request(tensor, 0, client::shared_memory_reference("r", 0, 64), nullptr),
+           &response),
+      grpc::StatusCode::FAILED_PRECONDITION, "gamma.shared_memory");
   v1::GetServerInfoResponse info;
   ASSERT_TRUE(server.client().GetServerInfo(&info).ok());
   EXPECT_EQ(info.shared_memory_kinds_size(), 0);
@@ -132,11 +133,10 @@ TEST(SharedMemory, EveryDtypeInPlaceAndIntoAnotherRange) {
       client::HostTensor output{dtype, shape,
                                 std::string(object->data() + out_offset, input.data.size())};
       const kernels::Comparison comparison = client::check_cumprod(input, output, 1);
-      EXPECT_TRUE(comparison.ok()) << comparison.mismatches << " mismatches, first at "
-                                   << comparison.first_mismatch;
+      EXPECT_TRUE(comparison.ok())
+          << comparison.mismatches << " mismatches, first at " << comparison.first_mismatch;
       if (!in_place) {
-        EXPECT_EQ(std::memcmp(object->data() + in_offset, input.data.data(), input.data.size()),
-                  0)
+        EXPECT_EQ(std::memcmp(object->data() + in_offset, input.data.data(), input.data.size()), 0)
             << "the input range was written";
       }
     }
@@ -145,13 +145,14 @@ TEST(SharedMemory, EveryDtypeInPlaceAndIntoAnotherRange) {
   const client::HostTensor input = client::random_gamma(DType::kFloat32, {4, 100}, 0.5, 1, 7);
   std::memcpy(object->data(), input.data.data(), input.data.size());
   v1::ScanResponse response;
-  ASSERT_TRUE(scan(server.client(),
-                   reference_request(input, 1,
-                                     client::shared_memory_reference(
-                                         "tensors", 0, static_cast<std::int64_t>(input.data.size())),
-                                     nullptr),
-                   &response)
-                  .ok());
+  ASSERT_TRUE(
+      scan(server.client(),
+           reference_request(input, 1,
+                             client::shared_memory_reference(
+                                 "tensors", 0, static_cast<std::int64_t>(input.data.size())),
+                             nullptr),
+           &response)
+          .ok());
   client::HostTensor output{DType::kFloat32, input.shape, response.result().data()};
   EXPECT_TRUE(client::check_cumprod(input, output, 1).ok());
 }
@@ -167,8 +168,8 @@ TEST(SharedMemory, OneRegionServesManyRequests) {
   const auto out =
       client::shared_memory_reference("mmrec", static_cast<std::int64_t>(bytes), bytes);
   for (int round = 0; round < 40; ++round) {
-    const client::HostTensor input = client::random_gamma(DType::kFloat32, shape, 1e-6,
-                                                          1 - 1e-6, 1000 + round);
+    const client::HostTensor input =
+        client::random_gamma(DType::kFloat32, shape, 1e-6, 1 - 1e-6, 1000 + round);
     std::memcpy(object->data(), input.data.data(), bytes);
     v1::ScanResponse response;
     ASSERT_TRUE(scan(server.client(), reference_request(input, 2, in, &out), &response).ok());
@@ -252,15 +253,15 @@ TEST(SharedMemory, EveryBadInputGetsAPreciseStatus) {
   const auto wrong_size = shared_memory_reference("r", 8000, 40);
   expect_code(scan_with(shared_memory_reference("r", 0, 4000), &wrong_size),
               grpc::StatusCode::INVALID_ARGUMENT, "output.byte_size");
-  v1::ScanRequest both = reference_request(tensor, 0, shared_memory_reference("r", 0, 4000),
-                                           nullptr);
+  v1::ScanRequest both =
+      reference_request(tensor, 0, shared_memory_reference("r", 0, 4000), nullptr);
   both.mutable_gamma()->set_data(tensor.data);
   v1::ScanResponse response;
   expect_code(scan(client, both, &response), grpc::StatusCode::INVALID_ARGUMENT, "gamma.data");
 
   // ScanStream carries bytes only.
-  v1::ScanRequest header = reference_request(tensor, 0, shared_memory_reference("r", 0, 4000),
-                                             nullptr);
+  v1::ScanRequest header =
+      reference_request(tensor, 0, shared_memory_reference("r", 0, 4000), nullptr);
   std::chrono::microseconds round_trip{0};
   expect_code(client.ScanStream(header, std::make_shared<const std::string>(), 1 << 20,
                                 std::chrono::seconds(10), &response, &round_trip),
@@ -287,8 +288,7 @@ TEST(SharedMemory, TruncationByTheOwnerNeverCrashesTheServer) {
     ASSERT_TRUE(register_object(server.client(), name, *object).ok());
     std::memcpy(object->data(), input.data.data(), bytes);
     const auto in = client::shared_memory_reference(name, 0, static_cast<std::int64_t>(bytes));
-    const auto out =
-        client::shared_memory_reference(name, static_cast<std::int64_t>(bytes), bytes);
+    const auto out = client::shared_memory_reference(name, static_cast<std::int64_t>(bytes), bytes);
     std::thread owner([&, key = object->key()] {
       std::this_thread::sleep_for(std::chrono::microseconds(300 * round));
       const int fd = shm_open(key.c_str(), O_RDWR, 0);

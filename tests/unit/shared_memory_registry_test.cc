@@ -1,8 +1,6 @@
 // The shared-memory region registry on real POSIX objects: validation of names, keys and ranges,
 // limits, in-flight holds across unregistering, aliasing, and truncation by the owner (SIGBUS
 // caught by the fault guard, reported as lost data instead of killing the server).
-#include "shared_memory/region_registry.h"
-
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/mman.h>
@@ -14,6 +12,7 @@
 #include <string>
 
 #include "scan/client/shared_memory.h"
+#include "shared_memory/region_registry.h"
 
 namespace scan::server::shared_memory {
 namespace {
@@ -22,8 +21,8 @@ using client::SystemSharedMemory;
 
 std::unique_ptr<SystemSharedMemory> make_object(std::size_t bytes) {
   std::string error;
-  auto object = SystemSharedMemory::create(SystemSharedMemory::unique_key("registry-test"), bytes,
-                                           &error);
+  auto object =
+      SystemSharedMemory::create(SystemSharedMemory::unique_key("registry-test"), bytes, &error);
   EXPECT_NE(object, nullptr) << error;
   return object;
 }

@@ -133,9 +133,9 @@ int main(int argc, char** argv) {
     return found == flags.end() ? fallback : found->second;
   };
   static const std::vector<std::string> known = {
-      "--target",  "--shape",           "--dtype",  "--dim",        "--backend",
-      "--input",   "--output",          "--check",  "--seed",       "--help",
-      "--health",  "--timeout-ms",      "--info",   "--tls-ca",     "--tls-cert",
+      "--target",  "--shape",           "--dtype",  "--dim",         "--backend",
+      "--input",   "--output",          "--check",  "--seed",        "--help",
+      "--health",  "--timeout-ms",      "--info",   "--tls-ca",      "--tls-cert",
       "--tls-key", "--auth-token-file", "--stream", "--chunk-bytes", "--shared-memory"};
   for (const auto& [name, value] : flags) {
     if (std::find(known.begin(), known.end(), name) == known.end()) {
