@@ -37,7 +37,8 @@ class ScanResult:
     backend:   the server's backend that ran it, e.g. "cpu-native", "cuda:0"
     timing:    server microseconds: {"queue_us", "compute_us", "total_us"} (scan.proto, Timing)
     transport: how the tensor travelled: "grpc" (one Scan message each way) or "grpc-stream"
-               (ScanStream chunks); "system-shm" and "cuda-ipc" once shared memory exists
+               (ScanStream chunks), "system-shm" (POSIX shared memory; the server shares the host
+               and allows it)
     round_trip_us: this client's wall time for the call, conversions included
     """
     tensor: Any
@@ -136,7 +137,7 @@ class Client:
         deadline = _grpc.Deadline(self._timeout if timeout is None else timeout)
 
         info = self._server_info_for_scan(deadline)
-        shared = self._shared_memory.transport_for(host, info)
+        shared = self._shared_memory.transport_for(self._calls, host, info)
         limits = info.limits if info is not None else pb.ServerLimits()
         if 0 < limits.max_tensor_bytes < host.nbytes:
             # The server's own wording; caught here because RESOURCE_EXHAUSTED is retried.
@@ -195,6 +196,7 @@ class Client:
         return self._channel
 
     def close(self):
+        self._shared_memory.close()
         self._channel.close()
 
     def __enter__(self):

@@ -21,6 +21,8 @@ SERVICE = "scan.v1.ScanService"
 _SCAN = f"/{SERVICE}/Scan"
 _SCAN_STREAM = f"/{SERVICE}/ScanStream"
 _GET_SERVER_INFO = f"/{SERVICE}/GetServerInfo"
+_REGISTER_SHARED_MEMORY = f"/{SERVICE}/RegisterSharedMemory"
+_UNREGISTER_SHARED_MEMORY = f"/{SERVICE}/UnregisterSharedMemory"
 _HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 
 _INT_MAX = 2**31 - 1
@@ -97,6 +99,14 @@ class GrpcCalls:
             _GET_SERVER_INFO, request_serializer=pb.GetServerInfoRequest.SerializeToString,
             response_deserializer=pb.GetServerInfoResponse.FromString)
         self._health = channel.unary_unary(_HEALTH_CHECK)
+        self._register = channel.unary_unary(
+            _REGISTER_SHARED_MEMORY,
+            request_serializer=pb.RegisterSharedMemoryRequest.SerializeToString,
+            response_deserializer=pb.RegisterSharedMemoryResponse.FromString)
+        self._unregister = channel.unary_unary(
+            _UNREGISTER_SHARED_MEMORY,
+            request_serializer=pb.UnregisterSharedMemoryRequest.SerializeToString,
+            response_deserializer=pb.UnregisterSharedMemoryResponse.FromString)
 
     def _resending(self, attempt, deadline):
         """Runs attempt(timeout) again while it ends UNAVAILABLE, as the C++ client does.
@@ -126,6 +136,27 @@ class GrpcCalls:
         out = np.empty(host.array.shape, dtype=host.array.dtype)
         memoryview(out.reshape(-1)).cast("B")[:] = response.data
         return response, out
+
+    def scan_message(self, request, deadline):
+        """Scan of an already serialised request whose tensors are in shared memory: the
+        DecodedResponse (no result bytes: they are in the output region)."""
+        message = self._resending(
+            lambda timeout: self._scan(request, timeout=timeout, metadata=self._metadata),
+            deadline)
+        return _wire.scan_response(message)
+
+    def register_shared_memory(self, request, timeout):
+        try:
+            self._register(request, timeout=timeout, metadata=self._metadata)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+
+    def unregister_shared_memory(self, name, timeout):
+        try:
+            self._unregister(pb.UnregisterSharedMemoryRequest(name=name), timeout=timeout,
+                             metadata=self._metadata)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
 
     def scan_stream(self, host, dim, backend, deadline, chunk_bytes):
         """ScanStream: the tensor and result in chunks (tensors larger than a message)."""
