@@ -24,4 +24,5 @@ make_ca other-ca
 make_leaf server ca "subjectAltName=DNS:localhost,IP:127.0.0.1
 extendedKeyUsage=serverAuth"
 make_leaf client ca "extendedKeyUsage=clientAuth"
+make_leaf client2 ca "extendedKeyUsage=clientAuth"
 make_leaf stranger other-ca "extendedKeyUsage=clientAuth"

@@ -14,6 +14,7 @@
 
 #include "app/server.h"
 #include "scan/client/scan_client.h"
+#include "scan/client/shared_memory.h"
 
 #ifndef SCAN_TEST_CERT_SCRIPT
 #error "SCAN_TEST_CERT_SCRIPT must name make_test_certs.sh"
@@ -169,6 +170,63 @@ TEST_F(SecurityTest, UnreadableOrShortSecretsStopTheServerFromStarting) {
   token_config.auth_token_file = short_token.string();
   server::ScanServer weak(token_config, server::compose_backends(token_config));
   EXPECT_FALSE(weak.start());
+}
+
+// Under mutual TLS, shared-memory regions belong to the client certificate that registered them:
+// another client of the same CA neither sees nor reaches them, and may use the same name.
+TEST_F(SecurityTest, SharedMemoryRegionsArePrivateToTheClientCertificate) {
+  server::ServerConfig config = tls_config(true);
+  config.allow_shared_memory = true;
+  start(config);
+  std::string error;
+  auto object = client::SystemSharedMemory::create(
+      client::SystemSharedMemory::unique_key("security"), 4096, &error);
+  ASSERT_NE(object, nullptr) << error;
+  const auto call = [](const std::shared_ptr<grpc::Channel>& channel, auto method,
+                       const auto& request, auto* response) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    return (*v1::ScanService::NewStub(channel).*method)(&context, request, response);
+  };
+  v1::RegisterSharedMemoryRequest registration;
+  registration.set_name("r");
+  registration.set_kind(v1::SHARED_MEMORY_KIND_SYSTEM);
+  registration.set_key(object->key());
+  registration.set_byte_size(4096);
+  v1::RegisterSharedMemoryResponse registered;
+  const auto alice = tls_channel("client");
+  const auto bob = tls_channel("client2");
+  ASSERT_TRUE(
+      call(alice, &v1::ScanService::Stub::RegisterSharedMemory, registration, &registered).ok());
+
+  v1::ListSharedMemoryResponse listed;
+  ASSERT_TRUE(
+      call(bob, &v1::ScanService::Stub::ListSharedMemory, v1::ListSharedMemoryRequest(), &listed)
+          .ok());
+  EXPECT_EQ(listed.regions_size(), 0);
+  v1::ScanRequest request;
+  request.mutable_gamma()->set_dtype(v1::DATA_TYPE_FLOAT32);
+  request.mutable_gamma()->add_shape(4);
+  *request.mutable_gamma()->mutable_shared_memory() = client::shared_memory_reference("r", 0, 16);
+  v1::ScanResponse response;
+  const grpc::Status guessed = call(bob, &v1::ScanService::Stub::Scan, request, &response);
+  EXPECT_EQ(guessed.error_code(), grpc::StatusCode::NOT_FOUND) << guessed.error_message();
+  v1::UnregisterSharedMemoryRequest removal;
+  removal.set_name("r");
+  v1::UnregisterSharedMemoryResponse removed;
+  EXPECT_EQ(
+      call(bob, &v1::ScanService::Stub::UnregisterSharedMemory, removal, &removed).error_code(),
+      grpc::StatusCode::NOT_FOUND);
+  EXPECT_TRUE(
+      call(bob, &v1::ScanService::Stub::RegisterSharedMemory, registration, &registered).ok())
+      << "the name is Alice's only";
+
+  const float values[] = {0.5f, 0.5f, 0.5f, 0.5f};
+  std::memcpy(object->data(), values, sizeof values);
+  ASSERT_TRUE(call(alice, &v1::ScanService::Stub::Scan, request, &response).ok());
+  float result[4];
+  std::memcpy(result, response.result().data().data(), sizeof result);
+  EXPECT_EQ(result[3], 0.0625f);
 }
 
 }  // namespace
