@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# On the GPU machine: system shared memory through the GPU path, with the server's default flags
-# plus --allow-shared-memory. Checks MM-Rec's production shape in f32 and bf16 on the GPU (the
-# mapping is registered with CUDA, so the GPU copies it by DMA) against float64, then compares
-# Scan over gRPC with system shm side by side (scan-bench, GPU-preferred and AUTO). Logs and a
-# summary go to $OUT. Builds into $SCAN_DEVICE_BUILD (default /tmp/scan-build-numerics, shared
-# with device-numerics.sh).
+# On the GPU machine: shared memory with the server's default flags plus --allow-shared-memory.
+#   - system shm through the GPU path: MM-Rec's production shape in f32 and bf16 on the GPU (the
+#     mapping is registered with CUDA, so the GPU copies it by DMA) checked against float64, and
+#     Scan over gRPC against system shm side by side (scan-bench, GPU-preferred and AUTO);
+#   - CUDA IPC from the Python client: tests/python/test_gpu.py (CUDA tensors through gRPC and
+#     through CUDA IPC, the server in another process), and client/python/bench/vs_torch.py,
+#     client.cumprod of CUDA tensors against torch.cumprod on the same GPU, gRPC and CUDA IPC.
+# Logs and a summary go to $OUT. Builds into $SCAN_DEVICE_BUILD (default
+# /tmp/scan-build-numerics, shared with device-numerics.sh).
 set -uo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -53,10 +56,28 @@ for backend in gpu auto; do
     done
   done
 done
+python=${SCAN_PYTHON:-python3}
+for mode in off cuda; do
+  if PYTHONPATH="$root/client/python" "$python" "$root/client/python/bench/vs_torch.py" \
+    --target "$target" --repeats 10 --shared-memory "$mode" >"$out/vs-torch-$mode.log" 2>&1; then
+    { echo "vs_torch.py --shared-memory $mode:"; cat "$out/vs-torch-$mode.log"; } >>"$summary"
+  else
+    failed+=("vs-torch-$mode")
+    { echo "vs_torch.py --shared-memory $mode FAILED:"; tail -20 "$out/vs-torch-$mode.log"; } >>"$summary"
+  fi
+done
 curl -s "http://127.0.0.1:9464/metrics" | grep -E '^scan_shared_memory|transport="system-shm"' | grep -E '_count|^scan_shared' >>"$summary"
 echo '```' >>"$summary"
 kill "$server"
 wait "$server"
+if SCAN_SERVER="$build/server/scan-server" PYTHONPATH="$root/client/python:$root/tests/python" \
+  "$python" -m pytest -q -p no:cacheprovider "$root/tests/python/test_gpu.py" \
+  >"$out/python-gpu-tests.log" 2>&1; then
+  echo "python test_gpu.py: $(tail -1 "$out/python-gpu-tests.log")" >>"$summary"
+else
+  failed+=(python-gpu-tests)
+  { echo "python test_gpu.py FAILED:"; tail -30 "$out/python-gpu-tests.log"; } >>"$summary"
+fi
 [ ${#failed[@]} -eq 0 ] && echo "all steps passed" >>"$summary" || echo "FAILED: ${failed[*]}" >>"$summary"
 cat "$summary"
 [ ${#failed[@]} -eq 0 ]

@@ -12,6 +12,7 @@ add_library(scan_kernels_cuda STATIC
   ${CMAKE_CURRENT_LIST_DIR}/pipeline/chunk_carry.cu
   ${CMAKE_CURRENT_LIST_DIR}/pipeline/devices.cc
   ${CMAKE_CURRENT_LIST_DIR}/pipeline/host_registry.cc
+  ${CMAKE_CURRENT_LIST_DIR}/pipeline/ipc_mapping.cc
   ${CMAKE_CURRENT_LIST_DIR}/pipeline/pipeline.cc
   ${CMAKE_CURRENT_LIST_DIR}/pipeline/staging_copy.cc
 )

@@ -13,6 +13,7 @@
 #include "scan/kernels/thread_pool.h"
 #if SCAN_HAVE_CUDA
 #include "backends/cuda_backend.h"
+#include "scan/kernels/cuda_ipc.h"
 #endif
 
 namespace scan::server {
@@ -166,6 +167,24 @@ shared_memory::MappingHooks make_gpu_mapping_hooks() {
   };
 #endif
   return hooks;
+}
+
+std::function<bool(const std::string&, int, shared_memory::DeviceMapping*, std::string*)>
+make_cuda_ipc_opener() {
+#if SCAN_HAVE_CUDA
+  return [](const std::string& handle, int device, shared_memory::DeviceMapping* mapping,
+            std::string* error) {
+    std::shared_ptr<kernels::CudaIpcMapping> opened =
+        kernels::CudaIpcMapping::open(handle, device, error);
+    if (opened == nullptr) return false;
+    mapping->data = opened->data();
+    mapping->bytes = opened->bytes();
+    mapping->keep = std::move(opened);
+    return true;
+  };
+#else
+  return {};
+#endif
 }
 
 void wait_gpu_pool_registered() {

@@ -4,7 +4,9 @@
 // a Router and plain data.
 #pragma once
 
+#include <functional>
 #include <memory>
+#include <string>
 
 #include "app/config.h"
 #include "routing/router.h"
@@ -33,6 +35,10 @@ std::shared_ptr<wire::BufferPool::Listener> make_gpu_pool_registrar();
 // Hooks that register clients' shared-memory mappings with CUDA (as the pool registrar does for
 // the pool's buffers), so GPU jobs copy straight from and into them. Empty without CUDA.
 shared_memory::MappingHooks make_gpu_mapping_hooks();
+// How to open a client's CUDA IPC handle on one of this process's GPUs (for CUDA regions). Empty
+// without CUDA.
+std::function<bool(const std::string&, int, shared_memory::DeviceMapping*, std::string*)>
+make_cuda_ipc_opener();
 
 // Waits until every buffer handed to a registrar so far is registered with CUDA (registration
 // runs in the background); returns at once in builds without CUDA.

@@ -88,11 +88,14 @@ bool ScanServer::start() {
   }
   metrics_->watch_budget(inflight_bytes_);
   if (config_.allow_shared_memory) {
-    const bool gpu_direct = config_.gpu_register_pool && router_->has(DeviceKind::kGpu);
+    const bool gpus = router_->has(DeviceKind::kGpu);
+    shared_memory::MappingHooks hooks;
+    if (gpus && config_.gpu_register_pool) hooks = make_gpu_mapping_hooks();
+    if (gpus) hooks.open_cuda = make_cuda_ipc_opener();
     shared_memory_ = std::make_unique<shared_memory::Registry>(
         shared_memory::RegistryLimits{config_.shared_memory_max_regions,
                                       config_.shared_memory_max_bytes},
-        gpu_direct ? make_gpu_mapping_hooks() : shared_memory::MappingHooks{});
+        std::move(hooks));
     spdlog::warn(
         "shared memory allowed (--allow-shared-memory): callers with this server's credentials "
         "may have it map POSIX shared-memory objects of this host; at most {} regions, {} MiB",
@@ -160,6 +163,9 @@ bool ScanServer::start() {
     limits.set_max_shared_memory_regions(config_.shared_memory_max_regions);
     limits.set_max_shared_memory_bytes(config_.shared_memory_max_bytes);
     fixed_info.add_shared_memory_kinds(v1::SHARED_MEMORY_KIND_SYSTEM);
+    if (shared_memory_->cuda_supported()) {
+      fixed_info.add_shared_memory_kinds(v1::SHARED_MEMORY_KIND_CUDA);
+    }
   }
   fixed_info.set_host_id(shared_memory::host_identity());
   info_service_ = std::make_unique<ServerInfoService>(

@@ -24,6 +24,9 @@ struct ScanJob {
   const void* input = nullptr;
   void* output = nullptr;
   ScanJobStats* stats = nullptr;  // optional: filled by backends that copy to a device
+  // True: `input` and `output` are memory of the backend's own GPU (a client's CUDA IPC region),
+  // scanned where they lie. Only GPU backends get such jobs; they may equal each other (in place).
+  bool device_memory = false;
 };
 
 enum class DeviceKind { kCpu, kGpu };

@@ -58,8 +58,10 @@ class CudaBackend final : public ScanBackend {
       status = {KernelStatus::Code::kDeviceError, name_ + ": injected failure (test)"};
     } else {
       kernels::CudaTransferTimes times;
-      status = pipeline_->run({job.dtype, job.view, job.input, job.output}, &times);
-      if (status.ok() && job.stats != nullptr && job.view.numel() > 0) {
+      status = job.device_memory
+                   ? pipeline_->run_on_device({job.dtype, job.view, job.input, job.output})
+                   : pipeline_->run({job.dtype, job.view, job.input, job.output}, &times);
+      if (status.ok() && !job.device_memory && job.stats != nullptr && job.view.numel() > 0) {
         job.stats->host_to_device_seconds = times.host_to_device_seconds;
         job.stats->device_to_host_seconds = times.device_to_host_seconds;
       }

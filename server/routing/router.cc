@@ -80,6 +80,21 @@ RegisteredBackend* Router::fallback_for(const RegisteredBackend& failed) {
   return nullptr;
 }
 
+Outcome Router::route_to_gpu(int ordinal, const std::string& field, RegisteredBackend** chosen) {
+  const std::string name = "cuda:" + std::to_string(ordinal);
+  for (auto& registered : backends_) {
+    if (registered.backend->name() != name) continue;
+    if (!registered.backend->available()) {
+      return Outcome::refused(Refusal::kUnavailable,
+                              field + ": " + name + " holds this memory and is unavailable now");
+    }
+    *chosen = &registered;
+    return Outcome::accepted();
+  }
+  return Outcome::refused(Refusal::kFailedPrecondition,
+                          field + ": the server has no backend " + name);
+}
+
 Outcome Router::route(const ValidatedScan& scan, RegisteredBackend** chosen) {
   const auto bytes = static_cast<double>(scan.bytes);
   const std::size_t element_bytes = kernels::element_size(scan.dtype);

@@ -85,6 +85,9 @@ class Router {
   // Where a request that failed on `failed` (a device error) is retried: the first available CPU
   // backend (the `to` of scan_backend_fallbacks_total), or null.
   RegisteredBackend* fallback_for(const RegisteredBackend& failed);
+  // The backend of GPU `ordinal` ("cuda:<ordinal>"), for tensors already in its memory; refused
+  // (FAILED_PRECONDITION naming `field`) when it is absent or unavailable.
+  Outcome route_to_gpu(int ordinal, const std::string& field, RegisteredBackend** chosen);
 
   // Predicted seconds until a request of `bytes` sent to `registered` now would be answered: the
   // backlog (its queued and running work, as the model prices it) plus its own service time.

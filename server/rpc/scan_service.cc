@@ -99,6 +99,12 @@ class ScanServiceImpl::UnaryCall final : public DeferredScan {
       *result->mutable_data() = buffers_.take_for_overwrite(scan_.bytes);
       result->mutable_data()->resize(scan_.bytes);
     }
+    if (input_region_.device() >= 0) {
+      // A client's device memory is scanned on the GPU that holds it, in place or into its
+      // output region there.
+      return to_status(
+          service_.router_.route_to_gpu(input_region_.device(), "gamma.shared_memory", &chosen_));
+    }
     return to_status(service_.router_.route(scan_, &chosen_));
   }
 
@@ -112,8 +118,9 @@ class ScanServiceImpl::UnaryCall final : public DeferredScan {
   grpc::Status run() {
     void* output =
         output_region_ ? output_region_.data() : response_.mutable_result()->mutable_data()->data();
-    grpc::Status status = service_.execute(context_, scan_, *chosen_, slot_held_, output, response_,
-                                           record_, received_);
+    grpc::Status status =
+        service_.execute(context_, scan_, *chosen_, slot_held_, output, response_, record_,
+                         received_, /*device_memory=*/input_region_.device() >= 0);
     // A region truncated by its owner mid-scan read or took zeros, not the client's bytes.
     if (status.ok()) status = to_status(input_region_.check_intact("gamma.shared_memory"));
     if (status.ok()) status = to_status(output_region_.check_intact("output"));
@@ -142,8 +149,10 @@ class ScanServiceImpl::UnaryCall final : public DeferredScan {
     if (request_.gamma().has_shared_memory() || request_.has_output()) {
       record_.transport = RequestTransport::kSystemSharedMemory;
     }
-    return use_request_regions(service_.shared_memory_, caller_namespace(context_), request_,
-                               &scan_, &input_region_, &output_region_);
+    grpc::Status status = use_request_regions(service_.shared_memory_, caller_namespace(context_),
+                                              request_, &scan_, &input_region_, &output_region_);
+    if (input_region_.device() >= 0) record_.transport = RequestTransport::kCudaIpc;
+    return status;
   }
 
   ScanServiceImpl& service_;
@@ -186,7 +195,9 @@ kernels::KernelStatus ScanServiceImpl::compute(RegisteredBackend& chosen, ScanJo
     record.device_to_host_seconds = stats.device_to_host_seconds;
     // Service times seen while serving keep the router's model of the backend current.
     const auto bytes = static_cast<double>(job.view.numel() * kernels::element_size(job.dtype));
-    if (router_.observe(chosen.index, bytes, seconds_between(started, Clock::now()),
+    // Device-memory jobs skip the host path this model predicts: they would teach it wrong.
+    if (!job.device_memory &&
+        router_.observe(chosen.index, bytes, seconds_between(started, Clock::now()),
                         kernels::element_size(job.dtype))) {
       metrics_.publish_cost_model(chosen.index, router_.cost_model(chosen.index));
     }
@@ -196,7 +207,8 @@ kernels::KernelStatus ScanServiceImpl::compute(RegisteredBackend& chosen, ScanJo
   // again from the untouched input, overwriting whatever the GPU left in the output. It does so
   // within the GPU's slot rather than queueing for a CPU one: fallbacks are rare, bounded by the
   // GPU's slots, and a request that already waited once should not wait behind the CPU queue.
-  if (chosen.backend->device_kind() != DeviceKind::kGpu) return status;
+  // A CPU cannot reach device memory: a GPU failure on a client's device tensor stands.
+  if (chosen.backend->device_kind() != DeviceKind::kGpu || job.device_memory) return status;
   RegisteredBackend* fallback = router_.fallback_for(chosen);
   if (fallback == nullptr) return status;
   spdlog::warn("{} failed ({}); retrying the request on {}", chosen.backend->name(),
@@ -234,7 +246,7 @@ grpc::Status ScanServiceImpl::budget_exhausted(std::int64_t needed) const {
 grpc::Status ScanServiceImpl::execute(grpc::ServerContextBase& context, const ValidatedScan& scan,
                                       RegisteredBackend& chosen, bool slot_held, void* output,
                                       v1::ScanResponse& response, RequestRecord& record,
-                                      Clock::time_point received) {
+                                      Clock::time_point received, bool device_memory) {
   const bool needs_slot = scan.numel > 0;
   // Counted as the backend's backlog, for the routing decisions of later requests, until answered.
   LoadLease load(*chosen.load, static_cast<std::int64_t>(scan.bytes));
@@ -271,7 +283,8 @@ grpc::Status ScanServiceImpl::execute(grpc::ServerContextBase& context, const Va
     spdlog::debug("scan started: [{}] {} dim {} on {} for {}", fmt::join(scan.shape, ","),
                   kernels::dtype_name(scan.dtype), scan.dim, backend.name(), context.peer());
     const kernels::KernelStatus status =
-        compute(chosen, {scan.dtype, scan.view, scan.input, output}, record, response);
+        compute(chosen, {scan.dtype, scan.view, scan.input, output, nullptr, device_memory}, record,
+                response);
     compute_finished = Clock::now();
     record.compute_seconds = seconds_between(compute_started, compute_finished);
     if (!status.ok()) {

@@ -74,10 +74,11 @@ class ScanServiceImpl final {
   // Runs a routed `scan` on `chosen`: waits for a compute slot unless `slot_held` (the caller
   // took one), computes into `output` (scan.bytes long), and fills the response's backend and
   // timing, not its data.
+  // `device_memory`: scan.input and `output` are memory of the chosen GPU (CUDA IPC regions).
   grpc::Status execute(grpc::ServerContextBase& context, const ValidatedScan& scan,
                        RegisteredBackend& chosen, bool slot_held, void* output,
                        v1::ScanResponse& response, RequestRecord& record,
-                       std::chrono::steady_clock::time_point received);
+                       std::chrono::steady_clock::time_point received, bool device_memory = false);
   // Runs `job` on `chosen`, feeding the router's cost model; a GPU failure is retried on the
   // router's CPU fallback (counted in scan_backend_fallbacks_total).
   kernels::KernelStatus compute(RegisteredBackend& chosen, ScanJob job, RequestRecord& record,

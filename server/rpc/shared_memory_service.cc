@@ -2,6 +2,7 @@
 
 #include <grpcpp/security/auth_context.h>
 
+#include <algorithm>
 #include <string>
 
 namespace scan::server {
@@ -69,6 +70,22 @@ grpc::Status use_request_regions(shared_memory::Registry* registry, const std::s
       return to_status(error);
     }
   }
+  if (*input && input->device() >= 0) {
+    // Device memory is scanned where it lies: the result goes to device memory of the same GPU.
+    if (!*output) {
+      return {grpc::StatusCode::INVALID_ARGUMENT,
+              "output: required for a tensor in a CUDA region (name the same range for an "
+              "in-place scan): the result stays in device memory"};
+    }
+    if (output->device() != input->device()) {
+      return {grpc::StatusCode::INVALID_ARGUMENT,
+              "output: a tensor in a CUDA region of GPU " + std::to_string(input->device()) +
+                  " is scanned into a CUDA region of the same GPU (or in place)"};
+    }
+  } else if (*output && output->device() >= 0) {
+    return {grpc::StatusCode::INVALID_ARGUMENT,
+            "output: a CUDA region takes only the scan of a tensor in a CUDA region of its GPU"};
+  }
   if (shared_memory::partially_aliased(*input, *output)) {
     return {grpc::StatusCode::INVALID_ARGUMENT,
             "output: overlaps gamma.shared_memory without being the same range; for an in-place "
@@ -103,25 +120,35 @@ grpc::Status SharedMemoryService::register_region(grpc::ServerContext* context,
                                                   const v1::RegisterSharedMemoryRequest& request,
                                                   v1::RegisterSharedMemoryResponse* /*response*/) {
   if (grpc::Status status = check(context); !status.ok()) return status;
+  const std::string owner = caller_namespace(*context);
+  shared_memory::Error error;
   switch (request.kind()) {
     case v1::SHARED_MEMORY_KIND_SYSTEM:
+      if (!request.cuda_handle().empty() || request.device_id() != 0) {
+        return {grpc::StatusCode::INVALID_ARGUMENT,
+                "cuda_handle: only CUDA regions have a handle or a device_id"};
+      }
+      error = registry_->add(
+          owner, {request.name(), request.key(), request.offset(), request.byte_size(), -1});
       break;
     case v1::SHARED_MEMORY_KIND_CUDA:
-      return {grpc::StatusCode::UNIMPLEMENTED,
-              "kind: CUDA IPC regions are not supported by this server yet (see "
-              "GetServerInfo.shared_memory_kinds); use SYSTEM"};
+      if (!registry_->cuda_supported()) {
+        return {grpc::StatusCode::UNIMPLEMENTED,
+                "kind: this server scans no CUDA regions (no GPU backend; see "
+                "GetServerInfo.shared_memory_kinds); use SYSTEM"};
+      }
+      if (!request.key().empty()) {
+        return {grpc::StatusCode::INVALID_ARGUMENT, "key: CUDA regions have no key"};
+      }
+      error = registry_->add_cuda(
+          owner, {request.name(), "", request.offset(), request.byte_size(), request.device_id()},
+          request.cuda_handle());
+      break;
     default:
       return {grpc::StatusCode::INVALID_ARGUMENT,
               "kind: must be SHARED_MEMORY_KIND_SYSTEM or SHARED_MEMORY_KIND_CUDA, got " +
                   std::to_string(static_cast<int>(request.kind()))};
   }
-  if (!request.cuda_handle().empty() || request.device_id() != 0) {
-    return {grpc::StatusCode::INVALID_ARGUMENT,
-            "cuda_handle: only CUDA regions have a handle or a device_id"};
-  }
-  const shared_memory::Error error =
-      registry_->add(caller_namespace(*context),
-                     {request.name(), request.key(), request.offset(), request.byte_size()});
   if (error.ok() && changed_) changed_();
   return to_status(error);
 }
@@ -142,7 +169,9 @@ grpc::Status SharedMemoryService::list_regions(grpc::ServerContext* context,
   for (const shared_memory::RegionStatus& region : registry_->list(caller_namespace(*context))) {
     v1::SharedMemoryRegionStatus* status = response->add_regions();
     status->set_name(region.spec.name);
-    status->set_kind(v1::SHARED_MEMORY_KIND_SYSTEM);
+    status->set_kind(region.spec.device < 0 ? v1::SHARED_MEMORY_KIND_SYSTEM
+                                            : v1::SHARED_MEMORY_KIND_CUDA);
+    status->set_device_id(std::max(region.spec.device, 0));
     status->set_key(region.spec.key);
     status->set_offset(region.spec.offset);
     status->set_byte_size(region.spec.byte_size);

@@ -69,6 +69,7 @@ Region::~Region() {
 }
 
 bool Region::intact() const {
+  if (fd_ < 0) return true;  // device memory: its owner cannot shrink it under us
   std::int64_t end = 0;
   return add_without_overflow(spec_.offset, spec_.byte_size, &end) && object_size(fd_) >= end;
 }
@@ -114,7 +115,10 @@ bool partially_aliased(const RegionUse& a, const RegionUse& b) {
   if (!a || !b) return false;
   const Region& first = *a.region_;
   const Region& second = *b.region_;
-  if (first.device_ != second.device_ || first.inode_ != second.inode_) return false;
+  if (first.device() != second.device() || first.device_ != second.device_ ||
+      first.inode_ != second.inode_) {
+    return false;
+  }
   // Offsets within the object.
   const auto start_of = [](const RegionUse& use) {
     return use.region_->spec().offset + (use.data_ - use.region_->data());
@@ -132,17 +136,14 @@ Registry::Registry(RegistryLimits limits, MappingHooks hooks)
 
 Registry::~Registry() { clear(); }
 
-Error Registry::add(const std::string& owner, const RegionSpec& spec) {
+namespace {
+
+// The checks every region kind shares: its name and range.
+Error check_name_and_range(const RegionSpec& spec) {
   if (!valid_region_name(spec.name)) {
     return {ErrorCode::kInvalidArgument,
             "name: must be 1 to 128 characters of [A-Za-z0-9._-], got '" +
                 spec.name.substr(0, 160) + "'"};
-  }
-  if (!valid_system_key(spec.key)) {
-    return {ErrorCode::kInvalidArgument,
-            "key: must be a POSIX shared-memory name, \"/\" then 1 to 254 characters without "
-            "\"/\", got '" +
-                spec.key.substr(0, 300) + "'"};
   }
   if (spec.offset < 0) {
     return {ErrorCode::kInvalidArgument, fmt::format("offset: {} is negative", spec.offset)};
@@ -155,31 +156,66 @@ Error Registry::add(const std::string& owner, const RegionSpec& spec) {
   if (!add_without_overflow(spec.offset, spec.byte_size, &end)) {
     return {ErrorCode::kInvalidArgument, "byte_size: offset + byte_size overflows"};
   }
+  return {};
+}
+
+}  // namespace
+
+Error Registry::check_room(const std::string& owner, const RegionSpec& spec) const {
+  if (regions_.count({owner, spec.name}) != 0) {
+    return {ErrorCode::kAlreadyExists,
+            "name: a region named '" + spec.name + "' is registered already"};
+  }
+  if (total_regions_ >= limits_.max_regions) {
+    return {ErrorCode::kResourceExhausted,
+            fmt::format("name: the server holds {} regions, its limit "
+                        "(--shared-memory-max-regions); unregister one first",
+                        total_regions_)};
+  }
+  if (spec.byte_size > limits_.max_bytes - total_bytes_) {
+    return {ErrorCode::kResourceExhausted,
+            fmt::format("byte_size: {} more bytes would pass the {} the server may map "
+                        "(--shared-memory-max-bytes; {} mapped now)",
+                        spec.byte_size, limits_.max_bytes, total_bytes_)};
+  }
+  return {};
+}
+
+Error Registry::admit(const std::string& owner, std::shared_ptr<Region> region) {
+  const std::lock_guard<std::mutex> lock(mutex_);
+  // Checked again: another registration may have taken the name or the room meanwhile.
+  if (Error error = check_room(owner, region->spec()); !error.ok()) return error;
+  if (region->mapping_ != nullptr) {
+    // From here on the mapping is announced, and the region's end will announce its unmapping.
+    region->hooks_ = hooks_;
+    if (hooks_.mapped) hooks_.mapped(region->mapping_, region->mapping_bytes_);
+  }
+  total_bytes_ += region->spec().byte_size;
+  ++total_regions_;
+  regions_.emplace(std::make_pair(owner, region->spec().name), std::move(region));
+  return {};
+}
+
+Error Registry::add(const std::string& owner, const RegionSpec& spec) {
+  if (Error error = check_name_and_range(spec); !error.ok()) return error;
+  if (!valid_system_key(spec.key)) {
+    return {ErrorCode::kInvalidArgument,
+            "key: must be a POSIX shared-memory name, \"/\" then 1 to 254 characters without "
+            "\"/\", got '" +
+                spec.key.substr(0, 300) + "'"};
+  }
   {
     const std::lock_guard<std::mutex> lock(mutex_);
-    if (regions_.count({owner, spec.name}) != 0) {
-      return {ErrorCode::kAlreadyExists,
-              "name: a region named '" + spec.name + "' is registered already"};
-    }
-    if (total_regions_ >= limits_.max_regions) {
-      return {ErrorCode::kResourceExhausted,
-              fmt::format("name: the server holds {} regions, its limit "
-                          "(--shared-memory-max-regions); unregister one first",
-                          total_regions_)};
-    }
-    if (spec.byte_size > limits_.max_bytes - total_bytes_) {
-      return {ErrorCode::kResourceExhausted,
-              fmt::format("byte_size: {} more bytes would pass the {} the server may map "
-                          "(--shared-memory-max-bytes; {} mapped now)",
-                          spec.byte_size, limits_.max_bytes, total_bytes_)};
-    }
+    if (Error error = check_room(owner, spec); !error.ok()) return error;
   }
+  const std::int64_t end = spec.offset + spec.byte_size;
 
   if (!install_fault_guard()) {
     return {ErrorCode::kFailedPrecondition, "key: cannot install the server's SIGBUS guard"};
   }
   auto region = std::shared_ptr<Region>(new Region());
   region->spec_ = spec;
+  region->spec_.device = -1;
   region->writable_ = true;
   region->fd_ = shm_open(spec.key.c_str(), O_RDWR | O_CLOEXEC, 0);
   if (region->fd_ < 0 && (errno == EACCES || errno == EROFS)) {
@@ -222,23 +258,46 @@ Error Registry::add(const std::string& owner, const RegionSpec& spec) {
   if (region->watch_slot_ < 0) {
     return {ErrorCode::kResourceExhausted, "name: every truncation guard slot is taken"};
   }
+  return admit(owner, std::move(region));
+}
 
-  const std::lock_guard<std::mutex> lock(mutex_);
-  // Checked again: another registration may have taken the name or the room meanwhile.
-  if (regions_.count({owner, spec.name}) != 0) {
-    return {ErrorCode::kAlreadyExists,
-            "name: a region named '" + spec.name + "' is registered already"};
+Error Registry::add_cuda(const std::string& owner, const RegionSpec& spec,
+                         const std::string& handle) {
+  if (Error error = check_name_and_range(spec); !error.ok()) return error;
+  if (spec.device < 0) {
+    return {ErrorCode::kInvalidArgument,
+            fmt::format("device_id: {} is not a GPU ordinal", spec.device)};
   }
-  if (total_regions_ >= limits_.max_regions || spec.byte_size > limits_.max_bytes - total_bytes_) {
-    return {ErrorCode::kResourceExhausted, "name: the server's shared-memory limits are reached"};
+  if (!hooks_.open_cuda) {
+    return {ErrorCode::kFailedPrecondition,
+            "kind: this server has no GPU backend to scan CUDA regions on"};
   }
-  // From here on the mapping is announced, and the region's end will announce its unmapping.
-  region->hooks_ = hooks_;
-  if (hooks_.mapped) hooks_.mapped(region->mapping_, region->mapping_bytes_);
-  regions_.emplace(std::make_pair(owner, spec.name), std::move(region));
-  ++total_regions_;
-  total_bytes_ += spec.byte_size;
-  return {};
+  {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    if (Error error = check_room(owner, spec); !error.ok()) return error;
+  }
+  DeviceMapping mapping;
+  std::string why;
+  if (!hooks_.open_cuda(handle, spec.device, &mapping, &why)) {
+    return {ErrorCode::kInvalidArgument, "cuda_handle: " + why};
+  }
+  const std::int64_t end = spec.offset + spec.byte_size;
+  if (end > static_cast<std::int64_t>(mapping.bytes)) {
+    return {ErrorCode::kInvalidArgument,
+            fmt::format("byte_size: offset {} + byte_size {} = {} passes the end of the "
+                        "exported allocation ({} bytes)",
+                        spec.offset, spec.byte_size, end, mapping.bytes)};
+  }
+  auto region = std::shared_ptr<Region>(new Region());
+  region->spec_ = spec;
+  region->spec_.key.clear();
+  region->writable_ = true;
+  region->data_ = mapping.data + spec.offset;
+  // The allocation's identity for aliasing checks: its device and address in this process.
+  region->device_ = static_cast<std::uint64_t>(spec.device) + 1;
+  region->inode_ = reinterpret_cast<std::uintptr_t>(mapping.data);
+  region->device_mapping_ = std::move(mapping);
+  return admit(owner, std::move(region));
 }
 
 Error Registry::remove(const std::string& owner, const std::string& name) {

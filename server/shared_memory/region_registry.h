@@ -22,11 +22,24 @@ struct RegistryLimits {
   std::int64_t max_bytes = std::int64_t{64} << 30;  // mapped at once, all callers together
 };
 
-// Told of every mapping made and about to be unmapped, e.g. to register it with CUDA so that the
-// GPU copies straight from and into it (as it does for the server's own buffers).
+// Device memory a client exported (CUDA IPC), opened by the server: `data` on GPU `device`,
+// `bytes` long; `keep` holds it open (closing it when the last holder lets go).
+struct DeviceMapping {
+  char* data = nullptr;
+  std::size_t bytes = 0;
+  std::shared_ptr<void> keep;
+};
+
+// What the registry needs from the GPU side, which it does not link: told of every host mapping
+// made and about to be unmapped (to register it with CUDA, so that the GPU copies straight from
+// and into it, as for the server's own buffers), and how to open a CUDA IPC handle (empty: CUDA
+// regions are refused). All may be empty.
 struct MappingHooks {
   std::function<void(const void* data, std::size_t bytes)> mapped;
   std::function<void(const void* data, std::size_t bytes)> unmapping;
+  std::function<bool(const std::string& handle, int device, DeviceMapping* mapping,
+                     std::string* error)>
+      open_cuda;
 };
 
 enum class ErrorCode {
@@ -48,9 +61,10 @@ struct Error {
 
 struct RegionSpec {
   std::string name;
-  std::string key;  // shm_open name
+  std::string key;  // shm_open name (system regions)
   std::int64_t offset = 0;
   std::int64_t byte_size = 0;
+  int device = -1;  // CUDA regions: the GPU holding it; -1: a system (host) region
 };
 
 struct RegionStatus {
@@ -71,6 +85,8 @@ class Region {
 
   const RegionSpec& spec() const { return spec_; }
   bool writable() const { return writable_; }
+  // The GPU whose memory this is (a CUDA region), or -1 (host memory).
+  int device() const { return spec_.device; }
   char* data() const { return data_; }  // the region's first byte (object offset spec().offset)
   int requests_in_flight() const { return in_flight_.load(std::memory_order_relaxed); }
 
@@ -94,6 +110,7 @@ class Region {
   char* data_ = nullptr;
   int watch_slot_ = -1;
   MappingHooks hooks_;
+  DeviceMapping device_mapping_;  // CUDA regions
   std::atomic<int> in_flight_{0};
 };
 
@@ -111,6 +128,7 @@ class RegionUse {
 
   explicit operator bool() const { return region_ != nullptr; }
   char* data() const { return data_; }
+  int device() const { return region_ != nullptr ? region_->device() : -1; }
   std::size_t bytes() const { return bytes_; }
   const Region& region() const { return *region_; }
   // OK unless the owner truncated the object since this use began (the bytes read or written
@@ -143,6 +161,10 @@ class Registry {
 
   // `owner`: the caller's namespace (rpc/shared_memory_service.cc derives it from credentials).
   Error add(const std::string& owner, const RegionSpec& spec);
+  // A CUDA region: `handle` opened on spec.device (spec.key unused); the range offset + byte_size
+  // must lie inside the allocation the handle exports.
+  Error add_cuda(const std::string& owner, const RegionSpec& spec, const std::string& handle);
+  bool cuda_supported() const { return static_cast<bool>(hooks_.open_cuda); }
   Error remove(const std::string& owner, const std::string& name);
   std::vector<RegionStatus> list(const std::string& owner) const;
   // Unregisters everything (shutdown); mappings go once their last request ends.
@@ -161,6 +183,11 @@ class Registry {
   const RegistryLimits& limits() const { return limits_; }
 
  private:
+  // Checks the name, limits and free name, then takes the region in; `region` is dropped (and so
+  // unmapped) on refusal.
+  Error admit(const std::string& owner, std::shared_ptr<Region> region);
+  Error check_room(const std::string& owner, const RegionSpec& spec) const;  // mutex_ held
+
   const RegistryLimits limits_;
   const MappingHooks hooks_;
   mutable std::mutex mutex_;

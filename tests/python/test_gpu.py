@@ -1,4 +1,5 @@
-"""CUDA tensors in and out (through gRPC; CUDA IPC arrives with the shared-memory issue).
+"""CUDA tensors in and out: through gRPC, and through CUDA IPC (the server scans the client's
+device memory where it lies, in another process: this one).
 
 Skipped without CUDA (torch.cuda.is_available()), e.g. in CI.
 """
@@ -35,3 +36,57 @@ def test_cuda_tensor_on_another_device_comes_back_there(client):
     y = client.cumprod(x, dim=1)
     assert y.device == x.device
     torch.testing.assert_close(y, torch.cumprod(x, dim=1), rtol=1e-5, atol=0)
+
+
+@pytest.fixture(scope="module")
+def ipc_server():
+    from conftest import ServerProcess
+    process = ServerProcess("--allow-shared-memory", "true")
+    yield process
+    process.stop()
+    process.cleanup()
+
+
+def _server_has_gpu(target):
+    from scan_service import Client
+    with Client(target, timeout=60) as c:
+        return any(b.kind == 2 for b in c.server_info().backends)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64],
+                         ids=str)
+@pytest.mark.parametrize("mode", ["cuda", "auto"])
+def test_cuda_ipc_scans_the_tensor_where_it_lies(ipc_server, dtype, mode):
+    from scan_service import Client
+    if not _server_has_gpu(ipc_server.target):
+        pytest.skip("the server has no GPU backend")
+    with Client(ipc_server.target, shared_memory=mode, timeout=60) as c:
+        for shape, dim in [((2, 4, 512, 64), 2), ((3, 1021), 1), ((7,), 0), ((2, 8, 4096, 128), -2)]:
+            x = (0.9 + 0.1 * torch.rand(*shape, device="cuda:0", dtype=torch.float64)).to(dtype)
+            r = c.scan(x, dim=dim)
+            assert r.transport == "cuda-ipc", r.transport
+            assert r.backend.startswith("cuda:")
+            y = r.tensor
+            assert y.device == x.device and y.dtype == dtype and y.shape == x.shape
+            name = str(dtype).replace("torch.", "")
+            assert_cumprod_close(y.double().cpu().numpy(), x.double().cpu().numpy(), dim, name)
+
+
+def test_cuda_ipc_views_and_reused_allocations(ipc_server):
+    from scan_service import Client
+    if not _server_has_gpu(ipc_server.target):
+        pytest.skip("the server has no GPU backend")
+    base = 0.9 + 0.1 * torch.rand(64, 1000, device="cuda:0")
+    with Client(ipc_server.target, shared_memory="cuda", timeout=60) as c:
+        for start in (0, 1, 17, 40):  # views at offsets inside one allocation
+            x = base[start:start + 20]
+            y = c.cumprod(x, dim=1)
+            torch.testing.assert_close(y, torch.cumprod(x.double(), dim=1).float(), rtol=2e-7,
+                                       atol=0)
+        strided = base[:, ::3]  # made contiguous first (a copy on the device)
+        torch.testing.assert_close(c.cumprod(strided, dim=0),
+                                   torch.cumprod(strided.double(), dim=0).float(), rtol=2e-7, atol=0)
+        for _ in range(20):  # fresh allocations each round
+            x = 0.9 + 0.1 * torch.rand(256, 256, device="cuda:0")
+            torch.testing.assert_close(c.cumprod(x, dim=0),
+                                       torch.cumprod(x.double(), dim=0).float(), rtol=2e-7, atol=0)

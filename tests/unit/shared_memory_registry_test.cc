@@ -98,7 +98,8 @@ TEST(SharedMemoryRegistry, UnregisteringKeepsTheMappingOfARunningRequest) {
   auto object = make_object(4096);
   int mapped = 0, unmapped = 0;
   Registry registry({}, {[&](const void*, std::size_t) { ++mapped; },
-                         [&](const void*, std::size_t) { ++unmapped; }});
+                         [&](const void*, std::size_t) { ++unmapped; },
+                         {}});
   ASSERT_TRUE(registry.add("", {"r", object->key(), 0, 4096}).ok());
   EXPECT_EQ(mapped, 1);
   RegionUse use;
@@ -156,6 +157,54 @@ TEST(SharedMemoryRegistry, TruncationByTheOwnerIsCaught) {
   RegionUse later;
   EXPECT_EQ(registry.use("", "r", 0, 16, false, "gamma.shared_memory", &later).code,
             ErrorCode::kFailedPrecondition);
+}
+
+// CUDA regions through a stand-in opener (host memory posing as an allocation of GPU 0): the
+// registry's own checks, which hold whatever opens the handle.
+TEST(SharedMemoryRegistry, CudaRegionsAreBoundedByTheExportedAllocation) {
+  Registry without_gpu({});
+  EXPECT_FALSE(without_gpu.cuda_supported());
+  EXPECT_EQ(without_gpu.add_cuda("", {"d", "", 0, 16, 0}, std::string(64, 'h')).code,
+            ErrorCode::kFailedPrecondition);
+
+  static char allocation[4096];
+  int opened = 0;
+  MappingHooks hooks;
+  hooks.open_cuda = [&](const std::string& handle, int device, DeviceMapping* mapping,
+                        std::string* error) {
+    if (handle.size() != 64 || device != 0) {
+      *error = "bad handle";
+      return false;
+    }
+    ++opened;
+    mapping->data = allocation;
+    mapping->bytes = sizeof allocation;
+    mapping->keep = std::make_shared<int>(0);
+    return true;
+  };
+  Registry registry({}, hooks);
+  EXPECT_TRUE(registry.cuda_supported());
+  const std::string handle(64, 'h');
+  EXPECT_EQ(registry.add_cuda("", {"d", "", 0, 16, -1}, handle).code,
+            ErrorCode::kInvalidArgument);  // no device
+  const Error bad = registry.add_cuda("", {"d", "", 0, 16, 0}, "short");
+  EXPECT_EQ(bad.code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(bad.message.rfind("cuda_handle:", 0), 0u) << bad.message;
+  const Error past = registry.add_cuda("", {"d", "", 100, 4000, 0}, handle);
+  EXPECT_EQ(past.code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(past.message.find("allocation"), std::string::npos) << past.message;
+  ASSERT_TRUE(registry.add_cuda("", {"d", "", 96, 4000, 0}, handle).ok());
+  EXPECT_EQ(opened, 2);  // once per registration attempt that reached the opener
+  RegionUse in, out, shifted;
+  ASSERT_TRUE(registry.use("", "d", 0, 64, false, "gamma.shared_memory", &in).ok());
+  EXPECT_EQ(in.device(), 0);
+  EXPECT_EQ(in.data(), allocation + 96);
+  EXPECT_TRUE(in.check_intact("gamma.shared_memory").ok());
+  ASSERT_TRUE(registry.use("", "d", 0, 64, true, "output", &out).ok());
+  ASSERT_TRUE(registry.use("", "d", 32, 64, true, "output", &shifted).ok());
+  EXPECT_FALSE(partially_aliased(in, out));
+  EXPECT_TRUE(partially_aliased(in, shifted));
+  EXPECT_EQ(registry.list("")[0].spec.device, 0);
 }
 
 }  // namespace

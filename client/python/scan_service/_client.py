@@ -10,8 +10,8 @@ import grpc
 from . import _grpc
 from ._errors import InvalidArgumentError, ResourceExhaustedError, ScanError
 from ._proto import scan_pb2 as pb
-from ._shared_memory import SharedMemoryPolicy
-from ._tensors import normalise_dim, to_host
+from ._shared_memory import CudaTransport, SharedMemoryPolicy
+from ._tensors import is_torch_tensor, normalise_dim, to_host, torch_wire_dtype
 
 _BACKENDS = {"auto": pb.BACKEND_PREFERENCE_AUTO, "cpu": pb.BACKEND_PREFERENCE_CPU,
              "gpu": pb.BACKEND_PREFERENCE_GPU}
@@ -132,12 +132,25 @@ class Client:
         started = time.perf_counter()
         if backend not in _BACKENDS:
             raise InvalidArgumentError(f"backend: {backend!r} is not one of 'auto', 'cpu', 'gpu'")
+        on_cuda = is_torch_tensor(x) and x.is_cuda and x.numel() > 0
+        deadline = _grpc.Deadline(self._timeout if timeout is None else timeout)
+        if on_cuda:
+            wire_dtype = torch_wire_dtype(x)  # refused here before any call, as for the host
+            dim = normalise_dim(dim, tuple(x.shape))
+            info = self._server_info_for_scan(deadline)
+            shared = self._shared_memory.transport_for(self._calls, True, info)
+            if isinstance(shared, CudaTransport):
+                response, tensor = shared.scan(x, wire_dtype, dim, _BACKENDS[backend], deadline)
+                timing = {"queue_us": response.timing.queue_us,
+                          "compute_us": response.timing.compute_us,
+                          "total_us": response.timing.total_us}
+                return ScanResult(tensor, response.backend, timing, shared.name,
+                                  int((time.perf_counter() - started) * 1e6))
         host = to_host(x)
         dim = normalise_dim(dim, host.shape)
-        deadline = _grpc.Deadline(self._timeout if timeout is None else timeout)
 
         info = self._server_info_for_scan(deadline)
-        shared = self._shared_memory.transport_for(self._calls, host, info)
+        shared = self._shared_memory.transport_for(self._calls, on_cuda, info)
         limits = info.limits if info is not None else pb.ServerLimits()
         if 0 < limits.max_tensor_bytes < host.nbytes:
             # The server's own wording; caught here because RESOURCE_EXHAUSTED is retried.

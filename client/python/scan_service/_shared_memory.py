@@ -5,7 +5,9 @@ gRPC; otherwise a transport whose `scan(host, dim, backend, deadline)` answers l
 The system transport keeps a few POSIX shared-memory regions registered with the server and reuses
 them: a scan copies the tensor into a free region, names it in the request (gamma.shared_memory)
 with the result's place beside it (output), and copies the result out, so nothing crosses gRPC but
-the two small messages. CUDA IPC is in scan.proto but not served yet: "cuda" is refused.
+the two small messages. The CUDA transport hands the server CUDA IPC handles of a CUDA tensor's
+allocation and of its result's (registered once per allocation and kept), so the server scans
+the tensor on its own GPU where it lies: nothing crosses PCIe or gRPC but two small messages.
 """
 import itertools
 import mmap
@@ -37,13 +39,17 @@ def local_host_id():
 
 def advertised_kinds(server_info):
     """The shared-memory kinds ("system", "cuda") the server offers this client: the kinds it
-    accepts (GetServerInfo.shared_memory_kinds) that work from here (system: same host_id)."""
-    if server_info is None:
+    accepts (GetServerInfo.shared_memory_kinds) that work from here (both need the same host:
+    host_id; CUDA IPC handles are meaningful on the host that made them only)."""
+    if server_info is None or not server_info.host_id:
+        return frozenset()
+    if server_info.host_id != local_host_id():
         return frozenset()
     kinds = set()
-    if (pb.SHARED_MEMORY_KIND_SYSTEM in server_info.shared_memory_kinds
-            and server_info.host_id and server_info.host_id == local_host_id()):
+    if pb.SHARED_MEMORY_KIND_SYSTEM in server_info.shared_memory_kinds:
         kinds.add("system")
+    if pb.SHARED_MEMORY_KIND_CUDA in server_info.shared_memory_kinds:
+        kinds.add("cuda")
     return frozenset(kinds)
 
 
@@ -145,40 +151,137 @@ class SystemTransport:
         region.close()
 
 
+class CudaTransport:
+    """CUDA tensors scanned by the server in their own device memory, through CUDA IPC.
+
+    A tensor's storage lives in an allocation of torch's caching allocator; its IPC handle names
+    the whole allocation (storage._share_cuda_()). Each allocation is registered once, as a region
+    spanning it up to the furthest byte used so far, and kept while the client lives (torch keeps
+    its allocations unless empty_cache() is called): a scan then costs two small messages and the
+    server's kernel.
+    """
+
+    name = TRANSPORT_NAMES["cuda"]
+    _KEPT = 32  # registrations kept, at most; the oldest goes first
+
+    def __init__(self, calls):
+        self._calls = calls
+        self._lock = threading.Lock()
+        self._regions = {}  # (device, handle) -> (name, registered end), oldest first
+
+    def scan(self, tensor, wire_dtype, dim, backend, deadline):
+        torch = _torch_module()
+        x = tensor.detach().contiguous()
+        if x.dim() == 0:
+            x = x.reshape(1)
+        out = torch.empty_like(x)
+        # The tensor's producers must be done before another process reads it.
+        torch.cuda.current_stream(x.device).synchronize()
+        nbytes = x.numel() * x.element_size()
+        gamma_ref = self._reference(x, nbytes, deadline)
+        out_ref = self._reference(out, nbytes, deadline)
+        request = pb.ScanRequest(
+            gamma=pb.Tensor(dtype=wire_dtype, shape=tuple(x.shape), shared_memory=gamma_ref),
+            dim=dim, backend=backend, output=out_ref)
+        response = self._calls.scan_message(request.SerializeToString(), deadline)
+        return response, out.reshape(tensor.shape)
+
+    def _reference(self, tensor, nbytes, deadline):
+        if nbytes == 0:
+            return pb.SharedMemoryReference(region="", offset=0, byte_size=0)
+        storage = tensor.untyped_storage()
+        shared = storage._share_cuda_()
+        device, handle, storage_offset = shared[0], bytes(shared[1]), shared[3]
+        offset = storage_offset + tensor.storage_offset() * tensor.element_size()
+        end = offset + nbytes
+        key = (device, handle)
+        with self._lock:
+            registered = self._regions.get(key)
+        if registered is None or registered[1] < end:
+            if registered is not None:
+                self._forget(key, registered[0])
+            name = f"scan-cuda-{os.getpid()}-{next(_names)}"
+            self._calls.register_shared_memory(pb.RegisterSharedMemoryRequest(
+                name=name, kind=pb.SHARED_MEMORY_KIND_CUDA, byte_size=end, cuda_handle=handle,
+                device_id=device), deadline.remaining())
+            with self._lock:
+                self._regions[key] = (name, end)
+                evicted = (list(self._regions.items())[0]
+                           if len(self._regions) > self._KEPT else None)
+            if evicted is not None:
+                self._forget(evicted[0], evicted[1][0])
+            registered = (name, end)
+        return pb.SharedMemoryReference(region=registered[0], offset=offset, byte_size=nbytes)
+
+    def _forget(self, key, name):
+        with self._lock:
+            if self._regions.get(key, (None,))[0] == name:
+                del self._regions[key]
+        try:
+            self._calls.unregister_shared_memory(name, 5.0)
+        except ScanError:
+            pass
+
+    def close(self):
+        with self._lock:
+            regions, self._regions = self._regions, {}
+        for name, _ in regions.values():
+            try:
+                self._calls.unregister_shared_memory(name, 5.0)
+            except ScanError:
+                pass
+
+
+def _torch_module():
+    import sys
+    return sys.modules["torch"]
+
+
 class SharedMemoryPolicy:
     def __init__(self, mode):
         if mode not in MODES:
             raise ValueError(f"shared_memory: {mode!r} is not one of "
                              + ", ".join(repr(m) for m in MODES))
         self.mode = mode
-        self._system = None
+        self._transports = {}
         self._lock = threading.Lock()
 
-    def transport_for(self, calls, host, server_info):
-        """None to use gRPC; raises FailedPreconditionError if a demanded kind is not offered."""
-        del host  # host tensors (CUDA ones are brought to the host first) fit the system kind
+    def transport_for(self, calls, on_cuda, server_info):
+        """None to use gRPC, or the transport for a tensor on a CUDA device (`on_cuda`) or on the
+        host; raises FailedPreconditionError if a demanded kind is not offered. "auto" takes CUDA
+        IPC for CUDA tensors and system shm for host ones where offered; "system" takes CUDA
+        tensors through the host; "cuda" refuses host tensors."""
         if self.mode == "off":
             return None
         offered = advertised_kinds(server_info)
         if self.mode == "auto":
-            return self._system_transport(calls) if "system" in offered else None
+            if on_cuda and "cuda" in offered:
+                return self._transport("cuda", calls)
+            return self._transport("system", calls) if "system" in offered else None
+        if self.mode == "cuda" and not on_cuda:
+            raise FailedPreconditionError(
+                "shared_memory='cuda': the tensor is not on a CUDA device, so cuda-ipc does not "
+                "apply; use 'system' or 'auto'")
         if self.mode not in offered:
-            why = ("scan-server does not serve CUDA IPC yet" if self.mode == "cuda" else
-                   "its GetServerInfo does not offer SYSTEM shared memory on this host (is it "
-                   "started with --allow-shared-memory, and on the same host and IPC namespace?)")
+            why = {"cuda": "its GetServerInfo does not offer CUDA regions on this host (no GPU "
+                           "backend, or not started with --allow-shared-memory)",
+                   "system": "its GetServerInfo does not offer SYSTEM shared memory on this host "
+                             "(is it started with --allow-shared-memory, and on the same host and "
+                             "IPC namespace?)"}[self.mode]
             raise FailedPreconditionError(
                 f"shared_memory={self.mode!r}: the server cannot use {TRANSPORT_NAMES[self.mode]}"
                 f": {why}; use shared_memory='auto' to fall back to gRPC")
-        return self._system_transport(calls)
+        return self._transport(self.mode, calls)
 
     def close(self):
         with self._lock:
-            system, self._system = self._system, None
-        if system is not None:
-            system.close()
+            transports, self._transports = self._transports, {}
+        for transport in transports.values():
+            transport.close()
 
-    def _system_transport(self, calls):
+    def _transport(self, kind, calls):
         with self._lock:
-            if self._system is None:
-                self._system = SystemTransport(calls)
-            return self._system
+            if kind not in self._transports:
+                self._transports[kind] = (CudaTransport if kind == "cuda" else
+                                          SystemTransport)(calls)
+            return self._transports[kind]

@@ -87,19 +87,27 @@ def _from_numpy(array):
     return HostTensor(_rank_at_least_one(sendable), wire_dtype, array.shape, restore)
 
 
-def _from_torch(tensor):
+def torch_wire_dtype(tensor):
+    """The wire's DataType of a torch tensor; InvalidArgumentError for the others."""
     torch = _torch()
     wire_dtypes = {torch.float16: pb.DATA_TYPE_FLOAT16, torch.float32: pb.DATA_TYPE_FLOAT32,
                    torch.float64: pb.DATA_TYPE_FLOAT64, torch.bfloat16: pb.DATA_TYPE_BFLOAT16}
+    if tensor.dtype not in wire_dtypes:
+        raise InvalidArgumentError(
+            f"gamma.dtype: {tensor.dtype} is not supported (expected {_SUPPORTED})")
+    return wire_dtypes[tensor.dtype]
+
+
+def _from_torch(tensor):
+    torch = _torch()
+    wire_dtype = torch_wire_dtype(tensor)
     dtype = tensor.dtype
-    if dtype not in wire_dtypes:
-        raise InvalidArgumentError(f"gamma.dtype: {dtype} is not supported (expected {_SUPPORTED})")
     device = tensor.device
     shape = tuple(tensor.shape)
     # The scan is not differentiable through the service: the result carries no autograd graph.
     host = tensor.detach()
     if device.type != "cpu":
-        host = host.cpu()  # the device-to-host copy gRPC needs (CUDA IPC will avoid it)
+        host = host.cpu()  # the device-to-host copy gRPC and system shm need (CUDA IPC does not)
     host = host.contiguous()  # a no-op for contiguous tensors
     if dtype == torch.bfloat16:
         # NumPy has no bfloat16: reinterpret the same memory as 16-bit integers.
@@ -113,7 +121,7 @@ def _from_torch(tensor):
             out = out.view(torch.bfloat16)
         return out if device.type == "cpu" else out.to(device)
 
-    return HostTensor(_rank_at_least_one(array), wire_dtypes[dtype], shape, restore)
+    return HostTensor(_rank_at_least_one(array), wire_dtype, shape, restore)
 
 
 def normalise_dim(dim, shape):

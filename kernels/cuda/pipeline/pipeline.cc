@@ -196,8 +196,8 @@ struct CudaPipeline::Impl {
           SCAN_CUDA_TRY("cudaStreamWaitEvent", cudaStreamWaitEvent(stream, last_carry, 0));
         }
         SCAN_KERNEL_TRY(
-            cuda_apply_carry(scanned, slot.device, dtype, piece.shape.length,
-                             piece.shape.inner, piece.carry_in ? lane.carry[piece.parity] : nullptr,
+            cuda_apply_carry(scanned, slot.device, dtype, piece.shape.length, piece.shape.inner,
+                             piece.carry_in ? lane.carry[piece.parity] : nullptr,
                              piece.carry_out ? lane.carry[1 - piece.parity] : nullptr, stream));
         SCAN_CUDA_TRY("cudaEventRecord", cudaEventRecord(slot.carry_done, stream));
         last_carry = slot.carry_done;
@@ -284,6 +284,21 @@ std::unique_ptr<CudaPipeline> CudaPipeline::create(int ordinal, const CudaPipeli
   if (status->ok()) *status = impl->self_test();
   if (!status->ok()) return nullptr;
   return std::unique_ptr<CudaPipeline>(new CudaPipeline(std::move(impl)));
+}
+
+KernelStatus CudaPipeline::run_on_device(const CudaPipelineJob& job) {
+  if (job.shape.numel() == 0) return KernelStatus::Ok();
+  Lane& lane = impl_->acquire_lane();
+  KernelStatus status = [&]() -> KernelStatus {
+    SCAN_CUDA_TRY("cudaSetDevice", cudaSetDevice(impl_->ordinal));
+    cudaStream_t stream = lane.slots.front().stream;
+    SCAN_KERNEL_TRY(cuda_cumprod(job.input, job.output, job.shape, job.dtype, stream));
+    SCAN_CUDA_TRY("cudaStreamSynchronize", cudaStreamSynchronize(stream));
+    return KernelStatus::Ok();
+  }();
+  if (!status.ok()) cudaGetLastError();
+  impl_->release_lane(lane);
+  return status;
 }
 
 KernelStatus CudaPipeline::run(const CudaPipelineJob& job, CudaTransferTimes* times) {

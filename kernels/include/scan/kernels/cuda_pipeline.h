@@ -145,6 +145,10 @@ class CudaPipeline {
   // again afterwards either way.
   KernelStatus run(const CudaPipelineJob& job, CudaTransferTimes* times = nullptr);
 
+  // Scans `job` whose input and output are memory of this pipeline's device (a client's, opened
+  // from a CUDA IPC handle): one kernel on a lane's stream, no copies; returns once it is done.
+  KernelStatus run_on_device(const CudaPipelineJob& job);
+
   // Scans small tensors through every path of the pipeline (whole blocks; rows carried across
   // pieces; rows split into column ranges; 16-bit widening) and checks them against the float64
   // reference: the start-up check of a device, and the health probe of an unhealthy one.
