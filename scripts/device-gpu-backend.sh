@@ -34,17 +34,9 @@ source "$root/scripts/device-env.sh" || exit 1
   nproc
 } 2>&1 | tee "$logs/env.log"
 
-step() {  # step NAME COMMAND...: runs COMMAND, logs to $logs/NAME.log, records a failure
-  local name=$1
-  shift
-  echo "=== $name: $*"
-  if ! "$@" >"$logs/$name.log" 2>&1; then
-    failed+=("$name")
-    tail -40 "$logs/$name.log"
-    return 1
-  fi
-  tail -5 "$logs/$name.log"
-}
+step_logs="$logs"
+# shellcheck source=scripts/device-steps.sh
+source "$root/scripts/device-steps.sh"
 
 step configure cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_CUDA_ARCHITECTURES=90 -DSCAN_BUILD_BENCH=OFF -DSCAN_BUILD_TESTS=ON || exit 1

@@ -17,17 +17,9 @@ mkdir -p "$out"
 source "$root/scripts/device-env.sh" || exit 1
 failed=()
 
-step() {  # step NAME COMMAND...: runs COMMAND, logs to $out/NAME.log, records a failure
-  local name=$1
-  shift
-  echo "=== $name: $*"
-  if ! "$@" >"$out/$name.log" 2>&1; then
-    failed+=("$name")
-    tail -40 "$out/$name.log"
-    return 1
-  fi
-  tail -3 "$out/$name.log"
-}
+step_logs="$out"
+# shellcheck source=scripts/device-steps.sh
+source "$root/scripts/device-steps.sh"
 
 configure_and_build() {  # configure_and_build SOURCE BUILD TARGET...
   local source=$1 dir=$2
