@@ -191,7 +191,7 @@ class CudaTransport:
             return pb.SharedMemoryReference(region="", offset=0, byte_size=0)
         storage = tensor.untyped_storage()
         shared = storage._share_cuda_()
-        device, handle, storage_offset = shared[0], bytes(shared[1]), shared[3]
+        device, handle, storage_offset = shared[0], _ipc_handle(bytes(shared[1])), shared[3]
         offset = storage_offset + tensor.storage_offset() * tensor.element_size()
         end = offset + nbytes
         key = (device, handle)
@@ -230,6 +230,24 @@ class CudaTransport:
                 self._calls.unregister_shared_memory(name, 5.0)
             except ScanError:
                 pass
+
+
+# torch's shareable handles (c10 CUDACachingAllocator::shareIpcHandle) start with a version byte
+# and a kind byte, b"c" for a plain cudaMalloc allocation, before the 64-byte cudaIpcMemHandle_t;
+# older versions give the bare handle. Expandable segments (kind b"e") export no such handle.
+_IPC_HANDLE_BYTES = 64
+_CUDA_MALLOC_KIND = b"c"
+
+
+def _ipc_handle(shareable):
+    if len(shareable) == _IPC_HANDLE_BYTES:
+        return shareable
+    if len(shareable) == _IPC_HANDLE_BYTES + 2 and shareable[1:2] == _CUDA_MALLOC_KIND:
+        return shareable[2:]
+    raise FailedPreconditionError(
+        "shared_memory='cuda': this tensor's allocation exports no cudaIpcMemHandle (torch's "
+        "expandable segments?); set PYTORCH_CUDA_ALLOC_CONF=expandable_segments:False or use "
+        "shared_memory='system'")
 
 
 def _torch_module():
