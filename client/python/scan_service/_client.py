@@ -8,7 +8,8 @@ from typing import Any, Dict
 import grpc
 
 from . import _grpc
-from ._errors import InvalidArgumentError, ResourceExhaustedError, ScanError
+from ._errors import (FailedPreconditionError, InvalidArgumentError, ResourceExhaustedError,
+                      ScanError)
 from ._proto import scan_pb2 as pb
 from ._shared_memory import CudaTransport, SharedMemoryPolicy
 from ._tensors import is_torch_tensor, normalise_dim, to_host, torch_wire_dtype
@@ -140,12 +141,19 @@ class Client:
             info = self._server_info_for_scan(deadline)
             shared = self._shared_memory.transport_for(self._calls, True, info)
             if isinstance(shared, CudaTransport):
-                response, tensor = shared.scan(x, wire_dtype, dim, _BACKENDS[backend], deadline)
-                timing = {"queue_us": response.timing.queue_us,
-                          "compute_us": response.timing.compute_us,
-                          "total_us": response.timing.total_us}
-                return ScanResult(tensor, response.backend, timing, shared.name,
-                                  int((time.perf_counter() - started) * 1e6))
+                try:
+                    response, tensor = shared.scan(x, wire_dtype, dim, _BACKENDS[backend],
+                                                   deadline)
+                except FailedPreconditionError:
+                    # An allocation that exports no IPC handle: "auto" takes the host path.
+                    if self._shared_memory.mode != "auto":
+                        raise
+                else:
+                    timing = {"queue_us": response.timing.queue_us,
+                              "compute_us": response.timing.compute_us,
+                              "total_us": response.timing.total_us}
+                    return ScanResult(tensor, response.backend, timing, shared.name,
+                                      int((time.perf_counter() - started) * 1e6))
         host = to_host(x)
         dim = normalise_dim(dim, host.shape)
 
