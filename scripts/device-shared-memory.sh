@@ -70,7 +70,9 @@ curl -s "http://127.0.0.1:9464/metrics" | grep -E '^scan_shared_memory|transport
 echo '```' >>"$summary"
 kill "$server"
 wait "$server"
-if SCAN_SERVER="$build/server/scan-server" PYTHONPATH="$root/client/python:$root/tests/python" \
+if [ -n "${SCAN_SKIP_PYTHON_GPU_TESTS:-}" ]; then
+  echo "python test_gpu.py: skipped (SCAN_SKIP_PYTHON_GPU_TESTS; scripts/device-verify.sh runs it)" >>"$summary"
+elif SCAN_SERVER="$build/server/scan-server" PYTHONPATH="$root/client/python:$root/tests/python" \
   "$python" -m pytest -q -p no:cacheprovider "$root/tests/python/test_gpu.py" \
   >"$out/python-gpu-tests.log" 2>&1; then
   echo "python test_gpu.py: $(tail -1 "$out/python-gpu-tests.log")" >>"$summary"

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# On the GPU machine, in one short call: build once, then the checks that need a GPU, most
+# important first, each under its own time limit, so that a call cut short still reports what ran:
+#   1. the `gpu` ctest label (kernel, pipeline, cuda:0 agreeing with both CPU backends);
+#   2. tests/python/test_gpu.py (CUDA tensors through gRPC and CUDA IPC, across processes);
+#   3. scan_numerics_report (accuracy and cross-backend agreement, issue 18);
+#   4. scripts/device-shared-memory.sh (system shm and CUDA IPC figures, issue 19);
+#   5. cuda_cumprod_bench.
+# Logs go to $OUT/logs.tgz (re-packed after each step) and a summary to $OUT/summary.txt.
+# Run from the repository root after scripts/device-fetch-deps.sh has filled .deps-device/.
+set -uo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+out=${OUT:-/tmp/device-out}
+logs=/tmp/device-verify
+build=${SCAN_DEVICE_BUILD:-/tmp/scan-build-numerics}
+mkdir -p "$out" "$logs"
+export PYTHONUNBUFFERED=1
+source "$root/scripts/device-env.sh" || exit 1
+
+summary="$out/summary.txt"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader >"$summary" 2>&1
+echo "tree $(git -C "$root" rev-parse --short HEAD 2>/dev/null)" >>"$summary"
+failed=()
+timed() {  # timed NAME SECONDS COMMAND...: runs COMMAND with its log in $logs/NAME.log
+  local name=$1 limit=$2 start rc
+  shift 2
+  start=$(date +%s)
+  timeout "$limit" "$@" >"$logs/$name.log" 2>&1
+  rc=$?
+  [ $rc -eq 0 ] || failed+=("$name")
+  echo "$name: rc=$rc in $(($(date +%s) - start)) s; $(tail -1 "$logs/$name.log")" | tee -a "$summary"
+  tar czf "$out/logs.tgz" -C "$(dirname "$logs")" "$(basename "$logs")"
+}
+
+timed build 330 bash -c "cmake -S '$root' -B '$build' -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_CUDA_ARCHITECTURES=90 -DSCAN_BUILD_BENCH=ON -DSCAN_BUILD_TESTS=ON &&
+  cmake --build '$build' -j $(nproc) --target cuda_backend_test cuda_cumprod_test \
+    scan_numerics_report cuda_cumprod_bench scan-server scan-client scan-bench" || exit 1
+timed gpu-tests 150 bash -c "cd '$build' && ctest -L gpu -j 4 --output-on-failure --timeout 140"
+timed python-gpu 90 env SCAN_SERVER="$build/server/scan-server" \
+  PYTHONPATH="$root/client/python:$root/tests/python" \
+  python3 -m pytest -q -p no:cacheprovider "$root/tests/python/test_gpu.py"
+timed numerics 60 "$build/bench/scan_numerics_report"
+timed shared-memory 150 env SCAN_DEVICE_BUILD="$build" SCAN_SKIP_PYTHON_GPU_TESTS=1 \
+  OUT="$logs/shared-memory" bash "$root/scripts/device-shared-memory.sh"
+timed kernel-bench 60 "$build/bench/cuda_cumprod_bench"
+[ ${#failed[@]} -eq 0 ] && echo "all steps passed" >>"$summary" || echo "FAILED: ${failed[*]}" >>"$summary"
+cat "$summary"
+[ ${#failed[@]} -eq 0 ]
