@@ -119,6 +119,21 @@ grpc::ByteBuffer encode_response(v1::ScanResponse* response, std::shared_ptr<Buf
   return encode(*response, std::move(payload));
 }
 
+grpc::ByteBuffer encode_with_bytes_field(const google::protobuf::MessageLite& message,
+                                         int field_number, std::string* data,
+                                         std::shared_ptr<BufferPool> pool) {
+  std::string head = message.SerializeAsString();
+  head.push_back(static_cast<char>((field_number << 3) | 2));
+  append_varint(&head, data->size());
+  if (data->empty()) {
+    if (pool) pool->give(std::move(*data));
+    grpc::Slice whole(head);
+    return grpc::ByteBuffer(&whole, 1);
+  }
+  grpc::Slice slices[2] = {grpc::Slice(head), adopt(data, std::move(pool))};
+  return grpc::ByteBuffer(slices, 2);
+}
+
 grpc::Status decode(grpc::ByteBuffer* buffer, google::protobuf::MessageLite* message) {
   // Merging, not parsing: ParseFrom* first clears the message, which deletes the tensor submessage
   // together with a pooled data buffer the caller put there.

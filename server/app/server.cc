@@ -177,6 +177,11 @@ bool ScanServer::start() {
                                         shared_memory_->mapped_bytes());
       });
   builder.RegisterService(shared_memory_service_.get());
+  inference_service_ = std::make_unique<InferenceService>(
+      *service_, *wire_service_, *metrics_, *shared_memory_service_,
+      authenticator_ ? &*authenticator_ : nullptr, ready_,
+      InferenceServiceOptions{SCAN_VERSION, config_.max_rank, shared_memory_ != nullptr});
+  builder.RegisterService(inference_service_.get());
 
   server_ = builder.BuildAndStart();
   if (!server_ || port_ == 0) {
@@ -187,6 +192,7 @@ bool ScanServer::start() {
   auto* health = server_->GetHealthCheckService();
   health->SetServingStatus(kScanServiceName, true);
   health->SetServingStatus(true);
+  ready_.store(true, std::memory_order_relaxed);
   return true;
 }
 
@@ -208,6 +214,7 @@ void ScanServer::shutdown() {
 }
 
 void ScanServer::shutdown_now() {
+  ready_.store(false, std::memory_order_relaxed);
   auto* health = server_->GetHealthCheckService();
   health->SetServingStatus(kScanServiceName, false);
   health->SetServingStatus(false);

@@ -4,6 +4,7 @@
 
 #include <grpcpp/server.h>
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -13,6 +14,7 @@
 #include "app/config.h"
 #include "metrics/metrics.h"
 #include "routing/router.h"
+#include "rpc/inference_service.h"
 #include "rpc/scan_service.h"
 #include "rpc/security.h"
 #include "rpc/server_info.h"
@@ -59,6 +61,10 @@ class ScanServer {
   std::unique_ptr<WireScanService> wire_service_;
   std::unique_ptr<ServerInfoService> info_service_;
   std::unique_ptr<SharedMemoryService> shared_memory_service_;
+  // inference.GRPCInferenceService (KServe v2) over service_ and the same transport.
+  std::unique_ptr<InferenceService> inference_service_;
+  // Serving, and not shutting down (KServe's ServerReady and ModelReady).
+  std::atomic<bool> ready_{false};
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   std::once_flag shutdown_once_;

@@ -3,6 +3,11 @@
 #include <grpcpp/grpcpp.h>
 #include <prometheus/text_serializer.h>
 
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+
 namespace scan::server {
 namespace {
 
@@ -23,16 +28,36 @@ const prometheus::Histogram::BucketBoundaries& ServiceMetrics::latency_buckets()
   return buckets;
 }
 
+struct ServiceMetrics::AtomicTotals {
+  struct Duration {
+    std::atomic<std::uint64_t> count{0};
+    std::atomic<std::uint64_t> nanoseconds{0};
+
+    void add(double seconds) {
+      count.fetch_add(1, std::memory_order_relaxed);
+      nanoseconds.fetch_add(static_cast<std::uint64_t>(std::llround(seconds * 1e9)),
+                            std::memory_order_relaxed);
+    }
+    RequestTotals::Duration load() const {
+      return {count.load(std::memory_order_relaxed), nanoseconds.load(std::memory_order_relaxed)};
+    }
+  };
+  Duration succeeded, failed, queued, computed, copied_to_device, copied_to_host;
+  std::atomic<std::uint64_t> last_request_unix_ms{0};
+};
+
 ServiceMetrics::ServiceMetrics(const std::vector<BackendDescription>& backends,
                                const std::string& version)
-    : registry_(std::make_shared<prometheus::Registry>()) {
-  auto& duration = prometheus::BuildHistogram()
-                       .Name("scan_request_duration_seconds")
-                       .Help(
-                           "Time from receiving a decoded request to its response being ready, "
-                           "by backend, dtype, rpc (Scan, ScanStream) and transport (grpc, "
-                           "system-shm, cuda-ipc) (requests that reached a backend)")
-                       .Register(*registry_);
+    : registry_(std::make_shared<prometheus::Registry>()),
+      totals_(std::make_unique<AtomicTotals>()) {
+  auto& duration =
+      prometheus::BuildHistogram()
+          .Name("scan_request_duration_seconds")
+          .Help(
+              "Time from receiving a decoded request to its response being ready, "
+              "by backend, dtype, rpc (Scan, ScanStream, ModelInfer) and transport (grpc, "
+              "system-shm, cuda-ipc) (requests that reached a backend)")
+          .Register(*registry_);
   auto& queue = prometheus::BuildHistogram()
                     .Name("scan_queue_wait_seconds")
                     .Help("Time a request waited for a free compute slot of its backend")
@@ -138,7 +163,7 @@ ServiceMetrics::ServiceMetrics(const std::vector<BackendDescription>& backends,
   auto make_series = [&](const std::string& name, bool routable, DeviceKind kind) {
     BackendSeries series;
     if (routable) {
-      static const char* const kRpcs[kRequestRpcCount] = {"Scan", "ScanStream"};
+      static const char* const kRpcs[kRequestRpcCount] = {"Scan", "ScanStream", "ModelInfer"};
       static const char* const kTransports[kRequestTransportCount] = {"grpc", "system-shm",
                                                                       "cuda-ipc"};
       for (int index = 0; index < kDtypeCount; ++index) {
@@ -210,9 +235,40 @@ void ServiceMetrics::watch_budget(ByteBudget& budget) const {
       [in_use](std::int64_t delta) { in_use->Increment(static_cast<double>(delta)); });
 }
 
+ServiceMetrics::~ServiceMetrics() = default;
+
 int ServiceMetrics::port() const { return endpoint_ ? endpoint_->port() : 0; }
 
+RequestTotals ServiceMetrics::totals() const {
+  RequestTotals totals;
+  totals.succeeded = totals_->succeeded.load();
+  totals.failed = totals_->failed.load();
+  totals.queued = totals_->queued.load();
+  totals.computed = totals_->computed.load();
+  totals.copied_to_device = totals_->copied_to_device.load();
+  totals.copied_to_host = totals_->copied_to_host.load();
+  totals.last_request_unix_ms = totals_->last_request_unix_ms.load(std::memory_order_relaxed);
+  return totals;
+}
+
+void ServiceMetrics::record_totals(const RequestRecord& record) const {
+  AtomicTotals& totals = *totals_;
+  (record.code == grpc::StatusCode::OK ? totals.succeeded : totals.failed)
+      .add(std::max(record.seconds, 0.0));
+  if (record.queue_seconds >= 0) totals.queued.add(record.queue_seconds);
+  if (record.compute_seconds >= 0) totals.computed.add(record.compute_seconds);
+  if (record.host_to_device_seconds >= 0) {
+    totals.copied_to_device.add(record.host_to_device_seconds);
+  }
+  if (record.device_to_host_seconds >= 0) totals.copied_to_host.add(record.device_to_host_seconds);
+  const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::system_clock::now().time_since_epoch());
+  totals.last_request_unix_ms.store(static_cast<std::uint64_t>(now.count()),
+                                    std::memory_order_relaxed);
+}
+
 void ServiceMetrics::record(const RequestRecord& record) const {
+  record_totals(record);
   const BackendSeries& series = record.backend != nullptr ? *record.backend : rejected_;
   const auto code = static_cast<int>(record.code);
   series.requests[code >= 0 && code < kStatusCodeCount ? code : 2]->Increment();

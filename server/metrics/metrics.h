@@ -30,8 +30,8 @@ constexpr int kStatusCodeCount = 17;  // grpc::StatusCode OK .. UNAUTHENTICATED
 
 // Which RPC carried a request, and how its tensor travelled: labels of
 // scan_request_duration_seconds.
-enum class RequestRpc { kScan, kScanStream };
-constexpr int kRequestRpcCount = 2;
+enum class RequestRpc { kScan, kScanStream, kModelInfer };
+constexpr int kRequestRpcCount = 3;
 enum class RequestTransport { kGrpc, kSystemSharedMemory, kCudaIpc };
 constexpr int kRequestTransportCount = 3;
 
@@ -80,10 +80,28 @@ struct RequestRecord {
   double device_to_host_seconds = -1;
 };
 
+// Every request's counts and cumulative durations since startup, in the terms of KServe's
+// ModelStatistics (the statistics extension), kept from the same records as the Prometheus series:
+// `succeeded` + `failed` counts equal the sum of scan_requests_total, split by code OK / not OK.
+struct RequestTotals {
+  struct Duration {
+    std::uint64_t count = 0;
+    std::uint64_t nanoseconds = 0;
+  };
+  Duration succeeded;  // whole request: decoded to answered
+  Duration failed;
+  Duration queued;                         // waiting for a compute slot
+  Duration computed;                       // on a backend
+  Duration copied_to_device;               // GPU backends: host-to-device copies
+  Duration copied_to_host;                 // GPU backends: device-to-host copies
+  std::uint64_t last_request_unix_ms = 0;  // 0: none yet
+};
+
 class ServiceMetrics {
  public:
   // `backends` are the router's backends, in its order.
   ServiceMetrics(const std::vector<BackendDescription>& backends, const std::string& version);
+  ~ServiceMetrics();
 
   // Serves /metrics on `listen` (HOST:PORT, port 0 picks one); `authorize` (may be empty) guards
   // scrapes. Returns false with *error set.
@@ -100,6 +118,8 @@ class ServiceMetrics {
     streams_stalled_[static_cast<int>(phase)]->Increment();
   }
   void record(const RequestRecord& record) const;
+  // A snapshot of the totals (each field read atomically, not all of them at one instant).
+  RequestTotals totals() const;
   // Shows the router's current model of a backend (0 = unknown).
   void publish_cost_model(std::size_t index, const CostModel& cost) const {
     backends_.at(index).cost_fixed_seconds->Set(cost.fixed_seconds);
@@ -129,6 +149,10 @@ class ServiceMetrics {
   prometheus::Gauge* shared_memory_bytes_ = nullptr;
   std::array<prometheus::Counter*, kStreamPhaseCount> streams_stalled_{};
   std::unique_ptr<MetricsHttpServer> endpoint_;
+  void record_totals(const RequestRecord& record) const;
+
+  struct AtomicTotals;
+  std::unique_ptr<AtomicTotals> totals_;
 };
 
 }  // namespace scan::server

@@ -65,7 +65,8 @@ void ScanServiceImpl::record_end(grpc::ServerContextBase& context, RequestRecord
 class ScanServiceImpl::UnaryCall final : public DeferredScan {
  public:
   UnaryCall(ScanServiceImpl& service, grpc::ServerContextBase& context,
-            const v1::ScanRequest& request, v1::ScanResponse& response, wire::BufferPool& buffers)
+            const v1::ScanRequest& request, v1::ScanResponse& response, wire::BufferPool& buffers,
+            RequestRpc rpc)
       : service_(service),
         context_(context),
         request_(request),
@@ -74,6 +75,7 @@ class ScanServiceImpl::UnaryCall final : public DeferredScan {
         received_(Clock::now()) {
     service_.metrics_.inflight().Increment();
     record_.request_bytes = request.gamma().data().size();
+    record_.rpc = rpc;
   }
 
   // Caller, validation, shared-memory regions, budget and route; the response gets its shape and
@@ -172,8 +174,8 @@ class ScanServiceImpl::UnaryCall final : public DeferredScan {
 
 HandlerResult ScanServiceImpl::Scan(grpc::ServerContextBase* context,
                                     const v1::ScanRequest* request, v1::ScanResponse* response,
-                                    Waiting waiting, wire::BufferPool& buffers) {
-  auto call = std::make_shared<UnaryCall>(*this, *context, *request, *response, buffers);
+                                    Waiting waiting, wire::BufferPool& buffers, RequestRpc rpc) {
+  auto call = std::make_shared<UnaryCall>(*this, *context, *request, *response, buffers, rpc);
   grpc::Status status = call->prepare();
   if (status.ok()) {
     if (waiting == Waiting::kNotAllowed && !call->try_take_slot()) {
@@ -182,6 +184,19 @@ HandlerResult ScanServiceImpl::Scan(grpc::ServerContextBase* context,
     status = call->run();
   }
   return {call->end(std::move(status)), nullptr};
+}
+
+grpc::Status ScanServiceImpl::refuse(grpc::ServerContextBase& context, const grpc::Status& refusal,
+                                     RequestRpc rpc, std::size_t request_bytes) {
+  const auto received = Clock::now();
+  metrics_.inflight().Increment();
+  RequestRecord record;
+  record.rpc = rpc;
+  record.request_bytes = request_bytes;
+  grpc::Status status = check_caller(context);
+  if (status.ok()) status = refusal;
+  record_end(context, record, status, received);
+  return status;
 }
 
 kernels::KernelStatus ScanServiceImpl::compute(RegisteredBackend& chosen, ScanJob job,

@@ -45,8 +45,16 @@ class ScanServiceImpl final {
   // to wait for a compute slot comes back deferred, validated, admitted and routed: the transport
   // finishes it from a thread of its own (DeferredScan::resume).
   // The result's tensor buffer comes from `buffers`.
+  // `rpc` names the method that carried it in the metrics (KServe's ModelInfer is served as a
+  // Scan).
   HandlerResult Scan(grpc::ServerContextBase* context, const v1::ScanRequest* request,
-                     v1::ScanResponse* response, Waiting waiting, wire::BufferPool& buffers);
+                     v1::ScanResponse* response, Waiting waiting, wire::BufferPool& buffers,
+                     RequestRpc rpc = RequestRpc::kScan);
+  // A call of `rpc` refused before it became a scan (KServe's ModelInfer naming an unknown model,
+  // say): the caller's credentials are checked first, and the refusal is counted like a refused
+  // Scan. Returns the status to answer with.
+  grpc::Status refuse(grpc::ServerContextBase& context, const grpc::Status& refusal, RequestRpc rpc,
+                      std::size_t request_bytes);
   // A ScanStream call (see scan.proto and ScanStreamSession). Its header is validated, and the
   // stream refused while the in-flight budget lacks room for it, before the client is told to
   // send any bytes; the budget is then taken as the bytes arrive, so a stream holds what it was

@@ -105,9 +105,9 @@ SharedMemoryService::SharedMemoryService(shared_memory::Registry* registry,
   add_unary("/scan.v1.ScanService/ListSharedMemory", this, &SharedMemoryService::list_regions);
 }
 
-grpc::Status SharedMemoryService::check(grpc::ServerContext* context) const {
+grpc::Status SharedMemoryService::check(const grpc::ServerContextBase& context) const {
   if (authenticator_ != nullptr) {
-    if (grpc::Status status = authenticator_->check(*context); !status.ok()) return status;
+    if (grpc::Status status = authenticator_->check(context); !status.ok()) return status;
   }
   if (registry_ == nullptr) {
     return {grpc::StatusCode::FAILED_PRECONDITION,
@@ -116,57 +116,91 @@ grpc::Status SharedMemoryService::check(grpc::ServerContext* context) const {
   return grpc::Status::OK;
 }
 
+grpc::Status SharedMemoryService::add_system(const grpc::ServerContextBase& context,
+                                             const shared_memory::RegionSpec& spec) const {
+  if (grpc::Status status = check(context); !status.ok()) return status;
+  const shared_memory::Error error = registry_->add(caller_namespace(context), spec);
+  if (error.ok() && changed_) changed_();
+  return to_status(error);
+}
+
+grpc::Status SharedMemoryService::add_cuda(const grpc::ServerContextBase& context,
+                                           const shared_memory::RegionSpec& spec,
+                                           const std::string& cuda_handle) const {
+  if (grpc::Status status = check(context); !status.ok()) return status;
+  if (!registry_->cuda_supported()) {
+    return {grpc::StatusCode::UNIMPLEMENTED,
+            "this server scans no CUDA regions (no GPU backend; see GetServerInfo."
+            "shared_memory_kinds); use system shared memory"};
+  }
+  const shared_memory::Error error =
+      registry_->add_cuda(caller_namespace(context), spec, cuda_handle);
+  if (error.ok() && changed_) changed_();
+  return to_status(error);
+}
+
+grpc::Status SharedMemoryService::remove(const grpc::ServerContextBase& context,
+                                         const std::string& name) const {
+  if (grpc::Status status = check(context); !status.ok()) return status;
+  const shared_memory::Error error = registry_->remove(caller_namespace(context), name);
+  if (error.ok() && changed_) changed_();
+  return to_status(error);
+}
+
+grpc::Status SharedMemoryService::list(const grpc::ServerContextBase& context,
+                                       std::vector<shared_memory::RegionStatus>* regions) const {
+  if (grpc::Status status = check(context); !status.ok()) return status;
+  *regions = registry_->list(caller_namespace(context));
+  return grpc::Status::OK;
+}
+
 grpc::Status SharedMemoryService::register_region(grpc::ServerContext* context,
                                                   const v1::RegisterSharedMemoryRequest& request,
                                                   v1::RegisterSharedMemoryResponse* /*response*/) {
-  if (grpc::Status status = check(context); !status.ok()) return status;
-  const std::string owner = caller_namespace(*context);
-  shared_memory::Error error;
   switch (request.kind()) {
     case v1::SHARED_MEMORY_KIND_SYSTEM:
       if (!request.cuda_handle().empty() || request.device_id() != 0) {
+        if (grpc::Status status = check(*context); !status.ok()) return status;
         return {grpc::StatusCode::INVALID_ARGUMENT,
                 "cuda_handle: only CUDA regions have a handle or a device_id"};
       }
-      error = registry_->add(
-          owner, {request.name(), request.key(), request.offset(), request.byte_size(), -1});
-      break;
+      return add_system(*context,
+                        {request.name(), request.key(), request.offset(), request.byte_size(), -1});
     case v1::SHARED_MEMORY_KIND_CUDA:
-      if (!registry_->cuda_supported()) {
+      if (!cuda_supported() && registry_ != nullptr) {
+        if (grpc::Status status = check(*context); !status.ok()) return status;
         return {grpc::StatusCode::UNIMPLEMENTED,
                 "kind: this server scans no CUDA regions (no GPU backend; see "
                 "GetServerInfo.shared_memory_kinds); use SYSTEM"};
       }
       if (!request.key().empty()) {
+        if (grpc::Status status = check(*context); !status.ok()) return status;
         return {grpc::StatusCode::INVALID_ARGUMENT, "key: CUDA regions have no key"};
       }
-      error = registry_->add_cuda(
-          owner, {request.name(), "", request.offset(), request.byte_size(), request.device_id()},
+      return add_cuda(
+          *context,
+          {request.name(), "", request.offset(), request.byte_size(), request.device_id()},
           request.cuda_handle());
-      break;
     default:
+      if (grpc::Status status = check(*context); !status.ok()) return status;
       return {grpc::StatusCode::INVALID_ARGUMENT,
               "kind: must be SHARED_MEMORY_KIND_SYSTEM or SHARED_MEMORY_KIND_CUDA, got " +
                   std::to_string(static_cast<int>(request.kind()))};
   }
-  if (error.ok() && changed_) changed_();
-  return to_status(error);
 }
 
 grpc::Status SharedMemoryService::unregister_region(
     grpc::ServerContext* context, const v1::UnregisterSharedMemoryRequest& request,
     v1::UnregisterSharedMemoryResponse* /*response*/) {
-  if (grpc::Status status = check(context); !status.ok()) return status;
-  const shared_memory::Error error = registry_->remove(caller_namespace(*context), request.name());
-  if (error.ok() && changed_) changed_();
-  return to_status(error);
+  return remove(*context, request.name());
 }
 
 grpc::Status SharedMemoryService::list_regions(grpc::ServerContext* context,
                                                const v1::ListSharedMemoryRequest& /*request*/,
                                                v1::ListSharedMemoryResponse* response) {
-  if (grpc::Status status = check(context); !status.ok()) return status;
-  for (const shared_memory::RegionStatus& region : registry_->list(caller_namespace(*context))) {
+  std::vector<shared_memory::RegionStatus> regions;
+  if (grpc::Status status = list(*context, &regions); !status.ok()) return status;
+  for (const shared_memory::RegionStatus& region : regions) {
     v1::SharedMemoryRegionStatus* status = response->add_regions();
     status->set_name(region.spec.name);
     status->set_kind(region.spec.device < 0 ? v1::SHARED_MEMORY_KIND_SYSTEM

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <functional>
+#include <string>
+#include <vector>
 
 #include "admission/request_validation.h"
 #include "rpc/security.h"
@@ -35,8 +37,21 @@ class SharedMemoryService final : public UnaryMethods {
   SharedMemoryService(shared_memory::Registry* registry, const TokenAuthenticator* authenticator,
                       std::function<void()> changed = {});
 
+  // The operations behind the RPCs, in the caller's namespace, each checking credentials and that
+  // shared memory is on: also KServe's shared-memory RPCs (rpc/inference_service.h), so both
+  // protocols share one set of regions, rules and limits. `cuda_handle` is a cudaIpcMemHandle_t.
+  grpc::Status add_system(const grpc::ServerContextBase& context,
+                          const shared_memory::RegionSpec& spec) const;
+  grpc::Status add_cuda(const grpc::ServerContextBase& context,
+                        const shared_memory::RegionSpec& spec,
+                        const std::string& cuda_handle) const;
+  grpc::Status remove(const grpc::ServerContextBase& context, const std::string& name) const;
+  grpc::Status list(const grpc::ServerContextBase& context,
+                    std::vector<shared_memory::RegionStatus>* regions) const;
+  bool cuda_supported() const { return registry_ != nullptr && registry_->cuda_supported(); }
+
  private:
-  grpc::Status check(grpc::ServerContext* context) const;
+  grpc::Status check(const grpc::ServerContextBase& context) const;
   grpc::Status register_region(grpc::ServerContext* context,
                                const v1::RegisterSharedMemoryRequest& request,
                                v1::RegisterSharedMemoryResponse* response);

@@ -358,11 +358,28 @@ void WireScanService::end_streams_not_started(const grpc::Status& status) {
   watchdog_->for_each([&status](StreamCall& call) { call.end_if_not_started(status); });
 }
 
-// The decoded request and the response being built, for as long as a call is in the handler.
-struct WireScanService::Call {
-  v1::ScanRequest request;
-  v1::ScanResponse response;
+namespace {
+
+// ScanService.Scan: its messages are the scan's own.
+class ScanCodec final : public UnaryScanCodec {
+ public:
+  grpc::Status decode(grpc::ServerContextBase& /*context*/, grpc::ByteBuffer* received,
+                      UnaryScanCall& call, wire::BufferPool& pool) const override {
+    std::string* input = call.request.mutable_gamma()->mutable_data();
+    if (!wire::decode(received, &call.request, input, &pool).ok()) {
+      return {grpc::StatusCode::INVALID_ARGUMENT, "request is not a valid scan.v1.ScanRequest"};
+    }
+    return grpc::Status::OK;
+  }
+  grpc::ByteBuffer encode(UnaryScanCall& call,
+                          std::shared_ptr<wire::BufferPool> pool) const override {
+    return wire::encode_response(&call.response, std::move(pool));
+  }
 };
+
+const ScanCodec kScanCodec;
+
+}  // namespace
 
 WireScanService::WireScanService(Handler handler, std::size_t pooled_bytes,
                                  StreamOpener open_stream, WireOptions options)
@@ -378,7 +395,9 @@ WireScanService::WireScanService(Handler handler, std::size_t pooled_bytes,
   MarkMethodRawCallback(
       0, new grpc::internal::CallbackUnaryHandler<grpc::ByteBuffer, grpc::ByteBuffer>(
              [this](grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
-                    grpc::ByteBuffer* response) { return handle(context, request, response); }));
+                    grpc::ByteBuffer* response) {
+               return serve_unary(context, request, response, kScanCodec, handler_);
+             }));
   if (!open_stream_) {
     SCAN_PUBLISHED(this);
     return;
@@ -398,65 +417,66 @@ WireScanService::WireScanService(Handler handler, std::size_t pooled_bytes,
 // gRPC's shutdown waits for every call to finish first, so no job is left by now.
 WireScanService::~WireScanService() = default;
 
-grpc::ServerUnaryReactor* WireScanService::handle(grpc::CallbackServerContext* context,
-                                                  const grpc::ByteBuffer* request,
-                                                  grpc::ByteBuffer* response) {
+grpc::ServerUnaryReactor* WireScanService::serve_unary(grpc::CallbackServerContext* context,
+                                                       const grpc::ByteBuffer* request,
+                                                       grpc::ByteBuffer* response,
+                                                       const UnaryScanCodec& codec,
+                                                       const Handler& handler) {
   SCAN_SEEN_PUBLISHED(this);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  auto call = std::make_unique<Call>();
+  auto call = std::make_unique<UnaryScanCall>();
   // Copying a ByteBuffer only takes references to its slices; decoding consumes the copy.
   grpc::ByteBuffer received(*request);
   const std::size_t bytes = received.Length();
-  std::string* input = call->request.mutable_gamma()->mutable_data();
-  if (grpc::Status status = wire::decode(&received, &call->request, input, buffers_.get());
-      !status.ok()) {
-    finish(reactor,
-           {grpc::StatusCode::INVALID_ARGUMENT, "request is not a valid scan.v1.ScanRequest"},
-           *call, response);
+  if (grpc::Status status = codec.decode(*context, &received, *call, *buffers_); !status.ok()) {
+    finish(reactor, status, *call, codec, response);
     return reactor;
   }
   std::shared_ptr<DeferredScan> deferred;
   if (bytes <= options_.inline_max_bytes) {
     HandlerResult result =
-        handler_(context, &call->request, &call->response, Waiting::kNotAllowed, *buffers_);
+        handler(context, &call->request, &call->response, Waiting::kNotAllowed, *buffers_);
     if (!result.deferred) {
-      finish(reactor, result.status, *call, response);
+      finish(reactor, result.status, *call, codec, response);
       return reactor;
     }
     deferred = std::move(result.deferred);
   }
   // The job owns the call from here on; gRPC keeps context, request and response alive until the
   // reactor finishes.
-  Call* handed_over = call.release();
-  const bool taken = blocking_->try_run([this, context, reactor, response, handed_over, deferred] {
-    std::unique_ptr<Call> owned(handed_over);
-    const grpc::Status status = deferred ? deferred->resume()
-                                         : handler_(context, &owned->request, &owned->response,
-                                                    Waiting::kAllowed, *buffers_)
-                                               .status;
-    finish(reactor, status, *owned, response);
+  UnaryScanCall* handed_over = call.release();
+  const bool taken = blocking_->try_run([this, context, reactor, response, handed_over, deferred,
+                                         &codec, &handler] {
+    std::unique_ptr<UnaryScanCall> owned(handed_over);
+    const grpc::Status status =
+        deferred ? deferred->resume()
+                 : handler(context, &owned->request, &owned->response, Waiting::kAllowed, *buffers_)
+                       .status;
+    finish(reactor, status, *owned, codec, response);
   });
   if (!taken) {
-    std::unique_ptr<Call> owned(handed_over);
+    std::unique_ptr<UnaryScanCall> owned(handed_over);
     grpc::Status busy(grpc::StatusCode::RESOURCE_EXHAUSTED,
                       fmt::format("server busy: all {} handler threads are busy (--rpc-threads); "
                                   "retry with backoff",
                                   blocking_->limit()));
     if (deferred) busy = deferred->abandon(std::move(busy));
-    finish(reactor, busy, *owned, response);
+    finish(reactor, busy, *owned, codec, response);
   }
   return reactor;
 }
 
 void WireScanService::finish(grpc::ServerUnaryReactor* reactor, const grpc::Status& status,
-                             Call& call, grpc::ByteBuffer* response) {
+                             UnaryScanCall& call, const UnaryScanCodec& codec,
+                             grpc::ByteBuffer* response) {
   buffers_->give(std::move(*call.request.mutable_gamma()->mutable_data()));
   if (status.ok()) {
-    *response = wire::encode_response(&call.response, buffers_);
-  } else {
-    buffers_->give(std::move(*call.response.mutable_result()->mutable_data()));
+    *response = codec.encode(call, buffers_);
+    reactor->Finish(status);
+    return;
   }
-  reactor->Finish(status);
+  buffers_->give(std::move(*call.response.mutable_result()->mutable_data()));
+  reactor->Finish(codec.refusal(status, call));
 }
 
 }  // namespace scan::server

@@ -89,6 +89,37 @@ struct HandlerResult {
   std::shared_ptr<DeferredScan> deferred;
 };
 
+// One unary call served as a Scan: its request decoded into a ScanRequest and its response built
+// from the ScanResponse, by the method's UnaryScanCodec.
+struct UnaryScanCall {
+  v1::ScanRequest request;
+  v1::ScanResponse response;
+  // What the method's own request carried beyond the scan, for its response (KServe: the request's
+  // id and output names); null for Scan itself.
+  std::shared_ptr<const void> envelope;
+};
+
+// How one unary method's messages become a Scan and back. ScanService.Scan takes its messages as
+// they are; KServe's ModelInfer (rpc/inference_codec.h) translates them. Shared by every call of
+// the method, from any thread: implementations keep no per-call state.
+class UnaryScanCodec {
+ public:
+  virtual ~UnaryScanCodec() = default;
+  // Fills call.request from `received` (consumed), the tensor's bytes in a buffer taken from
+  // `pool` and left in call.request.gamma.data, whatever the outcome, for the transport to return.
+  // A refusal ends the call with that status.
+  virtual grpc::Status decode(grpc::ServerContextBase& context, grpc::ByteBuffer* received,
+                              UnaryScanCall& call, wire::BufferPool& pool) const = 0;
+  // The response of a call whose scan succeeded. Moves the result's bytes out of call.response
+  // (back to `pool` once gRPC has sent them).
+  virtual grpc::ByteBuffer encode(UnaryScanCall& call,
+                                  std::shared_ptr<wire::BufferPool> pool) const = 0;
+  // The status a failed call ends with, in the method's own terms (its field names).
+  virtual grpc::Status refusal(const grpc::Status& status, const UnaryScanCall& /*call*/) const {
+    return status;
+  }
+};
+
 struct WireOptions {
   // Threads for calls that must wait (or are large); calls beyond them are refused at once with
   // RESOURCE_EXHAUSTED. Created as needed, kept once created.
@@ -122,6 +153,14 @@ class WireScanService final : public grpc::Service {
                   WireOptions options = {});
   ~WireScanService() override;
 
+  // Serves one call of another unary method the way Scan is served (inline or on a handler thread,
+  // with the same buffer pool and limits), its messages translated by `codec`. For services that
+  // register such a method themselves (KServe's ModelInfer); `codec` and `handler` must outlive
+  // every call.
+  grpc::ServerUnaryReactor* serve_unary(grpc::CallbackServerContext* context,
+                                        const grpc::ByteBuffer* request, grpc::ByteBuffer* response,
+                                        const UnaryScanCodec& codec, const Handler& handler);
+
   // The pool of request and response tensor buffers (the server registers them with CUDA).
   wire::BufferPool& buffer_pool() { return *buffers_; }
 
@@ -131,17 +170,14 @@ class WireScanService final : public grpc::Service {
   void end_streams_not_started(const grpc::Status& status);
 
  private:
-  struct Call;
   class BlockingThreads;
   class StreamCall;
   class StreamWatchdog;
 
-  grpc::ServerUnaryReactor* handle(grpc::CallbackServerContext* context,
-                                   const grpc::ByteBuffer* request, grpc::ByteBuffer* response);
   // Returns the request's buffer to the pool, encodes the response (or returns its buffer) and
   // finishes the call.
-  void finish(grpc::ServerUnaryReactor* reactor, const grpc::Status& status, Call& call,
-              grpc::ByteBuffer* response);
+  void finish(grpc::ServerUnaryReactor* reactor, const grpc::Status& status, UnaryScanCall& call,
+              const UnaryScanCodec& codec, grpc::ByteBuffer* response);
 
   Handler handler_;
   StreamOpener open_stream_;

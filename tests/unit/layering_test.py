@@ -29,6 +29,9 @@ RULES = [
     (["server/backends"], r"^routing/", "routing uses the backends, not the other way round"),
     (["server"], CLIENT_HEADERS, "the server never includes the client library"),
     (["client"], SERVER_LAYERS, "the client never includes the server"),
+    (["kernels", "wire", "client", "server/admission", "server/routing", "server/backends",
+      "server/metrics", "server/shared_memory"], r"^inference/",
+     "the Open Inference Protocol (KServe v2) is spoken at the RPC edge only (server/rpc)"),
 ]
 
 # LibTorch headers are slow to compile: one backend file may use them (plus the two benchmarks that

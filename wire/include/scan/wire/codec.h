@@ -29,6 +29,15 @@ grpc::ByteBuffer encode_request(const v1::ScanRequest& request,
 grpc::ByteBuffer encode_response(v1::ScanResponse* response,
                                  std::shared_ptr<BufferPool> pool = nullptr);
 
+// Serialises `message` followed by one more length-delimited field `field_number` holding `*data`
+// (moved out, sent by reference, back to `pool` once sent if there is one): for messages whose
+// tensor bytes are a top-level `bytes` field, such as KServe's ModelInferResponse
+// (raw_output_contents). Parsers accept fields in any order, and a repeated field's entries keep
+// their order, so the payload is the field's last entry.
+grpc::ByteBuffer encode_with_bytes_field(const google::protobuf::MessageLite& message,
+                                         int field_number, std::string* data,
+                                         std::shared_ptr<BufferPool> pool = nullptr);
+
 // Serialises a message without tensor bytes of its own (e.g. ScanStream's headers).
 grpc::ByteBuffer encode_message(const google::protobuf::MessageLite& message);
 
