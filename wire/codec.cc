@@ -119,19 +119,55 @@ grpc::ByteBuffer encode_response(v1::ScanResponse* response, std::shared_ptr<Buf
   return encode(*response, std::move(payload));
 }
 
+namespace {
+
+// `message` and then field `field_number` holding the `size` bytes of `payload` (by reference).
+grpc::ByteBuffer with_bytes_field(const google::protobuf::MessageLite& message, int field_number,
+                                  std::size_t size, grpc::Slice payload) {
+  std::string head = message.SerializeAsString();
+  head.push_back(static_cast<char>((field_number << 3) | 2));
+  append_varint(&head, size);
+  grpc::Slice slices[2] = {grpc::Slice(head), std::move(payload)};
+  return grpc::ByteBuffer(slices, size > 0 ? 2 : 1);
+}
+
+}  // namespace
+
 grpc::ByteBuffer encode_with_bytes_field(const google::protobuf::MessageLite& message,
                                          int field_number, std::string* data,
                                          std::shared_ptr<BufferPool> pool) {
-  std::string head = message.SerializeAsString();
-  head.push_back(static_cast<char>((field_number << 3) | 2));
-  append_varint(&head, data->size());
-  if (data->empty()) {
+  const std::size_t size = data->size();
+  if (size == 0) {
     if (pool) pool->give(std::move(*data));
-    grpc::Slice whole(head);
-    return grpc::ByteBuffer(&whole, 1);
+    return with_bytes_field(message, field_number, 0, grpc::Slice());
   }
-  grpc::Slice slices[2] = {grpc::Slice(head), adopt(data, std::move(pool))};
-  return grpc::ByteBuffer(slices, 2);
+  return with_bytes_field(message, field_number, size, adopt(data, std::move(pool)));
+}
+
+grpc::ByteBuffer encode_with_bytes_field(const google::protobuf::MessageLite& message,
+                                         int field_number,
+                                         std::shared_ptr<const std::string> payload) {
+  using Holder = std::shared_ptr<const std::string>;
+  const std::string& bytes = *payload;
+  if (bytes.empty()) return with_bytes_field(message, field_number, 0, grpc::Slice());
+  return with_bytes_field(message, field_number, bytes.size(),
+                          adopt_slice(new Holder(std::move(payload)), bytes));
+}
+
+grpc::Status decode_repeated(grpc::ByteBuffer* buffer, google::protobuf::MessageLite* message,
+                             google::protobuf::RepeatedPtrField<std::string>* field,
+                             std::string* tensor_data, BufferPool* pool, int* entries) {
+  // The pooled buffer as the field's spare element: protobuf's parser reuses a cleared element
+  // for the field's first entry, and its capacity holds the whole message, so the entry is
+  // written in place.
+  *field->Add() = pool->take(buffer->Length());
+  field->Clear();
+  const grpc::Status status = decode(buffer, message);
+  *entries = field->size();
+  std::string* pooled = *entries > 0 ? field->Mutable(0) : field->Add();
+  tensor_data->swap(*pooled);
+  if (*entries == 0) field->RemoveLast();
+  return status;
 }
 
 grpc::Status decode(grpc::ByteBuffer* buffer, google::protobuf::MessageLite* message) {

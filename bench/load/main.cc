@@ -5,6 +5,8 @@
 #include <arpa/inet.h>
 #include <fmt/format.h>
 #include <grpc/grpc.h>
+#include <grpcpp/impl/codegen/client_callback.h>
+#include <grpcpp/impl/rpc_method.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -31,9 +33,11 @@
 #include <vector>
 
 #include "bench_report.h"
+#include "inference/grpc_service.pb.h"
 #include "scan/client/scan_client.h"
 #include "scan/client/shared_memory.h"
 #include "scan/wire/byte_size.h"
+#include "scan/wire/codec.h"
 #include "scan/wire/dtype.h"
 
 namespace {
@@ -59,8 +63,9 @@ Requests:
   --backend auto|cpu|gpu   (default auto)
   --timeout-ms N           per-request deadline (default 60000)
 Transport:
-  --protocol grpc|grpc-stream|system-shm|tcp
-                           grpc-stream: ScanStream calls; system-shm: tensors and results in
+  --protocol grpc|grpc-stream|kserve|system-shm|tcp
+                           grpc-stream: ScanStream calls; kserve: KServe v2 ModelInfer calls
+                           (model cumprod) on the same port; system-shm: tensors and results in
                            POSIX shared memory registered once per in-flight slot (the server
                            must share this host and allow it); tcp: raw length-prefixed copy
                            against scan-bench-tcp-echo
@@ -152,6 +157,97 @@ class GrpcDriver final : public Driver {
  private:
   scan::client::RoundRobinClients clients_;
   std::chrono::milliseconds timeout_;
+};
+
+// KServe v2's ModelInfer on the same port: the payload's tensor as raw_input_contents (by
+// reference, as Scan's driver sends it), the result parsed into a pooled buffer (as the client
+// library parses Scan's), so that the two protocols are compared on equal terms.
+class KServeDriver final : public Driver {
+ public:
+  explicit KServeDriver(const Options& options)
+      : clients_(options.targets, options.channel_args),
+        timeout_(options.timeout_ms),
+        method_("/inference.GRPCInferenceService/ModelInfer",
+                grpc::internal::RpcMethod::NORMAL_RPC),
+        buffers_(std::make_shared<scan::wire::BufferPool>(std::size_t{1} << 30)) {}
+
+  void start(const Payload& payload, int /*slot*/, Done done) override {
+    auto* call = new Call(std::move(done), payload.bytes, buffers_);
+    if (timeout_.count() > 0)
+      call->context.set_deadline(std::chrono::system_clock::now() + timeout_);
+    call->request = scan::wire::encode_with_bytes_field(
+        infer_header(payload), inference::ModelInferRequest::kRawInputContentsFieldNumber,
+        payload.data);
+    grpc::internal::ClientCallbackUnaryFactory::Create<grpc::ByteBuffer, grpc::ByteBuffer>(
+        clients_.next().channel().get(), method_, &call->context, &call->request, &call->response,
+        call);
+    call->StartCall();
+  }
+  bool asynchronous() const override { return true; }
+
+ private:
+  class Call final : public grpc::ClientUnaryReactor {
+   public:
+    Call(Done done, std::int64_t bytes, std::shared_ptr<scan::wire::BufferPool> buffers)
+        : done_(std::move(done)), bytes_(bytes), buffers_(std::move(buffers)) {}
+
+    grpc::ClientContext context;
+    grpc::ByteBuffer request;
+    grpc::ByteBuffer response;
+
+    void OnDone(const grpc::Status& finished) override {
+      inference::ModelInferResponse decoded;
+      std::string result;
+      int entries = 0;
+      grpc::Status status = finished;
+      if (status.ok()) {
+        status =
+            scan::wire::decode_repeated(&response, &decoded, decoded.mutable_raw_output_contents(),
+                                        &result, buffers_.get(), &entries);
+      }
+      Sample sample;
+      sample.bytes = bytes_;
+      sample.code = scan::client::status_code_name(status.error_code());
+      if (status.ok()) {
+        const auto& parameters = decoded.parameters();
+        if (const auto found = parameters.find("backend"); found != parameters.end()) {
+          sample.backend = found->second.string_param();
+        }
+        if (const auto found = parameters.find("compute_us"); found != parameters.end()) {
+          sample.server_compute_us = static_cast<double>(found->second.int64_param());
+        }
+        if (static_cast<std::int64_t>(result.size()) != bytes_) sample.code = "SHORT_RESPONSE";
+      }
+      buffers_->give(std::move(result));
+      done_(std::move(sample));
+      delete this;
+    }
+
+   private:
+    Done done_;
+    std::int64_t bytes_;
+    std::shared_ptr<scan::wire::BufferPool> buffers_;
+  };
+
+  static inference::ModelInferRequest infer_header(const Payload& payload) {
+    const scan::v1::ScanRequest& scan = payload.header;
+    inference::ModelInferRequest infer;
+    infer.set_model_name("cumprod");
+    auto* input = infer.add_inputs();
+    input->set_name("gamma");
+    static const char* const kDatatypes[] = {"", "FP32", "FP64", "FP16", "BF16"};
+    input->set_datatype(kDatatypes[scan.gamma().dtype()]);
+    *input->mutable_shape() = scan.gamma().shape();
+    (*infer.mutable_parameters())["dim"].set_int64_param(scan.dim());
+    static const char* const kBackends[] = {"auto", "cpu", "gpu"};
+    (*infer.mutable_parameters())["backend"].set_string_param(kBackends[scan.backend()]);
+    return infer;
+  }
+
+  scan::client::RoundRobinClients clients_;
+  std::chrono::milliseconds timeout_;
+  const grpc::internal::RpcMethod method_;
+  std::shared_ptr<scan::wire::BufferPool> buffers_;
 };
 
 // ScanStream, synchronously: a thread per call in flight, which is nothing next to the tensors
@@ -760,6 +856,8 @@ int main(int argc, char** argv) {
     driver = std::make_unique<TcpDriver>(options, workers);
   } else if (options.protocol == "grpc-stream") {
     driver = std::make_unique<GrpcStreamDriver>(options);
+  } else if (options.protocol == "kserve") {
+    driver = std::make_unique<KServeDriver>(options);
   } else if (options.protocol == "system-shm") {
     auto shared = std::make_unique<SharedMemoryDriver>(options, payloads, workers);
     if (!shared->error().empty()) {

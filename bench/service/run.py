@@ -26,18 +26,19 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # name, scan-bench arguments, servers to drive, what to compare. Large payloads are one request at
 # a time (throughput of a single stream); small ones are many in flight (per-request overhead).
 # "<server>-stream" drives that server with ScanStream (4 MiB chunks) instead of Scan, and
-# "scan-shm" scan-server with tensors and results in system shared memory (--protocol system-shm).
+# "scan-shm" scan-server with tensors and results in system shared memory (--protocol system-shm),
+# and "scan-kserve" scan-server through KServe v2's ModelInfer on the same port (--protocol kserve).
 CASES = [
     ("4KiB x32", ["--bytes", "4Ki", "--concurrency", "32", "--duration", "3"],
-     ["scan", "echo", "tcp", "python"]),
+     ["scan", "scan-kserve", "echo", "tcp", "python"]),
     ("1MiB x1", ["--bytes", "1Mi", "--concurrency", "1", "--duration", "3"],
-     ["scan", "echo", "tcp", "python"]),
+     ["scan", "scan-kserve", "echo", "tcp", "python"]),
     ("1MiB x4", ["--bytes", "1Mi", "--concurrency", "4", "--duration", "3"],
      ["scan", "echo", "tcp", "python"]),
     ("16MiB x1", ["--bytes", "16Mi", "--concurrency", "1", "--requests", "30"],
      ["scan", "echo", "scan-stream", "echo-stream", "tcp"]),
     ("64MiB x1", ["--bytes", "64Mi", "--concurrency", "1", "--requests", "10"],
-     ["scan", "echo", "scan-stream", "echo-stream", "tcp", "scan-shm"]),
+     ["scan", "scan-kserve", "echo", "scan-stream", "echo-stream", "tcp", "scan-shm"]),
     ("256MiB x1", ["--bytes", "256Mi", "--concurrency", "1", "--requests", "4"],
      ["scan", "echo", "scan-stream", "echo-stream", "tcp", "scan-shm"]),
 ]
@@ -116,7 +117,8 @@ def main():
                     warmup = 0.5 if args.quick else 1
                     protocol = ("tcp" if server == "tcp" else
                                 "grpc-stream" if server.endswith("-stream") else
-                                "system-shm" if server.endswith("-shm") else "grpc")
+                                "system-shm" if server.endswith("-shm") else
+                                "kserve" if server.endswith("-kserve") else "grpc")
                     run = bench(build, targets[server.split("-")[0]], protocol, case_args, warmup,
                                 path)
                     results.setdefault((name, server), []).append(run)
@@ -184,6 +186,12 @@ def report(results, cases, rounds, out, server_args):
                         if kernel(run)])
         print(f"| {name}: system shm round trip <= 1.5x the server's compute time | "
               f"{ratio:.2f}x | {'yes' if ratio <= 1.5 else 'no'} |")
+    for name in names:
+        if (name, "scan-kserve") not in results:
+            continue
+        ratio = per_round(name, "scan-kserve", "scan", rps)
+        print(f"| {name}: KServe ModelInfer throughput within 10% of Scan | {ratio:.0%} | "
+              f"{'yes' if ratio >= 0.9 else 'no'} |")
     if "1MiB x1" in names:
         ratio = per_round("1MiB x1", "scan", "echo", p50)
         print(f"| 1 MiB: Scan p50 <= 1.3x tuned echo | {ratio:.2f}x | "

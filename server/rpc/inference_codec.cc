@@ -361,18 +361,11 @@ grpc::Status ModelInferCodec::decode(grpc::ServerContextBase& context, grpc::Byt
                                      UnaryScanCall& call, wire::BufferPool& pool) const {
   const std::size_t request_bytes = received->Length();
   inference::ModelInferRequest infer;
-  // A pooled buffer as the field's spare element: protobuf parses raw_input_contents[0] into it,
-  // in place (its capacity holds the whole message), as wire::decode does for Scan's gamma.data.
-  auto* raw = infer.mutable_raw_input_contents();
-  *raw->Add() = pool.take(request_bytes);
-  raw->Clear();
-  const bool parsed = wire::decode(received, &infer).ok();
-  // Whether or not the request had raw contents, the pooled buffer goes to gamma.data, from where
-  // the transport returns it to the pool.
-  const int raw_entries = raw->size();
-  std::string* pooled = raw_entries > 0 ? raw->Mutable(0) : raw->Add();
-  call.request.mutable_gamma()->mutable_data()->swap(*pooled);
-  if (raw_entries == 0) raw->RemoveLast();
+  int raw_entries = 0;
+  const bool parsed =
+      wire::decode_repeated(received, &infer, infer.mutable_raw_input_contents(),
+                            call.request.mutable_gamma()->mutable_data(), &pool, &raw_entries)
+          .ok();
   if (!parsed) {
     return {grpc::StatusCode::INVALID_ARGUMENT,
             "request is not a valid inference.ModelInferRequest"};

@@ -6,6 +6,7 @@
 // wire bytes protobuf itself would (fields in order, canonical varints), just without the copy.
 #pragma once
 
+#include <google/protobuf/repeated_ptr_field.h>
 #include <grpcpp/support/byte_buffer.h>
 #include <grpcpp/support/status.h>
 
@@ -49,6 +50,19 @@ grpc::Status decode(grpc::ByteBuffer* buffer, google::protobuf::MessageLite* mes
 // decode() into a pooled buffer placed as `*tensor_data` (the message's tensor data field).
 grpc::Status decode(grpc::ByteBuffer* buffer, google::protobuf::MessageLite* message,
                     std::string* tensor_data, BufferPool* pool);
+
+// decode() of a message whose tensor bytes are the first entry of a repeated `bytes` field `field`
+// of it (KServe's raw_input_contents and raw_output_contents): that entry is parsed in place into
+// a pooled buffer, which ends in *tensor_data whether or not the message had the entry (the entry
+// is left empty). *entries is how many entries the field had.
+grpc::Status decode_repeated(grpc::ByteBuffer* buffer, google::protobuf::MessageLite* message,
+                             google::protobuf::RepeatedPtrField<std::string>* field,
+                             std::string* tensor_data, BufferPool* pool, int* entries);
+
+// encode_with_bytes_field() of a payload shared by many messages (a load generator's tensor).
+grpc::ByteBuffer encode_with_bytes_field(const google::protobuf::MessageLite& message,
+                                         int field_number,
+                                         std::shared_ptr<const std::string> payload);
 
 // ScanStream's chunk messages (ScanStreamRequest.chunk, ScanStreamResponse.chunk) are a message
 // holding one bytes field. These encode and decode them around protobuf, as above: the payload is
