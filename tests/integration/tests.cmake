@@ -2,6 +2,7 @@ scan_test(scan_integration_tests
   SOURCES integration/service_test.cc integration/metrics_test.cc integration/security_test.cc
           integration/routing_test.cc integration/stream_test.cc integration/stream_progress_test.cc
           integration/metrics_endpoint_test.cc integration/shared_memory_test.cc
+          integration/inference_test.cc
   LIBS scan_server_lib scan_client_lib
   LABELS integration)
 target_compile_definitions(scan_integration_tests PRIVATE

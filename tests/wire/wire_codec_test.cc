@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "inference/grpc_service.pb.h"
 #include "scan/wire/codec.h"
 
 namespace scan::wire {
@@ -102,6 +103,71 @@ TEST(WireCodec, DecodeFillsThePooledBufferInPlace) {
   EXPECT_GE(decoded.gamma().data().capacity(), std::size_t{4} << 20) << "and parsed into";
   EXPECT_EQ(decoded.gamma().data(), expected_data);
   EXPECT_EQ(decoded.dim(), -1);
+}
+
+// KServe's messages carry the tensor as a top-level repeated bytes field.
+inference::ModelInferResponse infer_head() {
+  inference::ModelInferResponse head;
+  head.set_model_name("cumprod");
+  head.set_id("a request");
+  auto* output = head.add_outputs();
+  output->set_name("output");
+  output->set_datatype("FP32");
+  output->add_shape(7);
+  (*head.mutable_parameters())["backend"].set_string_param("cpu-native");
+  return head;
+}
+
+TEST(WireCodec, BytesFieldAppendedIsProtobufsLastEntryWhateverTheOwner) {
+  for (const std::size_t bytes : {std::size_t{0}, std::size_t{1}, std::size_t{1000003}}) {
+    inference::ModelInferResponse expected = infer_head();
+    expected.add_raw_output_contents(pattern(bytes));
+
+    std::string data = pattern(bytes);
+    auto pool = std::make_shared<BufferPool>(std::size_t{64} << 20, 1);
+    const grpc::ByteBuffer moved = encode_with_bytes_field(
+        infer_head(), inference::ModelInferResponse::kRawOutputContentsFieldNumber, &data, pool);
+    EXPECT_EQ(flatten(moved), expected.SerializeAsString()) << bytes;
+    EXPECT_TRUE(data.empty()) << "moved out, not copied";
+
+    auto shared = std::make_shared<const std::string>(pattern(bytes));
+    const grpc::ByteBuffer referenced = encode_with_bytes_field(
+        infer_head(), inference::ModelInferResponse::kRawOutputContentsFieldNumber, shared);
+    EXPECT_EQ(flatten(referenced), expected.SerializeAsString()) << bytes;
+  }
+}
+
+TEST(WireCodec, DecodeRepeatedParsesTheFirstEntryIntoThePooledBuffer) {
+  for (const int entries : {0, 1, 3}) {
+    BufferPool pool(std::size_t{64} << 20);
+    pool.give(std::string(std::size_t{16} << 20, 'x'));
+    inference::ModelInferResponse original = infer_head();
+    for (int entry = 0; entry < entries; ++entry) {
+      original.add_raw_output_contents(pattern((std::size_t{2} << 20) + entry));
+    }
+    grpc::ByteBuffer buffer = encode_message(original);
+
+    inference::ModelInferResponse decoded;
+    std::string tensor;
+    int found = -1;
+    ASSERT_TRUE(decode_repeated(&buffer, &decoded, decoded.mutable_raw_output_contents(), &tensor,
+                                &pool, &found)
+                    .ok());
+    EXPECT_EQ(found, entries);
+    if (entries > 0) {
+      EXPECT_EQ(pool.pooled_bytes(), 0u) << "the pooled buffer was taken";
+      EXPECT_GE(tensor.capacity(), std::size_t{16} << 20) << "and parsed into";
+    }  // else: a small message takes a small buffer, which still ends in `tensor`
+    EXPECT_EQ(tensor, entries > 0 ? original.raw_output_contents(0) : std::string());
+    EXPECT_EQ(decoded.raw_output_contents_size(), entries) << "the entries are all still there";
+    for (int entry = 1; entry < entries; ++entry) {
+      EXPECT_EQ(decoded.raw_output_contents(entry), original.raw_output_contents(entry));
+    }
+    EXPECT_EQ(decoded.id(), "a request");
+    EXPECT_EQ(decoded.outputs(0).shape(0), 7);
+    pool.give(std::move(tensor));
+    EXPECT_GE(pool.pooled_bytes(), std::size_t{16} << 20) << "and goes back to the pool";
+  }
 }
 
 TEST(WireCodec, GarbageDoesNotDecode) {
