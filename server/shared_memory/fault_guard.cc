@@ -2,6 +2,7 @@
 
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <array>
@@ -31,10 +32,14 @@ void on_sigbus(int signal, siginfo_t* info, void* context) {
       continue;
     }
     // mmap is a plain system call on Linux, safe here in practice though POSIX does not list it.
+    // Made as the raw system call: replacing the page under the request's other threads, which
+    // may be reading it at this moment, is the point (they read zeros, and the request is failed
+    // by RegionUse::check_intact, whatever it computed). ThreadSanitizer's mmap interceptor would
+    // record the remapping as a write racing with those reads (seen in CI); the kernel orders it.
     const auto page = static_cast<std::uintptr_t>(sysconf(_SC_PAGESIZE));
     void* faulting_page = reinterpret_cast<void*>(address & ~(page - 1));
-    if (mmap(faulting_page, page, PROT_READ | PROT_WRITE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS,
-             -1, 0) != MAP_FAILED) {
+    if (syscall(SYS_mmap, faulting_page, page, PROT_READ | PROT_WRITE,
+                MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) != -1) {
       range.faults.fetch_add(1, std::memory_order_acq_rel);
       return;  // the access is retried on the zero page
     }
