@@ -1,8 +1,10 @@
 #include "rpc/shared_memory_service.h"
 
+#include <fmt/format.h>
 #include <grpcpp/security/auth_context.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <string>
 
 namespace scan::server {
@@ -41,6 +43,25 @@ grpc::Status to_status(const shared_memory::Error& error) {
   return {grpc::StatusCode::INTERNAL, error.message};
 }
 
+namespace {
+
+// Kernels read and write whole elements (vectors of them on the CPU, packets on the GPU), so a
+// tensor must start on a multiple of its element size; a client's offset decides that here, where
+// over gRPC the server's own buffers do. The region's registered offset counts too.
+grpc::Status check_alignment(const shared_memory::RegionUse& use, const ValidatedScan& scan,
+                             const char* field) {
+  const std::size_t element = kernels::element_size(scan.dtype);
+  const auto address = reinterpret_cast<std::uintptr_t>(use.data());
+  if (address % element == 0) return grpc::Status::OK;
+  return {grpc::StatusCode::INVALID_ARGUMENT,
+          fmt::format("{}.offset: the tensor would start {} bytes past a multiple of its element "
+                      "size ({} bytes of {}); the region's offset plus this offset must be a "
+                      "multiple of it",
+                      field, address % element, element, kernels::dtype_name(scan.dtype))};
+}
+
+}  // namespace
+
 grpc::Status use_request_regions(shared_memory::Registry* registry, const std::string& owner,
                                  const v1::ScanRequest& request, ValidatedScan* scan,
                                  shared_memory::RegionUse* input,
@@ -60,6 +81,9 @@ grpc::Status use_request_regions(shared_memory::Registry* registry, const std::s
         !error.ok()) {
       return to_status(error);
     }
+    if (auto status = check_alignment(*input, *scan, "gamma.shared_memory"); !status.ok()) {
+      return status;
+    }
     scan->input = input->data();
   }
   if (to_region) {
@@ -69,6 +93,7 @@ grpc::Status use_request_regions(shared_memory::Registry* registry, const std::s
         !error.ok()) {
       return to_status(error);
     }
+    if (auto status = check_alignment(*output, *scan, "output"); !status.ok()) return status;
   }
   if (*input && input->device() >= 0) {
     // Device memory is scanned where it lies: the result goes to device memory of the same GPU.

@@ -236,6 +236,83 @@ def npys():
     yield "bad_truncated_header", npy("<f4", [2], decays(FLOAT32, 2))[:20]
 
 
+def infer_parameter(key, number, value):
+    """A map<string, InferParameter> entry: key, and the parameter's oneof field `number`."""
+    if isinstance(value, bytes):
+        parameter = field_bytes(number, value)
+    else:
+        parameter = field_varint(number, value)
+    return field_bytes(1, key.encode()) + field_bytes(2, parameter)
+
+
+INT64_PARAM, STRING_PARAM = 2, 3
+
+
+def infer(datatype, shape, dim=None, model=b"cumprod", name=b"gamma", raw=True, typed=None,
+          input_parameters=(), parameters=(), outputs=(), extra_raw=0, data_delta=0):
+    """A KServe v2 ModelInferRequest (proto/inference/grpc_service.proto), encoded by hand."""
+    dtype = {b"FP32": FLOAT32, b"FP64": FLOAT64, b"FP16": FLOAT16, b"BF16": BFLOAT16}.get(datatype)
+    count = 1
+    for size in shape:
+        count *= max(size, 0)
+    tensor = field_bytes(1, name) + field_bytes(2, datatype)
+    if shape:
+        tensor += field_bytes(3, b"".join(varint(s) for s in shape))
+    for key, number, value in input_parameters:
+        tensor += field_bytes(4, infer_parameter(key, number, value))
+    if typed is not None:
+        tensor += field_bytes(5, field_bytes(6, struct.pack("<%df" % len(typed), *typed)))
+    message = field_bytes(1, model) + field_bytes(5, tensor)
+    if dim is not None:
+        message += field_bytes(4, infer_parameter("dim", INT64_PARAM, dim))
+    for key, number, value in parameters:
+        message += field_bytes(4, infer_parameter(key, number, value))
+    for output_name, output_parameters in outputs:
+        output = field_bytes(1, output_name)
+        for key, number, value in output_parameters:
+            output += field_bytes(2, infer_parameter(key, number, value))
+        message += field_bytes(6, output)
+    if raw:
+        data = decays(dtype or FLOAT32, count) if count < 4096 else b""
+        data = data[: len(data) + data_delta] if data_delta < 0 else data + b"\0" * data_delta
+        message += field_bytes(7, data)
+    for _ in range(extra_raw):
+        message += field_bytes(7, b"")
+    return message
+
+
+def inferences():
+    yield "fp32_2x3_dim1", infer(b"FP32", [2, 3], 1)
+    yield "fp64_5", infer(b"FP64", [5])
+    yield "fp16_2x2x4_dim_minus1", infer(b"FP16", [2, 2, 4], -1)
+    yield "bf16_1x5x3_cpu", infer(b"BF16", [1, 5, 3], 1,
+                                  parameters=[("backend", STRING_PARAM, b"cpu")])
+    yield "fp32_typed", infer(b"FP32", [2, 2], 1, raw=False, typed=[0.5, 0.75, 0.9, 0.99])
+    yield "fp32_output_named", infer(b"FP32", [3], 0, outputs=[(b"output", [])])
+    yield "fp32_zero_size", infer(b"FP32", [0, 4], 1)
+    yield "fp32_input_region", infer(b"FP32", [4], 0, raw=False, input_parameters=[
+        ("shared_memory_region", STRING_PARAM, b"r"), ("shared_memory_byte_size", INT64_PARAM, 16)])
+    yield "fp32_output_region", infer(b"FP32", [4], 0, outputs=[(b"output", [
+        ("shared_memory_region", STRING_PARAM, b"r"), ("shared_memory_offset", INT64_PARAM, 64),
+        ("shared_memory_byte_size", INT64_PARAM, 16)])])
+    # Near misses: each fails one check.
+    yield "bad_model", infer(b"FP32", [2], model=b"cumsum")
+    yield "bad_input_name", infer(b"FP32", [2], name=b"beta")
+    yield "bad_datatype", infer(b"INT32", [2])
+    yield "bad_data_short", infer(b"FP32", [2, 3], 1, data_delta=-1)
+    yield "bad_raw_and_typed", infer(b"FP32", [2], typed=[0.5, 0.5])
+    yield "bad_two_raw", infer(b"FP32", [2], extra_raw=1)
+    yield "bad_dim", infer(b"FP32", [2, 3], 2)
+    yield "bad_dim_huge", infer(b"FP32", [2, 3], 1 << 40)
+    yield "bad_dim_string", infer(b"FP32", [2], parameters=[("dim", STRING_PARAM, b"0")])
+    yield "bad_parameter", infer(b"FP32", [2], parameters=[("sequence_id", INT64_PARAM, 3)])
+    yield "bad_negative_size", infer(b"FP32", [2, -3], raw=False)
+    yield "bad_output_name", infer(b"FP32", [2], outputs=[(b"out", [])])
+    yield "bad_region_without_size", infer(b"FP32", [2], raw=False, input_parameters=[
+        ("shared_memory_region", STRING_PARAM, b"r")])
+    yield "bad_truncated", infer(b"FP32", [2, 3], 1)[:-5]
+
+
 def write(directory, seeds):
     if os.path.isdir(directory):
         shutil.rmtree(directory)
@@ -251,6 +328,7 @@ def main():
     write(os.path.join(root, "scan_npy_fuzzer"), npys())
     write(os.path.join(root, "scan_shared_memory_fuzzer"), shared_memory_inputs())
     write(os.path.join(root, "scan_stream_fuzzer"), streams())
+    write(os.path.join(root, "scan_inference_fuzzer"), inferences())
 
 
 if __name__ == "__main__":

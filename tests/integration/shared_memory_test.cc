@@ -253,6 +253,18 @@ TEST(SharedMemory, EveryBadInputGetsAPreciseStatus) {
   const auto wrong_size = shared_memory_reference("r", 8000, 40);
   expect_code(scan_with(shared_memory_reference("r", 0, 4000), &wrong_size),
               grpc::StatusCode::INVALID_ARGUMENT, "output.byte_size");
+  // A tensor must start on a multiple of its element size (the kernels load whole elements; found
+  // by the shared-memory fuzzer as a misaligned load), counting the region's own offset.
+  expect_code(scan_with(shared_memory_reference("r", 2, 4000), nullptr),
+              grpc::StatusCode::INVALID_ARGUMENT, "gamma.shared_memory.offset");
+  const auto misaligned = shared_memory_reference("r", 8001, 4000);
+  expect_code(scan_with(shared_memory_reference("r", 0, 4000), &misaligned),
+              grpc::StatusCode::INVALID_ARGUMENT, "output.offset");
+  ASSERT_TRUE(client.UnregisterSharedMemory("second").ok());
+  ASSERT_TRUE(register_object(client, "odd", *object, 6, 8000).ok());
+  expect_code(scan_with(shared_memory_reference("odd", 0, 4000), nullptr),
+              grpc::StatusCode::INVALID_ARGUMENT, "gamma.shared_memory.offset");
+  ASSERT_TRUE(scan_with(shared_memory_reference("odd", 2, 4000), nullptr).ok());
   v1::ScanRequest both =
       reference_request(tensor, 0, shared_memory_reference("r", 0, 4000), nullptr);
   both.mutable_gamma()->set_data(tensor.data);

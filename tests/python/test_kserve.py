@@ -527,6 +527,13 @@ def test_system_shared_memory_in_and_out(pb, start_server, posix_region, rng):
             got = np.ndarray(x.shape, np.float32, region.buf, offset=4096 + x.nbytes)
             assert_cumprod_close(got.astype(np.float64), x.astype(np.float64), 2, "float32")
 
+        request.inputs[0].parameters["shared_memory_offset"].int64_param = 2  # not on an element
+        with pytest.raises(grpc.RpcError) as error:
+            client.call("ModelInfer", request)
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error.value.details().startswith(
+            "inputs[0].parameters[shared_memory_offset]: the tensor would start 2 bytes past"), \
+            error.value.details()
         request.inputs[0].parameters["shared_memory_offset"].int64_param = x.nbytes + 8
         with pytest.raises(grpc.RpcError) as error:
             client.call("ModelInfer", request)
