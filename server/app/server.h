@@ -57,14 +57,17 @@ class ScanServer {
   // Clients' shared-memory regions (null without --allow-shared-memory); outlives every call.
   std::unique_ptr<shared_memory::Registry> shared_memory_;
   std::unique_ptr<ScanServiceImpl> service_;
+  // Serving, and not shutting down (KServe's ServerReady and ModelReady).
+  std::atomic<bool> ready_{false};
+  // inference.GRPCInferenceService (KServe v2) over service_ and the same transport. Declared
+  // before wire_service_ so that it outlives the transport's handler threads (joined when
+  // wire_service_ goes), which run its ModelInfer calls with its codec.
+  std::unique_ptr<InferenceService> inference_service_;
   // What gRPC actually serves: service_'s Scan behind the zero-copy codec.
   std::unique_ptr<WireScanService> wire_service_;
   std::unique_ptr<ServerInfoService> info_service_;
   std::unique_ptr<SharedMemoryService> shared_memory_service_;
-  // inference.GRPCInferenceService (KServe v2) over service_ and the same transport.
-  std::unique_ptr<InferenceService> inference_service_;
-  // Serving, and not shutting down (KServe's ServerReady and ModelReady).
-  std::atomic<bool> ready_{false};
+
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   std::once_flag shutdown_once_;
