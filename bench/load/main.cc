@@ -774,7 +774,8 @@ int main(int argc, char** argv) {
       ok = !options.targets.empty();
     } else if (arg == "--protocol") {
       options.protocol = value;
-      ok = value == "grpc" || value == "grpc-stream" || value == "system-shm" || value == "tcp";
+      ok = value == "grpc" || value == "grpc-stream" || value == "kserve" ||
+           value == "system-shm" || value == "tcp";
     } else if (arg == "--chunk-bytes") {
       ok = scan::wire::parse_byte_size(value, &options.chunk_bytes) && options.chunk_bytes > 0;
     } else if (arg == "--concurrency") {
