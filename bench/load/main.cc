@@ -164,23 +164,33 @@ class GrpcDriver final : public Driver {
 // library parses Scan's), so that the two protocols are compared on equal terms.
 class KServeDriver final : public Driver {
  public:
-  explicit KServeDriver(const Options& options)
+  KServeDriver(const Options& options, const std::vector<Payload>& payloads)
       : clients_(options.targets, options.channel_args),
         timeout_(options.timeout_ms),
-        method_("/inference.GRPCInferenceService/ModelInfer",
-                grpc::internal::RpcMethod::NORMAL_RPC),
-        buffers_(std::make_shared<scan::wire::BufferPool>(std::size_t{1} << 30)) {}
+        first_payload_(payloads.data()),
+        buffers_(std::make_shared<scan::wire::BufferPool>(std::size_t{1} << 30)) {
+    // A method registered with each channel, as generated stubs (and the client library's Scan)
+    // do: an unregistered one costs gRPC a lookup of its path on every call.
+    for (std::size_t index = 0; index < clients_.size(); ++index) {
+      const auto& channel = clients_.next().channel();
+      routes_.push_back({channel, std::make_unique<grpc::internal::RpcMethod>(
+                                      "/inference.GRPCInferenceService/ModelInfer",
+                                      grpc::internal::RpcMethod::NORMAL_RPC, channel)});
+    }
+    for (const Payload& payload : payloads) headers_.push_back(infer_header(payload));
+  }
 
   void start(const Payload& payload, int /*slot*/, Done done) override {
     auto* call = new Call(std::move(done), payload.bytes, buffers_);
-    if (timeout_.count() > 0)
+    if (timeout_.count() > 0) {
       call->context.set_deadline(std::chrono::system_clock::now() + timeout_);
+    }
     call->request = scan::wire::encode_with_bytes_field(
-        infer_header(payload), inference::ModelInferRequest::kRawInputContentsFieldNumber,
-        payload.data);
+        headers_[static_cast<std::size_t>(&payload - first_payload_)],
+        inference::ModelInferRequest::kRawInputContentsFieldNumber, payload.data);
+    const Route& route = routes_[next_route_++ % routes_.size()];
     grpc::internal::ClientCallbackUnaryFactory::Create<grpc::ByteBuffer, grpc::ByteBuffer>(
-        clients_.next().channel().get(), method_, &call->context, &call->request, &call->response,
-        call);
+        route.channel.get(), *route.method, &call->context, &call->request, &call->response, call);
     call->StartCall();
   }
   bool asynchronous() const override { return true; }
@@ -244,9 +254,17 @@ class KServeDriver final : public Driver {
     return infer;
   }
 
+  struct Route {
+    std::shared_ptr<grpc::Channel> channel;
+    std::unique_ptr<grpc::internal::RpcMethod> method;
+  };
+
   scan::client::RoundRobinClients clients_;
   std::chrono::milliseconds timeout_;
-  const grpc::internal::RpcMethod method_;
+  const Payload* first_payload_;
+  std::vector<inference::ModelInferRequest> headers_;  // by payload, built once
+  std::vector<Route> routes_;
+  std::atomic<std::size_t> next_route_{0};
   std::shared_ptr<scan::wire::BufferPool> buffers_;
 };
 
@@ -858,7 +876,7 @@ int main(int argc, char** argv) {
   } else if (options.protocol == "grpc-stream") {
     driver = std::make_unique<GrpcStreamDriver>(options);
   } else if (options.protocol == "kserve") {
-    driver = std::make_unique<KServeDriver>(options);
+    driver = std::make_unique<KServeDriver>(options, payloads);
   } else if (options.protocol == "system-shm") {
     auto shared = std::make_unique<SharedMemoryDriver>(options, payloads, workers);
     if (!shared->error().empty()) {
