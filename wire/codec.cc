@@ -121,10 +121,9 @@ grpc::ByteBuffer encode_response(v1::ScanResponse* response, std::shared_ptr<Buf
 
 namespace {
 
-// `message` and then field `field_number` holding the `size` bytes of `payload` (by reference).
-grpc::ByteBuffer with_bytes_field(const google::protobuf::MessageLite& message, int field_number,
-                                  std::size_t size, grpc::Slice payload) {
-  std::string head = message.SerializeAsString();
+// `head` and then field `field_number` holding the `size` bytes of `payload` (by reference).
+grpc::ByteBuffer with_bytes_field(std::string head, int field_number, std::size_t size,
+                                  grpc::Slice payload) {
   head.push_back(static_cast<char>((field_number << 3) | 2));
   append_varint(&head, size);
   grpc::Slice slices[2] = {grpc::Slice(head), std::move(payload)};
@@ -133,15 +132,20 @@ grpc::ByteBuffer with_bytes_field(const google::protobuf::MessageLite& message, 
 
 }  // namespace
 
-grpc::ByteBuffer encode_with_bytes_field(const google::protobuf::MessageLite& message,
-                                         int field_number, std::string* data,
+grpc::ByteBuffer encode_with_bytes_field(std::string head, int field_number, std::string* data,
                                          std::shared_ptr<BufferPool> pool) {
   const std::size_t size = data->size();
   if (size == 0) {
     if (pool) pool->give(std::move(*data));
-    return with_bytes_field(message, field_number, 0, grpc::Slice());
+    return with_bytes_field(std::move(head), field_number, 0, grpc::Slice());
   }
-  return with_bytes_field(message, field_number, size, adopt(data, std::move(pool)));
+  return with_bytes_field(std::move(head), field_number, size, adopt(data, std::move(pool)));
+}
+
+grpc::ByteBuffer encode_with_bytes_field(const google::protobuf::MessageLite& message,
+                                         int field_number, std::string* data,
+                                         std::shared_ptr<BufferPool> pool) {
+  return encode_with_bytes_field(message.SerializeAsString(), field_number, data, std::move(pool));
 }
 
 grpc::ByteBuffer encode_with_bytes_field(const google::protobuf::MessageLite& message,
@@ -149,8 +153,10 @@ grpc::ByteBuffer encode_with_bytes_field(const google::protobuf::MessageLite& me
                                          std::shared_ptr<const std::string> payload) {
   using Holder = std::shared_ptr<const std::string>;
   const std::string& bytes = *payload;
-  if (bytes.empty()) return with_bytes_field(message, field_number, 0, grpc::Slice());
-  return with_bytes_field(message, field_number, bytes.size(),
+  if (bytes.empty()) {
+    return with_bytes_field(message.SerializeAsString(), field_number, 0, grpc::Slice());
+  }
+  return with_bytes_field(message.SerializeAsString(), field_number, bytes.size(),
                           adopt_slice(new Holder(std::move(payload)), bytes));
 }
 

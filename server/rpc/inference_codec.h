@@ -53,10 +53,11 @@ struct InferEnvelope {
 grpc::Status to_scan_request(const inference::ModelInferRequest& infer, v1::ScanRequest* scan,
                              InferEnvelope* envelope);
 
-// The ModelInferResponse of a finished scan, without the result's bytes (the caller appends them as
-// raw_output_contents, unless the result went to a shared-memory region).
-inference::ModelInferResponse to_infer_response(const v1::ScanResponse& response,
-                                                const InferEnvelope& envelope);
+// The serialised ModelInferResponse of a finished scan, without the result's bytes (the caller
+// appends them as raw_output_contents, unless the result went to a shared-memory region): model,
+// version, the request's id, parameters `backend`, `queue_us`, `compute_us` and `total_us`, and the
+// output tensor (with the requested output's parameters).
+std::string infer_response_head(const v1::ScanResponse& response, const InferEnvelope& envelope);
 
 // `status` with scan.v1's field names at the start of its message (`gamma.shape[1]`, `dim`, ...)
 // replaced by the KServe fields they came from (`inputs[0].shape[1]`, `parameters[dim]`, ...).

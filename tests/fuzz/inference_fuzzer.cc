@@ -2,9 +2,9 @@
 // ModelInferCodec::decode and the Scan path run it: wire::decode_repeated over gRPC slices
 // (raw_input_contents parsed into a pooled buffer), kserve::to_scan_request, validate_scan_request,
 // the cpu-native backend on a request that passes, in_kserve_terms on every refusal, and the
-// response (to_infer_response, encode_with_bytes_field). The translation sits between the network
-// and the same validation as Scan, so an input that translates and validates but then makes a
-// kernel misbehave, or a pooled buffer that is lost, is a bug in one of them.
+// response (infer_response_head, encode_with_bytes_field, parsed back). The translation sits
+// between the network and the same validation as Scan, so an input that translates and validates
+// but then makes a kernel misbehave, or a pooled buffer that is lost, is a bug in one of them.
 #include <grpc/grpc.h>
 
 #include <cstddef>
@@ -56,10 +56,18 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     response.mutable_result()->set_dtype(request.gamma().dtype());
     *response.mutable_result()->mutable_shape() = request.gamma().shape();
     std::string result(scan.bytes, '\0');
-    const grpc::ByteBuffer encoded = scan::wire::encode_with_bytes_field(
-        scan::server::kserve::to_infer_response(response, envelope),
+    grpc::ByteBuffer encoded = scan::wire::encode_with_bytes_field(
+        scan::server::kserve::infer_response_head(response, envelope),
         inference::ModelInferResponse::kRawOutputContentsFieldNumber, &result);
-    if (encoded.Length() < scan.bytes) std::abort();
+    // The hand-written head must parse as the response it stands for.
+    inference::ModelInferResponse parsed;
+    if (!scan::wire::decode(&encoded, &parsed).ok() || parsed.id() != envelope.id ||
+        parsed.raw_output_contents_size() != 1 ||
+        parsed.raw_output_contents(0).size() != scan.bytes || parsed.outputs_size() != 1 ||
+        parsed.outputs(0).shape_size() != request.gamma().shape_size() ||
+        parsed.parameters().count("total_us") != 1) {
+      std::abort();
+    }
   } else if (!status.ok()) {
     const grpc::Status renamed = scan::server::kserve::in_kserve_terms(status, envelope);
     if (renamed.error_code() != status.error_code() || renamed.error_message().empty()) {

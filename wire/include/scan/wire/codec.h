@@ -59,6 +59,10 @@ grpc::Status decode_repeated(grpc::ByteBuffer* buffer, google::protobuf::Message
                              google::protobuf::RepeatedPtrField<std::string>* field,
                              std::string* tensor_data, BufferPool* pool, int* entries);
 
+// The same behind a message already serialised (`head`).
+grpc::ByteBuffer encode_with_bytes_field(std::string head, int field_number, std::string* data,
+                                         std::shared_ptr<BufferPool> pool = nullptr);
+
 // encode_with_bytes_field() of a payload shared by many messages (a load generator's tensor).
 grpc::ByteBuffer encode_with_bytes_field(const google::protobuf::MessageLite& message,
                                          int field_number,
