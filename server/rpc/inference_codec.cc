@@ -113,8 +113,8 @@ grpc::Status read_request_parameters(const inference::ModelInferRequest& infer,
   return grpc::Status::OK;
 }
 
-// How many of the typed contents' fields hold elements, and whether `wanted` (the field of the
-// tensor's datatype; null: none) is the only one.
+// Whether any typed contents field holds elements (*any), and whether `wanted_field` (the field of
+// the tensor's datatype; 0: none has one) is the only one that does.
 bool only_field_used(const InferTensorContents& contents, int wanted_field, bool* any) {
   const std::array<std::pair<int, int>, 8> sizes = {{
       {InferTensorContents::kBoolContentsFieldNumber, contents.bool_contents_size()},
