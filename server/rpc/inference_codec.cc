@@ -19,6 +19,10 @@ using inference::InferParameter;
 using inference::InferTensorContents;
 using ParameterMap = google::protobuf::Map<std::string, InferParameter>;
 
+// A client's string as its refusal quotes it: at most 64 characters, so that a huge name cannot
+// inflate the status beyond what a client accepts in trailing metadata.
+std::string_view clipped(std::string_view text) { return text.substr(0, 64); }
+
 grpc::Status invalid(std::string message) {
   return {grpc::StatusCode::INVALID_ARGUMENT, std::move(message)};
 }
@@ -42,7 +46,7 @@ grpc::Status read_region(const ParameterMap& parameters, const std::string& tens
   bool has_byte_size = false;
   *present = false;
   for (const auto& [key, value] : parameters) {
-    const std::string field = fmt::format("{}.parameters[{}]", tensor, key);
+    const std::string field = fmt::format("{}.parameters[{}]", tensor, clipped(key));
     if (key == kRegionParameter) {
       if (value.parameter_choice_case() != InferParameter::kStringParam) {
         return invalid(field + ": must be a string_param naming a registered region");
@@ -106,8 +110,9 @@ grpc::Status read_request_parameters(const inference::ModelInferRequest& infer,
     } else if (key != "priority" && key != "timeout") {
       // Triton's scheduling hints (priority, timeout) are accepted: this server schedules by size
       // and load, and a call's own deadline bounds its wait.
-      return invalid(fmt::format(
-          "parameters[{}]: unknown parameter (model '{}' takes dim and backend)", key, kModelName));
+      return invalid(
+          fmt::format("parameters[{}]: unknown parameter (model '{}' takes dim and backend)",
+                      clipped(key), kModelName));
     }
   }
   return grpc::Status::OK;
@@ -215,7 +220,7 @@ grpc::Status read_outputs(const inference::ModelInferRequest& infer, v1::ScanReq
   const auto& output = infer.outputs(0);
   if (output.name() != kOutputName) {
     return invalid(fmt::format("outputs[0].name: unknown output '{}'; model '{}' has '{}'",
-                               output.name(), kModelName, kOutputName));
+                               clipped(output.name()), kModelName, kOutputName));
   }
   bool in_region = false;
   v1::SharedMemoryReference region;
@@ -323,13 +328,13 @@ grpc::Status check_model(const std::string& name, const std::string& version,
                          const char* name_field, const char* version_field) {
   if (name != kModelName) {
     return {grpc::StatusCode::NOT_FOUND,
-            fmt::format("{}: unknown model '{}'; this server serves '{}'", name_field, name,
-                        kModelName)};
+            fmt::format("{}: unknown model '{}'; this server serves '{}'", name_field,
+                        clipped(name), kModelName)};
   }
   if (!version.empty() && version != kModelVersion) {
     return {grpc::StatusCode::NOT_FOUND,
             fmt::format("{}: model '{}' has version '{}' only, not '{}'", version_field, kModelName,
-                        kModelVersion, version)};
+                        kModelVersion, clipped(version))};
   }
   return grpc::Status::OK;
 }
@@ -349,13 +354,13 @@ grpc::Status to_scan_request(const inference::ModelInferRequest& infer, v1::Scan
   const auto& input = infer.inputs(0);
   if (input.name() != kInputName) {
     return invalid(fmt::format("inputs[0].name: unknown input '{}'; model '{}' takes '{}'",
-                               input.name(), kModelName, kInputName));
+                               clipped(input.name()), kModelName, kInputName));
   }
   const v1::DataType dtype = data_type_of(input.datatype());
   if (dtype == v1::DATA_TYPE_UNSPECIFIED) {
     return invalid(
         fmt::format("inputs[0].datatype: '{}' is not supported (expected FP32, FP64, FP16 or BF16)",
-                    input.datatype()));
+                    clipped(input.datatype())));
   }
   v1::Tensor* gamma = scan->mutable_gamma();
   gamma->set_dtype(dtype);

@@ -232,7 +232,7 @@ grpc::Status InferenceService::regions_of_kind(
   if (!name.empty() && regions->empty()) {
     return {grpc::StatusCode::NOT_FOUND,
             fmt::format("name: no {} shared-memory region '{}' is registered",
-                        cuda ? "CUDA" : "system", name)};
+                        cuda ? "CUDA" : "system", name.substr(0, 160))};
   }
   return grpc::Status::OK;
 }

@@ -242,6 +242,15 @@ def test_unknown_model_and_version(kserve, pb):
     request = infer_request(pb, x, model_version="3")
     code, details = error_of(kserve, request)
     assert code == grpc.StatusCode.NOT_FOUND and details.startswith("model_version:")
+    # A huge name is quoted clipped: the status stays small enough for any client's metadata limit.
+    request = infer_request(pb, x)
+    request.model_name = "m" * (1 << 20)
+    request.inputs[0].parameters["k" * (1 << 20)].int64_param = 1
+    code, details = error_of(kserve, request)
+    assert code == grpc.StatusCode.NOT_FOUND and len(details) < 200, len(details)
+    request.model_name = "cumprod"
+    code, details = error_of(kserve, request)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and len(details) < 300, len(details)
 
 
 def invalid_cases(pb):
