@@ -514,6 +514,16 @@ def test_system_shared_memory_in_and_out(pb, start_server, posix_region, rng):
             client.call("SystemSharedMemoryRegister", pb.SystemSharedMemoryRegisterRequest(
                 name="tensors", key=key, byte_size=64))
         assert error.value.code() == grpc.StatusCode.ALREADY_EXISTS
+        for field, request in [
+                ("byte_size", pb.SystemSharedMemoryRegisterRequest(name="huge", key=key,
+                                                                   byte_size=1 << 63)),
+                ("offset", pb.SystemSharedMemoryRegisterRequest(name="huge", key=key,
+                                                                offset=(1 << 64) - 1,
+                                                                byte_size=64))]:
+            with pytest.raises(grpc.RpcError) as error:
+                client.call("SystemSharedMemoryRegister", request)
+            assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert error.value.details().startswith(field + ":"), error.value.details()
         status = client.call("SystemSharedMemoryStatus", pb.SystemSharedMemoryStatusRequest())
         assert dict(status.regions)["tensors"].byte_size == 2 * x.nbytes
         assert status.regions["tensors"].key == key and status.regions["tensors"].offset == 4096
