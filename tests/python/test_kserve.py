@@ -362,6 +362,26 @@ def test_a_malformed_message_is_refused(kserve_server):
         channel.close()
 
 
+def test_methods_the_server_does_not_serve_are_unimplemented(kserve_server):
+    """Triton RPCs outside what ServerMetadata lists, and made-up paths, on the same port: a clean
+    UNIMPLEMENTED, and the server goes on serving."""
+    channel = grpc.insecure_channel(kserve_server.target)
+    try:
+        for path in [SERVICE + "RepositoryIndex", SERVICE + "Trace", SERVICE + "LogSettings",
+                     "/inference.GRPCInferenceService/", "/inference.Nothing/ModelInfer", "/x"]:
+            with pytest.raises(grpc.RpcError) as error:
+                channel.unary_unary(path)(b"\x0a\x07cumprod", timeout=10)
+            assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED, path
+        stream = channel.stream_stream(SERVICE + "ModelStreamInfer")
+        with pytest.raises(grpc.RpcError) as error:
+            list(stream(iter([b"\x0a\x07cumprod"]), timeout=10))
+        assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        live = channel.unary_unary(SERVICE + "ServerLive")(b"", timeout=10)
+        assert live == b"\x08\x01"  # live: true
+    finally:
+        channel.close()
+
+
 def test_a_tensor_over_the_limit_is_resource_exhausted(pb, start_server):
     server = start_server("--max-tensor-bytes", "1Mi", "--stream-chunk-bytes", "256Ki")
     client = KServe(pb, server.target)
