@@ -36,7 +36,7 @@ timed() {  # timed NAME SECONDS COMMAND...: runs COMMAND with its log in $logs/N
 # SCAN_VERIFY_QUICK=1: the tests alone (steps 1 and 2), for a call with little device time left.
 targets="cuda_backend_test cuda_cumprod_test scan-server"
 [ -n "${SCAN_VERIFY_QUICK:-}" ] || targets+=" scan_numerics_report cuda_cumprod_bench scan-client scan-bench"
-timed build 300 bash -c "cmake -S '$root' -B '$build' -G Ninja -DCMAKE_BUILD_TYPE=Release \
+timed build 420 bash -c "cmake -S '$root' -B '$build' -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_CUDA_ARCHITECTURES=90 -DSCAN_BUILD_BENCH=ON -DSCAN_BUILD_TESTS=ON &&
   cmake --build '$build' -j $(nproc) --target $targets" || exit 1
 timed gpu-tests 100 bash -c "cd '$build' && ctest -L gpu -j 4 --output-on-failure --timeout 95"
