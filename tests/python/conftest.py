@@ -146,3 +146,20 @@ def assert_cumprod_close(got64, x64, dim, dtype_name):
     rtol, atol = tolerance(dtype_name, length)
     np.testing.assert_allclose(got64, want, rtol=rtol, atol=atol,
                                err_msg=f"{dtype_name} dim={dim} shape={x64.shape}")
+
+
+def regions_on(server):
+    """The shared-memory regions registered with `server` (ListSharedMemory)."""
+    import grpc
+    from scan_service._proto import scan_pb2 as pb
+
+    channel = grpc.insecure_channel(server.target)
+    try:
+        listed = channel.unary_unary(
+            "/scan.v1.ScanService/ListSharedMemory",
+            request_serializer=pb.ListSharedMemoryRequest.SerializeToString,
+            response_deserializer=pb.ListSharedMemoryResponse.FromString)(
+                pb.ListSharedMemoryRequest(), timeout=10)
+        return list(listed.regions)
+    finally:
+        channel.close()

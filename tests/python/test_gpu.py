@@ -3,9 +3,11 @@ device memory where it lies, in another process: this one).
 
 Skipped without CUDA (torch.cuda.is_available()), e.g. in CI.
 """
+import os
+
 import pytest
 
-from conftest import assert_cumprod_close
+from conftest import assert_cumprod_close, regions_on
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -90,3 +92,35 @@ def test_cuda_ipc_views_and_reused_allocations(ipc_server):
             x = 0.9 + 0.1 * torch.rand(256, 256, device="cuda:0")
             torch.testing.assert_close(c.cumprod(x, dim=0),
                                        torch.cumprod(x.double(), dim=0).float(), rtol=2e-7, atol=0)
+
+
+def test_cuda_ipc_from_threads_sharing_one_client(ipc_server):
+    # Scans from several threads register, grow and evict regions of one client at once: none may
+    # name a region another thread has just replaced, and every region is gone after close().
+    import threading
+    from scan_service import Client
+    if not _server_has_gpu(ipc_server.target):
+        pytest.skip("the server has no GPU backend")
+    failures = []
+    with Client(ipc_server.target, shared_memory="cuda", timeout=60) as c:
+        def scans(seed):
+            generator = torch.Generator(device="cuda:0").manual_seed(seed)
+            try:
+                for round_ in range(40):
+                    rows = 1 + (seed * 7 + round_ * 13) % 97
+                    x = 0.9 + 0.1 * torch.rand(rows, 333, device="cuda:0", generator=generator)
+                    torch.testing.assert_close(c.cumprod(x, dim=1),
+                                               torch.cumprod(x.double(), dim=1).float(),
+                                               rtol=2e-7, atol=0)
+            except Exception as error:  # noqa: BLE001 - reported below with its thread
+                failures.append((seed, repr(error)))
+
+        threads = [threading.Thread(target=scans, args=(seed,)) for seed in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert failures == []
+    ours = [region.name for region in regions_on(ipc_server)
+            if region.name.startswith(f"scan-cuda-{os.getpid()}-")]
+    assert ours == [], "close() left CUDA regions registered"

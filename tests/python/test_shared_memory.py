@@ -2,15 +2,18 @@
 --allow-shared-memory; results for every dtype against float64, the transport reported, regions
 reused and cleaned up, and the refusals when the server does not allow it."""
 import os
+import random
+import threading
 
 import grpc
 import numpy as np
 import pytest
 
-from conftest import assert_cumprod_close
+from conftest import assert_cumprod_close, regions_on
 from scan_service import Client, FailedPreconditionError, InvalidArgumentError
+from scan_service._errors import ScanError
 from scan_service._proto import scan_pb2 as pb
-from scan_service._shared_memory import local_host_id
+from scan_service._shared_memory import CudaRegions, local_host_id
 
 CASES = [((7,), 0), ((3, 129), 1), ((3, 129), -2), ((2, 4, 64, 64), 2), ((1,), 0),
          ((2, 3, 64, 5), -1)]
@@ -35,19 +38,6 @@ def start_server():
     for process in started:
         process.stop()
         process.cleanup()
-
-
-def regions_on(server):
-    channel = grpc.insecure_channel(server.target)
-    try:
-        listed = channel.unary_unary(
-            "/scan.v1.ScanService/ListSharedMemory",
-            request_serializer=pb.ListSharedMemoryRequest.SerializeToString,
-            response_deserializer=pb.ListSharedMemoryResponse.FromString)(
-                pb.ListSharedMemoryRequest(), timeout=10)
-        return list(listed.regions)
-    finally:
-        channel.close()
 
 
 def test_server_advertises_system_shared_memory(shm_server):
@@ -118,3 +108,101 @@ def test_demanding_system_without_the_flag_is_refused(server):
         # auto falls back to gRPC on the same server
     with Client(server.target, shared_memory="auto", timeout=30) as c:
         assert c.scan(np.ones(4, np.float32), dim=0).transport == "grpc"
+
+
+class _FakeRegionServer:
+    """Registrations as a server keeps them, so tests can check that no leased name is gone."""
+
+    def __init__(self, fail_on=None):
+        self.registered = {}
+        self.unregistered = []
+        self.fail_on = fail_on
+        self.count = 0
+        self.lock = threading.Lock()
+
+    def register(self, key, end):
+        with self.lock:
+            if self.fail_on is not None and self.fail_on(key, end):
+                raise ScanError("too many regions", grpc.StatusCode.RESOURCE_EXHAUSTED)
+            self.count += 1
+            name = f"r{self.count}"
+            self.registered[name] = (key, end)
+            return name
+
+    def unregister(self, name):
+        with self.lock:
+            assert name in self.registered, f"{name} unregistered twice"
+            del self.registered[name]
+            self.unregistered.append(name)
+
+
+def test_cuda_regions_keep_a_replaced_region_while_a_scan_names_it():
+    # The tensor and its result usually share one allocation of torch's caching allocator, the
+    # result after the tensor: the second reaches further, and replacing the region must not pull
+    # the first's name from under the scan that is about to send it.
+    server = _FakeRegionServer()
+    regions = CudaRegions(server.unregister, kept=4)
+    first = regions.lease({"allocation": 100}, server.register)
+    second = regions.lease({"allocation": 200}, server.register)
+    assert first["allocation"] != second["allocation"]
+    assert set(server.registered) == {first["allocation"], second["allocation"]}
+    regions.release(first.values())
+    assert server.unregistered == [first["allocation"]]
+    # A smaller span reuses the larger region; releasing it keeps the current region.
+    third = regions.lease({"allocation": 50}, server.register)
+    assert third == second
+    regions.release(third.values())
+    regions.release(second.values())
+    assert set(server.registered) == {second["allocation"]}
+    regions.close()
+    assert server.registered == {}
+
+
+def test_cuda_regions_evict_the_oldest_once_unused():
+    server = _FakeRegionServer()
+    regions = CudaRegions(server.unregister, kept=2)
+    leased = [regions.lease({key: 64}, server.register) for key in ("a", "b", "c")]
+    assert len(server.registered) == 3  # "a" is evicted but still named by a scan in flight
+    for names in leased:
+        regions.release(names.values())
+    assert server.unregistered == [leased[0]["a"]]
+    assert regions.lease({"a": 64}, server.register)["a"] not in (leased[0]["a"],)
+
+
+def test_cuda_regions_release_what_they_leased_when_registration_fails():
+    server = _FakeRegionServer(fail_on=lambda key, end: key == "b")
+    regions = CudaRegions(server.unregister, kept=1)
+    with pytest.raises(ScanError):
+        regions.lease({"a": 8, "b": 8}, server.register)
+    # "a" was registered and is current, not leased: a new region for "c" evicts it at once.
+    names = regions.lease({"c": 8}, server.register)
+    assert list(server.registered) == [names["c"]]
+
+
+def test_cuda_regions_under_concurrent_scans_never_name_a_removed_region():
+    server = _FakeRegionServer()
+    regions = CudaRegions(server.unregister, kept=3)
+    errors = []
+
+    def scans(seed):
+        rng = random.Random(seed)
+        for _ in range(300):
+            wanted = {rng.choice("abcde"): rng.randrange(1, 1000) for _ in range(2)}
+            names = regions.lease(wanted, server.register)
+            with server.lock:
+                held = {key: server.registered.get(names[key]) for key in wanted}
+            wrong = [key for key, end in wanted.items()
+                     if held[key] is None or held[key][0] != key or held[key][1] < end]
+            if wrong:
+                errors.append((wanted, names, wrong))
+            regions.release(names.values())
+
+    threads = [threading.Thread(target=scans, args=(seed,)) for seed in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(server.registered) <= 3
+    regions.close()
+    assert server.registered == {}

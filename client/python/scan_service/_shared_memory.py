@@ -9,6 +9,7 @@ the two small messages. The CUDA transport hands the server CUDA IPC handles of 
 allocation and of its result's (registered once per allocation and kept), so the server scans
 the tensor on its own GPU where it lies: nothing crosses PCIe or gRPC but two small messages.
 """
+import collections
 import itertools
 import mmap
 import os
@@ -151,14 +152,87 @@ class SystemTransport:
         region.close()
 
 
+class CudaRegions:
+    """CUDA IPC regions registered with the server, one per allocation, leased by the scans that
+    name them.
+
+    A region spans its allocation up to the furthest byte used so far. When a scan reaches further
+    (the result often lies in the same allocation as the tensor, just after it), a larger region
+    replaces it; the replaced one, like one that falls out of the `kept` most recent, is unregistered
+    only once no scan in flight names it, so a scan never names a region that is gone.
+    `unregister(name)` removes a region from the server.
+    """
+
+    def __init__(self, unregister, kept):
+        self._unregister = unregister
+        self._kept = kept
+        self._lock = threading.Lock()
+        self._current = collections.OrderedDict()  # allocation key -> (name, end), oldest first
+        self._leases = collections.Counter()  # name -> scans in flight naming it
+        self._retired = set()  # replaced or evicted, unregistered when no longer leased
+
+    def lease(self, wanted, register):
+        """Names covering each allocation key of `wanted` ({key: end}) up to its end, leased until
+        release(); `register(key, end)` registers a new region and returns its name."""
+        names, missing = {}, []
+        with self._lock:
+            for key, end in wanted.items():
+                current = self._current.get(key)
+                if current is not None and current[1] >= end:
+                    names[key] = current[0]
+                    self._leases[current[0]] += 1
+                else:
+                    missing.append((key, end))
+        try:
+            for key, end in missing:
+                name = register(key, end)
+                with self._lock:
+                    names[key] = name
+                    self._leases[name] += 1
+                    replaced = self._current.pop(key, None)
+                    self._current[key] = (name, end)
+                    if replaced is not None:
+                        self._retired.add(replaced[0])
+                    while len(self._current) > self._kept:
+                        self._retired.add(self._current.popitem(last=False)[1][0])
+        except BaseException:
+            self.release(names.values())
+            raise
+        self._unregister_idle()
+        return names
+
+    def release(self, names):
+        with self._lock:
+            for name in names:
+                self._leases[name] -= 1
+                if self._leases[name] <= 0:
+                    del self._leases[name]
+        self._unregister_idle()
+
+    def close(self):
+        with self._lock:
+            names = {name for name, _ in self._current.values()} | self._retired
+            self._current.clear()
+            self._retired.clear()
+            self._leases.clear()
+        for name in names:
+            self._unregister(name)
+
+    def _unregister_idle(self):
+        with self._lock:
+            idle = {name for name in self._retired if name not in self._leases}
+            self._retired -= idle
+        for name in idle:
+            self._unregister(name)
+
+
 class CudaTransport:
     """CUDA tensors scanned by the server in their own device memory, through CUDA IPC.
 
     A tensor's storage lives in an allocation of torch's caching allocator; its IPC handle names
-    the whole allocation (storage._share_cuda_()). Each allocation is registered once, as a region
-    spanning it up to the furthest byte used so far, and kept while the client lives (torch keeps
-    its allocations unless empty_cache() is called): a scan then costs two small messages and the
-    server's kernel.
+    the whole allocation (storage._share_cuda_()). Allocations are registered as regions and kept
+    (CudaRegions) while the client lives (torch keeps its allocations unless empty_cache() is
+    called): a scan then costs two small messages and the server's kernel.
     """
 
     name = TRANSPORT_NAMES["cuda"]
@@ -166,8 +240,7 @@ class CudaTransport:
 
     def __init__(self, calls):
         self._calls = calls
-        self._lock = threading.Lock()
-        self._regions = {}  # (device, handle) -> (name, registered end), oldest first
+        self._regions = CudaRegions(self._unregister, self._KEPT)
 
     def scan(self, tensor, wire_dtype, dim, backend, deadline):
         torch = _torch_module()
@@ -178,58 +251,47 @@ class CudaTransport:
         # The tensor's producers must be done before another process reads it.
         torch.cuda.current_stream(x.device).synchronize()
         nbytes = x.numel() * x.element_size()
-        gamma_ref = self._reference(x, nbytes, deadline)
-        out_ref = self._reference(out, nbytes, deadline)
-        request = pb.ScanRequest(
-            gamma=pb.Tensor(dtype=wire_dtype, shape=tuple(x.shape), shared_memory=gamma_ref),
-            dim=dim, backend=backend, output=out_ref)
-        response = self._calls.scan_message(request.SerializeToString(), deadline)
+        places = [_allocation_place(t, nbytes) for t in (x, out)] if nbytes else []
+        wanted = {}
+        for key, offset in places:
+            wanted[key] = max(wanted.get(key, 0), offset + nbytes)
+        names = self._regions.lease(wanted, lambda key, end: self._register(key, end, deadline))
+        try:
+            gamma_ref, out_ref = (
+                [pb.SharedMemoryReference(region=names[key], offset=offset, byte_size=nbytes)
+                 for key, offset in places] if places else
+                [pb.SharedMemoryReference(region="", offset=0, byte_size=0)] * 2)
+            request = pb.ScanRequest(
+                gamma=pb.Tensor(dtype=wire_dtype, shape=tuple(x.shape), shared_memory=gamma_ref),
+                dim=dim, backend=backend, output=out_ref)
+            response = self._calls.scan_message(request.SerializeToString(), deadline)
+        finally:
+            self._regions.release(names.values())
         return response, out.reshape(tensor.shape)
 
-    def _reference(self, tensor, nbytes, deadline):
-        if nbytes == 0:
-            return pb.SharedMemoryReference(region="", offset=0, byte_size=0)
-        storage = tensor.untyped_storage()
-        shared = storage._share_cuda_()
-        device, handle, storage_offset = shared[0], _ipc_handle(bytes(shared[1])), shared[3]
-        offset = storage_offset + tensor.storage_offset() * tensor.element_size()
-        end = offset + nbytes
-        key = (device, handle)
-        with self._lock:
-            registered = self._regions.get(key)
-        if registered is None or registered[1] < end:
-            if registered is not None:
-                self._forget(key, registered[0])
-            name = f"scan-cuda-{os.getpid()}-{next(_names)}"
-            self._calls.register_shared_memory(pb.RegisterSharedMemoryRequest(
-                name=name, kind=pb.SHARED_MEMORY_KIND_CUDA, byte_size=end, cuda_handle=handle,
-                device_id=device), deadline.remaining())
-            with self._lock:
-                self._regions[key] = (name, end)
-                evicted = (list(self._regions.items())[0]
-                           if len(self._regions) > self._KEPT else None)
-            if evicted is not None:
-                self._forget(evicted[0], evicted[1][0])
-            registered = (name, end)
-        return pb.SharedMemoryReference(region=registered[0], offset=offset, byte_size=nbytes)
+    def _register(self, key, end, deadline):
+        device, handle = key
+        name = f"scan-cuda-{os.getpid()}-{next(_names)}"
+        self._calls.register_shared_memory(pb.RegisterSharedMemoryRequest(
+            name=name, kind=pb.SHARED_MEMORY_KIND_CUDA, byte_size=end, cuda_handle=handle,
+            device_id=device), deadline.remaining())
+        return name
 
-    def _forget(self, key, name):
-        with self._lock:
-            if self._regions.get(key, (None,))[0] == name:
-                del self._regions[key]
+    def _unregister(self, name):
         try:
             self._calls.unregister_shared_memory(name, 5.0)
         except ScanError:
             pass
 
     def close(self):
-        with self._lock:
-            regions, self._regions = self._regions, {}
-        for name, _ in regions.values():
-            try:
-                self._calls.unregister_shared_memory(name, 5.0)
-            except ScanError:
-                pass
+        self._regions.close()
+
+
+def _allocation_place(tensor, nbytes):
+    """(allocation key, byte offset) of a CUDA tensor's first element in its allocation."""
+    shared = tensor.untyped_storage()._share_cuda_()
+    device, handle, storage_offset = shared[0], _ipc_handle(bytes(shared[1])), shared[3]
+    return (device, handle), storage_offset + tensor.storage_offset() * tensor.element_size()
 
 
 # torch's shareable handles (c10 CUDACachingAllocator::shareIpcHandle) start with a version byte
