@@ -1,6 +1,7 @@
 // Accuracy and cross-backend agreement of every backend, on fresh random inputs and MM-Rec's
 // shapes, in one run (bench/RESULTS.md, "Numerics"):
-//   - max and RMS relative error against a float64 cumprod of the same input, for torch.cumprod
+//   - max and RMS relative error against a float64 cumprod of the same input (double-double for
+//     float64 inputs), for torch.cumprod
 //     in the input's own dtype (LibTorch's CPU accumulation: float64 for float32, float32 for the
 //     16-bit types), cpu-torch and cpu-native (our backends), and cuda:0 where a GPU is present;
 //   - the share of bit-identical elements and the largest ulp distance between backends.
@@ -46,6 +47,36 @@ const Case kCases[] = {
     {"random [2,8,4096,128], decays (0.5, 1)", {2, 8, 4096, 128}, 0.5, 1.0},
     {"one row [4194304], decays (0.99999, 1)", {std::int64_t{1} << 22}, 0.99999, 1.0},
 };
+
+// The reference for float64 inputs. A float64 cumprod rounds at every step, so against it a
+// sequential float64 loop (torch.cumprod) would be exact by construction and any other order
+// (a parallel scan) would look wrong by the reference's own error. Here each running product
+// carries its rounding error along (FMA's exact product error), about 2^-104 relative, and is
+// rounded once per output.
+std::vector<double> double_double_cumprod(const std::vector<double>& values, ScanShape shape) {
+  std::vector<double> out(values.size());
+  for (std::int64_t outer = 0; outer < shape.outer; ++outer) {
+    for (std::int64_t lane = 0; lane < shape.inner; ++lane) {
+      double high = 1, low = 0;
+      for (std::int64_t step = 0; step < shape.length; ++step) {
+        const auto at =
+            static_cast<std::size_t>((outer * shape.length + step) * shape.inner + lane);
+        const double factor = values[at];
+        const double product = high * factor;
+        if (!std::isfinite(product) || product == 0) {
+          high = product;  // zeros, infinities and NaN propagate as in the plain product
+          low = 0;
+        } else {
+          const double error = std::fma(high, factor, -product) + low * factor;
+          high = product + error;
+          low = error - (high - product);
+        }
+        out[at] = high;
+      }
+    }
+  }
+  return out;
+}
 
 struct Errors {
   double max_relative = 0;
@@ -141,7 +172,11 @@ int main(int argc, char** argv) {
       scan::kernels::narrow_from_f64(drawn.data(), count, dtype, input.data());
       const std::vector<double> stored = scan::kernels::widen_to_f64(input.data(), dtype, count);
       std::vector<double> reference(stored.size());
-      scan::kernels::reference_cumprod(stored.data(), reference.data(), shape);
+      if (dtype == DType::kFloat64) {
+        reference = double_double_cumprod(stored, shape);
+      } else {
+        scan::kernels::reference_cumprod(stored.data(), reference.data(), shape);
+      }
 
       std::vector<Result> results;
       {
