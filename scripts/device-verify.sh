@@ -3,9 +3,10 @@
 # important first, each under its own time limit, so that a call cut short still reports what ran:
 #   1. the `gpu` ctest label (kernel, pipeline, cuda:0 agreeing with both CPU backends);
 #   2. tests/python/test_gpu.py (CUDA tensors through gRPC and CUDA IPC, across processes);
-#   3. scan_numerics_report (accuracy and cross-backend agreement, issue 18);
-#   4. scripts/device-shared-memory.sh (system shm and CUDA IPC figures, issue 19);
-#   5. cuda_cumprod_bench.
+#   3. scripts/device-shared-memory.sh (system shm and CUDA IPC figures, issue 19);
+#   4. scan_numerics_report (accuracy and cross-backend agreement, issue 18);
+#   5. cuda_cumprod_bench, then torch_cumprod_bench.py: the kernel beside the device copy,
+#      torch.cumprod, a Triton chunked scan and torch.compile, one table (issue 21).
 # Logs go to $OUT/logs.tgz (re-packed after each step) and a summary to $OUT/summary.txt.
 # Run from the repository root after scripts/device-fetch-deps.sh has filled .deps-device/.
 set -uo pipefail
@@ -40,7 +41,7 @@ timed() {  # timed NAME SECONDS COMMAND...: runs COMMAND with its log in $logs/N
 # SCAN_VERIFY_QUICK=1: the tests alone (steps 1 and 2), for a call with little device time left.
 # SCAN_VERIFY_SKIP="gpu-tests numerics ...": steps (by the names below) already seen to pass.
 targets="cuda_backend_test cuda_cumprod_test scan-server"
-[ -n "${SCAN_VERIFY_QUICK:-}" ] || targets+=" scan_numerics_report cuda_cumprod_bench scan-client scan-bench"
+[ -n "${SCAN_VERIFY_QUICK:-}" ] || targets+=" scan_numerics_report cuda_cumprod_bench scan_cumprod_capi scan-client scan-bench"
 timed build 420 bash -c "cmake -S '$root' -B '$build' -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_CUDA_ARCHITECTURES=90 -DSCAN_BUILD_BENCH=ON -DSCAN_BUILD_TESTS=ON &&
   cmake --build '$build' -j $(nproc) --target $targets" || exit 1
@@ -49,10 +50,12 @@ timed python-gpu 60 env SCAN_SERVER="$build/server/scan-server" \
   PYTHONPATH="$root/client/python:$root/tests/python" \
   python3 -m pytest -q -p no:cacheprovider "$root/tests/python/test_gpu.py"
 if [ -z "${SCAN_VERIFY_QUICK:-}" ]; then
-timed numerics 180 "$build/bench/scan_numerics_report"
 timed shared-memory 240 env SCAN_DEVICE_BUILD="$build" SCAN_SKIP_PYTHON_GPU_TESTS=1 \
   OUT="$logs/shared-memory" bash "$root/scripts/device-shared-memory.sh"
-timed kernel-bench 40 "$build/bench/cuda_cumprod_bench"
+timed numerics 180 "$build/bench/scan_numerics_report"
+timed kernel-bench 40 "$build/bench/cuda_cumprod_bench" --csv "$logs/kernel-bench.csv"
+timed anchors 200 python3 "$root/bench/cuda/torch_cumprod_bench.py" --csv "$logs/kernel-bench.csv" \
+  --capi "$build/bench/libscan_cumprod_capi.so" --markdown "$logs/kernel-table.md"
 fi
 [ ${#failed[@]} -eq 0 ] && echo "all steps passed" >>"$summary" || echo "FAILED: ${failed[*]}" >>"$summary"
 cat "$summary"
