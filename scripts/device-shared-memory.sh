@@ -34,7 +34,11 @@ summary="$out/shm-summary.md"
   echo
   echo '```'
 } >"$summary"
-for dtype in f32 bf16; do
+# SCAN_SHM_SKIP_SYSTEM=1 leaves out the system shm runs (already measured), SCAN_SHM_MODES picks
+# vs_torch.py's transports (default "off cuda"), for a call short of device time.
+system_dtypes="f32 bf16" system_backends="gpu auto"
+[ -z "${SCAN_SHM_SKIP_SYSTEM:-}" ] || system_dtypes= system_backends=
+for dtype in $system_dtypes; do
   for backend in gpu auto; do
     if "$build/tools/scan-client/scan-client" --target "$target" --shared-memory system \
       --shape 2,8,32768,128 --dim 2 --dtype "$dtype" --backend "$backend" --check \
@@ -46,7 +50,7 @@ for dtype in f32 bf16; do
     fi
   done
 done
-for backend in gpu auto; do
+for backend in $system_backends; do
   for bytes in 64Mi 256Mi; do
     for protocol in grpc system-shm; do
       log="$out/shm-bench-$backend-$bytes-$protocol.log"
@@ -57,7 +61,7 @@ for backend in gpu auto; do
   done
 done
 python=${SCAN_PYTHON:-python3}
-for mode in off cuda; do
+for mode in ${SCAN_SHM_MODES:-off cuda}; do
   if PYTHONPATH="$root/client/python" "$python" "$root/client/python/bench/vs_torch.py" \
     --target "$target" --repeats 10 --shared-memory "$mode" >"$out/vs-torch-$mode.log" 2>&1; then
     { echo "vs_torch.py --shared-memory $mode:"; cat "$out/vs-torch-$mode.log"; } >>"$summary"
