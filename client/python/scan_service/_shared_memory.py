@@ -251,16 +251,17 @@ class CudaTransport:
         # The tensor's producers must be done before another process reads it.
         torch.cuda.current_stream(x.device).synchronize()
         nbytes = x.numel() * x.element_size()
-        places = [_allocation_place(t, nbytes) for t in (x, out)] if nbytes else []
+        # An empty tensor names no region (an empty reference), so it needs no allocation either.
+        places = [_allocation_place(t) for t in (x, out)] if nbytes else [(None, 0)] * 2
         wanted = {}
         for key, offset in places:
-            wanted[key] = max(wanted.get(key, 0), offset + nbytes)
+            if key is not None:
+                wanted[key] = max(wanted.get(key, 0), offset + nbytes)
         names = self._regions.lease(wanted, lambda key, end: self._register(key, end, deadline))
         try:
             gamma_ref, out_ref = (
-                [pb.SharedMemoryReference(region=names[key], offset=offset, byte_size=nbytes)
-                 for key, offset in places] if places else
-                [pb.SharedMemoryReference(region="", offset=0, byte_size=0)] * 2)
+                pb.SharedMemoryReference(region=names.get(key, ""), offset=offset, byte_size=nbytes)
+                for key, offset in places)
             request = pb.ScanRequest(
                 gamma=pb.Tensor(dtype=wire_dtype, shape=tuple(x.shape), shared_memory=gamma_ref),
                 dim=dim, backend=backend, output=out_ref)
@@ -287,7 +288,7 @@ class CudaTransport:
         self._regions.close()
 
 
-def _allocation_place(tensor, nbytes):
+def _allocation_place(tensor):
     """(allocation key, byte offset) of a CUDA tensor's first element in its allocation."""
     shared = tensor.untyped_storage()._share_cuda_()
     device, handle, storage_offset = shared[0], _ipc_handle(bytes(shared[1])), shared[3]
