@@ -18,6 +18,7 @@ compile fails, their columns read n/a.
 import argparse
 import csv
 import ctypes
+import math
 import statistics
 
 import torch
@@ -57,12 +58,8 @@ class Ours:
         self.message = ctypes.create_string_buffer(512)
 
     def __call__(self, x, out, dim):
-        outer = 1
-        for size in x.shape[:dim]:
-            outer *= size
-        inner = 1
-        for size in x.shape[dim + 1:]:
-            inner *= size
+        outer = math.prod(x.shape[:dim])
+        inner = math.prod(x.shape[dim + 1:])
         code = DTYPES[[k for k, v in DTYPES.items() if v[0] == x.dtype][0]][1]
         rc = self.lib.scan_cuda_cumprod(x.data_ptr(), out.data_ptr(), outer, x.shape[dim], inner,
                                         code, torch.cuda.current_stream().cuda_stream,

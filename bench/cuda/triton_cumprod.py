@@ -13,6 +13,8 @@ or [rows, N] dim 1), the chunk runs along the contiguous axis instead of across 
 
 Importing this module imports triton; callers that may lack it import this module lazily.
 """
+import math
+
 import torch
 import triton
 import triton.language as tl
@@ -40,8 +42,10 @@ def _multiply(a, b):
 # tensors (2^28 and 2^29 elements) are within a factor of 8 of that.
 
 @triton.jit
-def _lane_chunk_products(x, products, length, inner, chunks, inner_blocks,
-                         CHUNK: tl.constexpr, BLOCK_INNER: tl.constexpr):
+def _lane_tile(length, inner, chunks, inner_blocks, CHUNK: tl.constexpr,
+               BLOCK_INNER: tl.constexpr):
+    """This program's tile of passes 1 and 3: its outer index, chunk, lanes, the lanes' mask, and
+    the tile's element offsets and mask."""
     pid = tl.program_id(0).to(tl.int64)
     lane_block = pid % inner_blocks
     chunk = (pid // inner_blocks) % chunks
@@ -51,6 +55,14 @@ def _lane_chunk_products(x, products, length, inner, chunks, inner_blocks,
     lane_mask = lanes < inner
     offsets = outer * length * inner + rows[:, None] * inner + lanes[None, :]
     mask = (rows < length)[:, None] & lane_mask[None, :]
+    return outer, chunk, lanes, lane_mask, offsets, mask
+
+
+@triton.jit
+def _lane_chunk_products(x, products, length, inner, chunks, inner_blocks,
+                         CHUNK: tl.constexpr, BLOCK_INNER: tl.constexpr):
+    outer, chunk, lanes, lane_mask, offsets, mask = _lane_tile(
+        length, inner, chunks, inner_blocks, CHUNK, BLOCK_INNER)
     # Masked-off rows load 1, the identity, so a partial last chunk reduces correctly.
     tile = tl.load(x + offsets, mask=mask, other=1.0).to(products.dtype.element_ty)
     tl.store(products + (outer * chunks + chunk) * inner + lanes, tl.reduce(tile, 0, _multiply),
@@ -78,15 +90,8 @@ def _lane_chunk_prefix(products, chunks, inner, inner_blocks,
 @triton.jit
 def _lane_rescan(x, prefix, out, length, inner, chunks, inner_blocks,
                  CHUNK: tl.constexpr, BLOCK_INNER: tl.constexpr):
-    pid = tl.program_id(0).to(tl.int64)
-    lane_block = pid % inner_blocks
-    chunk = (pid // inner_blocks) % chunks
-    outer = pid // inner_blocks // chunks
-    rows = chunk * CHUNK + tl.arange(0, CHUNK)
-    lanes = lane_block * BLOCK_INNER + tl.arange(0, BLOCK_INNER)
-    lane_mask = lanes < inner
-    offsets = outer * length * inner + rows[:, None] * inner + lanes[None, :]
-    mask = (rows < length)[:, None] & lane_mask[None, :]
+    outer, chunk, lanes, lane_mask, offsets, mask = _lane_tile(
+        length, inner, chunks, inner_blocks, CHUNK, BLOCK_INNER)
     tile = tl.load(x + offsets, mask=mask, other=1.0).to(prefix.dtype.element_ty)
     # The first chunk has no carry; its (negative) address is never read under the mask.
     carry = tl.load(prefix + (outer * chunks + chunk - 1) * inner + lanes,
@@ -152,12 +157,8 @@ def triton_cumprod(x: torch.Tensor, dim: int) -> torch.Tensor:
     x = x.contiguous()
     out = torch.empty_like(x)
     length = x.shape[dim]
-    outer = 1
-    for size in x.shape[:dim]:
-        outer *= size
-    inner = 1
-    for size in x.shape[dim + 1:]:
-        inner *= size
+    outer = math.prod(x.shape[:dim])
+    inner = math.prod(x.shape[dim + 1:])
     accumulate = torch.float64 if x.dtype == torch.float64 else torch.float32
 
     if inner == 1:
