@@ -18,10 +18,15 @@
 #   5. concurrent load (scan-bench, 16 clients): AUTO, GPU-preferred and CPU-only (--gpu off)
 #      throughput; AUTO must not fall below the better single device;
 #   6. every Grafana panel and alert expression evaluated against that Prometheus
-#      (tests/e2e/check_promql.py), the GPU panels included.
+#      (tests/e2e/check_promql.py), the GPU panels included;
+#   7. compute-bound load: the same 16 clients through system shared memory (servers started with
+#      --allow-shared-memory, which removes the gRPC transport's bytes): AUTO must reach 1.3x the
+#      better single device, since it can spread the work over both.
 # acceptance.md and logs.tar.gz go to $OUT (or /tmp/device-out). Every step runs even if an
 # earlier one failed; the exit status says whether all passed. Knobs: SCAN_ACCEPT_SIZES,
-# SCAN_ACCEPT_REPEATS (default 5), SCAN_ACCEPT_LOAD_SECONDS (default 6), SCAN_ACCEPT_LOAD_SIZES.
+# SCAN_ACCEPT_REPEATS (default 5), SCAN_ACCEPT_LOAD_SECONDS (default 6), SCAN_ACCEPT_LOAD_SIZES,
+# SCAN_ACCEPT_SHM_SIZES (default "16Mi 64Mi"), and SCAN_ACCEPT_STEPS, the steps to run (default
+# "first regret load shm-load"; metrics are checked with "load"), for a call short of device time.
 set -uo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -34,6 +39,9 @@ sizes=${SCAN_ACCEPT_SIZES:-64Ki,256Ki,1Mi,4Mi,16Mi,64Mi,256Mi}
 repeats=${SCAN_ACCEPT_REPEATS:-5}
 load_seconds=${SCAN_ACCEPT_LOAD_SECONDS:-6}
 load_sizes=${SCAN_ACCEPT_LOAD_SIZES:-4Mi 16Mi 64Mi}
+shm_sizes=${SCAN_ACCEPT_SHM_SIZES:-16Mi 64Mi}
+steps=" ${SCAN_ACCEPT_STEPS:-first regret load shm-load} "
+want() { [[ "$steps" == *" $1 "* ]]; }
 rm -rf "$logs"
 mkdir -p "$out" "$logs"
 summary="$logs/acceptance.md"
@@ -118,6 +126,7 @@ promql() {  # promql EXPR: the query's result vector as JSON
     python3 -c 'import json, sys; print(json.dumps(json.load(sys.stdin)["data"]["result"]))'
 }
 
+if want first; then
 say
 say "## Startup and first requests"
 say
@@ -144,7 +153,11 @@ report "$logs/first-cpu.json,$logs/first-gpu.json" first-worst
 worst_first=$(cat "$logs/first-worst" 2>/dev/null || echo 999)
 verdict first-request "$([ "$first_failed" = 0 ] && awk -v w="$worst_first" "BEGIN{exit !(w <= 2)}" && echo 0 || echo 1)" \
   "worst first/warm ratio ${worst_first}x (goal <= 2x), every answer checked"
+elif want regret || want load; then
+  serve gpu || failed+=("server-gpu")
+fi
 
+if want regret; then
 say
 say "## Serial AUTO against the better explicit backend (after warm-up)"
 regret_failed=0
@@ -154,16 +167,39 @@ report "$logs/regret.json" regret-worst
 worst_regret=$(cat "$logs/regret-worst" 2>/dev/null || echo 999)
 verdict serial-auto "$([ "$regret_failed" = 0 ] && awk -v w="$worst_regret" "BEGIN{exit !(w <= 1.10)}" && echo 0 || echo 1)" \
   "worst AUTO / better backend ${worst_regret}x (goal <= 1.10x), every answer checked"
+fi
 
 # ---- Concurrent load: AUTO and GPU-preferred on the running server, then CPU-only ------------
-load() {  # load LABEL BACKEND SIZE: req/s of 16 clients
+load() {  # load LABEL BACKEND SIZE [PROTOCOL]: req/s of 16 clients
   "$bench" --target "$target" --concurrency 16 --duration "$load_seconds" --warmup 1 \
-    --bytes "$3" --backend "$2" --label "$1" --quiet --json "$logs/load-$1-$3.json" \
-    >"$logs/load-$1-$3.log" 2>&1
+    --bytes "$3" --backend "$2" --protocol "${4:-grpc}" --label "$1" --quiet \
+    --json "$logs/load-$1-$3.json" >"$logs/load-$1-$3.log" 2>&1
   python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["runs"][0]["throughput_rps"])' \
     "$logs/load-$1-$3.json" 2>/dev/null || echo 0
 }
 declare -A rps
+# load_table TITLE GOAL PREFIX SIZES...: the req/s table of AUTO, GPU-preferred and CPU-only runs
+# labelled PREFIX-auto-SIZE etc.; fails the step named PREFIX where AUTO / better < GOAL.
+load_table() {
+  local title=$1 goal=$2 prefix=$3 ok=0 size ratio
+  shift 3
+  say
+  say "## $title, ${load_seconds} s per run (req/s)"
+  say
+  say "| size | AUTO | GPU-preferred | CPU-only (--gpu off) | AUTO / better single device |"
+  say "|---|---:|---:|---:|---:|"
+  for size in "$@"; do
+    local auto=${rps[${prefix}auto-$size]:-0} gpu=${rps[${prefix}gpu-$size]:-0}
+    local cpu=${rps[${prefix}cpu-$size]:-0}
+    ratio=$(awk -v a="$auto" -v g="$gpu" -v c="$cpu" \
+      'BEGIN { b = (g > c ? g : c); printf "%.2f", (b > 0 ? a / b : 0) }')
+    awk -v r="$ratio" -v goal="$goal" "BEGIN{exit !(r >= goal)}" || ok=1
+    say "| $size | $auto | $gpu | $cpu | $ratio |"
+  done
+  say
+  verdict "${prefix}concurrent-auto" "$ok" "AUTO >= ${goal}x the better single device at every size"
+}
+if want load; then
 for size in $load_sizes; do
   rps[auto-$size]=$(load auto auto "$size")
   rps[gpu-$size]=$(load gpu gpu "$size")
@@ -188,20 +224,29 @@ if serve cpu-only --gpu off; then
   for size in $load_sizes; do rps[cpu-$size]=$(load cpu auto "$size"); done
   stop
 fi
-say
-say "## Concurrent load: scan-bench --concurrency 16, ${load_seconds} s per run (req/s)"
-say
-say "| size | AUTO | GPU-preferred | CPU-only (--gpu off) | AUTO / better single device |"
-say "|---|---:|---:|---:|---:|"
-load_ok=0
-for size in $load_sizes; do
-  ratio=$(awk -v a="${rps[auto-$size]:-0}" -v g="${rps[gpu-$size]:-0}" -v c="${rps[cpu-$size]:-0}" \
-    'BEGIN { b = (g > c ? g : c); printf "%.2f", (b > 0 ? a / b : 0) }')
-  awk -v r="$ratio" "BEGIN{exit !(r >= 1.0)}" || load_ok=1
-  say "| $size | ${rps[auto-$size]:-?} | ${rps[gpu-$size]:-?} | ${rps[cpu-$size]:-?} | $ratio |"
-done
-say
-verdict concurrent-auto "$load_ok" "AUTO >= the better single device at every size"
+# shellcheck disable=SC2086 # sizes are words
+load_table "Concurrent load over gRPC: scan-bench --concurrency 16" 1.0 "" $load_sizes
+elif want regret || want first; then
+  stop
+fi
+
+# ---- Compute-bound load: system shared memory takes the transport's bytes away ---------------
+if want shm-load; then
+  if serve shm --allow-shared-memory true; then
+    for size in $shm_sizes; do
+      rps[shm-auto-$size]=$(load shm-auto auto "$size" system-shm)
+      rps[shm-gpu-$size]=$(load shm-gpu gpu "$size" system-shm)
+    done
+    stop
+  fi
+  if serve shm-cpu-only --allow-shared-memory true --gpu off; then
+    for size in $shm_sizes; do rps[shm-cpu-$size]=$(load shm-cpu auto "$size" system-shm); done
+    stop
+  fi
+  # shellcheck disable=SC2086 # sizes are words
+  load_table "Compute-bound load through system shared memory: scan-bench --protocol system-shm --concurrency 16" \
+    1.3 shm- $shm_sizes
+fi
 
 say
 if [ ${#failed[@]} -eq 0 ]; then say "device-acceptance: all checks passed"; else say "device-acceptance: FAILED: ${failed[*]}"; fi
