@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On the GPU machine, in one short call: build once, then the checks that need a GPU, most
 # important first, each under its own time limit, so that a call cut short still reports what ran:
-#   1. the `gpu` ctest label (kernel, pipeline, cuda:0 agreeing with both CPU backends);
+#   1. the `gpu` ctest label (kernel, pipeline, cuda:0 agreeing with both CPU backends), then the
+#      kernel tests again with the strided kernel's rows staged in shared memory;
 #   2. tests/python/test_gpu.py (CUDA tensors through gRPC and CUDA IPC, across processes);
 #   3. scripts/device-shared-memory.sh (system shm and CUDA IPC figures, issue 19);
 #   4. scan_numerics_report (accuracy and cross-backend agreement, issue 18);
@@ -46,6 +47,9 @@ timed build 420 bash -c "cmake -S '$root' -B '$build' -G Ninja -DCMAKE_BUILD_TYP
   -DCMAKE_CUDA_ARCHITECTURES=90 -DSCAN_BUILD_BENCH=ON -DSCAN_BUILD_TESTS=ON &&
   cmake --build '$build' -j $(nproc) --target $targets" || exit 1
 timed gpu-tests 100 bash -c "cd '$build' && ctest -L gpu -j 4 --output-on-failure --timeout 95"
+# The strided kernel's shared-memory staging (SCAN_CUDA_STRIDED_STAGING=shared, off by default
+# until it measures faster): the kernel tests once more with it on.
+timed staged-tests 90 env SCAN_CUDA_STRIDED_STAGING=shared "$build/tests/cuda_cumprod_test"
 timed python-gpu 60 env SCAN_SERVER="$build/server/scan-server" \
   PYTHONPATH="$root/client/python:$root/tests/python" \
   python3 -m pytest -q -p no:cacheprovider "$root/tests/python/test_gpu.py"
@@ -54,6 +58,8 @@ timed shared-memory 240 env SCAN_DEVICE_BUILD="$build" SCAN_SKIP_PYTHON_GPU_TEST
   OUT="$logs/shared-memory" bash "$root/scripts/device-shared-memory.sh"
 timed numerics 180 "$build/bench/scan_numerics_report"
 timed kernel-bench 40 "$build/bench/cuda_cumprod_bench" --csv "$logs/kernel-bench.csv"
+timed kernel-bench-staged 40 env SCAN_CUDA_STRIDED_STAGING=shared "$build/bench/cuda_cumprod_bench" \
+  --csv "$logs/kernel-bench-staged.csv"
 timed anchors 200 python3 "$root/bench/cuda/torch_cumprod_bench.py" --csv "$logs/kernel-bench.csv" \
   --capi "$build/bench/libscan_cumprod_capi.so" --markdown "$logs/kernel-table.md"
 fi

@@ -4,6 +4,13 @@
 // packet; a warp's load of one row is therefore `columns` adjacent packets of every row group it
 // spans, whole 32-byte sectors or more, and a block has kRows loads in flight per thread before
 // it multiplies anything.
+//
+// Where the rows wait decides how many can be in flight. In registers (kStaged false) they share
+// the 128 registers of two blocks per multiprocessor with the float64 products, which caps float32
+// at 8 rows (32 KiB per block). Staged (kStaged, 16-byte packets only) they are copied straight
+// into dynamic shared memory with cp.async, which holds no registers, so a thread can have
+// kStagedRowsPerThread rows in flight; each thread reads back only its own slots, so the copies
+// need no block barrier, only the thread's own wait.
 #pragma once
 
 #include "block/block_scan.cuh"
@@ -23,7 +30,19 @@ struct StridedParams {
   int log2_columns;         // packets of a row in one tile, a power of two up to 32
 };
 
-template <typename Traits, int kVec, bool kLookback>
+template <typename Traits, bool kStaged>
+__host__ __device__ constexpr int strided_rows_per_thread() {
+  return kStaged ? ScanPolicy<Traits>::kStagedRowsPerThread : ScanPolicy<Traits>::kRowsPerThread;
+}
+
+// Dynamic shared memory a staged block needs: row k of thread t at slot k * blockDim + t, so a
+// warp's copies of one row fill 512 consecutive bytes.
+template <typename Traits>
+__host__ __device__ constexpr int strided_staged_bytes() {
+  return ScanPolicy<Traits>::kBlockThreads * ScanPolicy<Traits>::kStagedRowsPerThread * 16;
+}
+
+template <typename Traits, int kVec, bool kLookback, bool kStaged = false>
 __global__ void __launch_bounds__(ScanPolicy<Traits>::kBlockThreads,
                                   ScanPolicy<Traits>::kMinBlocksPerSm)
     strided_cumprod_kernel(const typename Traits::Storage* in, typename Traits::Storage* out,
@@ -32,9 +51,12 @@ __global__ void __launch_bounds__(ScanPolicy<Traits>::kBlockThreads,
   using Storage = typename Traits::Storage;
   using Acc = typename Traits::Acc;
   using Scan = ColumnScan<Acc, kVec, Policy::kMaxWarps, 32>;
-  constexpr int kRows = Policy::kRowsPerThread;
+  using RowPacket = Packet<Storage, kVec>;
+  constexpr int kRows = strided_rows_per_thread<Traits, kStaged>();
+  static_assert(!kStaged || sizeof(Storage) * kVec == 16, "staged rows are 16-byte packets");
 
   __shared__ typename Scan::Storage shared;
+  extern __shared__ uint4 staged[];  // [kRows][blockDim], kStaged only
 
   const long long tile = blockIdx.x;
   const long long chain = tile % params.chains;
@@ -51,23 +73,52 @@ __global__ void __launch_bounds__(ScanPolicy<Traits>::kBlockThreads,
 
   // Rows past the end and columns past the edge load the multiplicative identity, so that every
   // thread runs the same scan and only the stores need guarding.
-  Packet<Storage, kVec> rows[kRows];
+  RowPacket rows[kStaged ? 1 : kRows];
+  auto slot = [&](int k) {
+    return reinterpret_cast<Storage*>(staged + k * static_cast<int>(blockDim.x) + threadIdx.x);
+  };
 #pragma unroll
   for (int k = 0; k < kRows; ++k) {
-    if (column_in_range && first_row + k < params.length) {
+    const bool present = column_in_range && first_row + k < params.length;
+    if constexpr (kStaged) {
+      if (present) {
+        const auto address = static_cast<unsigned>(__cvta_generic_to_shared(slot(k)));
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(address),
+                     "l"(in + offset + k * params.inner)
+                     : "memory");
+      } else {
+        RowPacket identity;
+        identity.fill(Traits::kOne);
+        identity.store(slot(k));
+      }
+    } else if (present) {
       rows[k].load(in + offset + k * params.inner);
     } else {
       rows[k].fill(Traits::kOne);
     }
   }
+  if constexpr (kStaged) asm volatile("cp.async.wait_all;" ::: "memory");
+  auto row = [&](int k) {
+    if constexpr (kStaged) {
+      RowPacket packet;
+      packet.load(slot(k));
+      return packet;
+    } else {
+      return rows[k];
+    }
+  };
 
+  // Rows in registers need full unrolling (constant indices); staged rows are read as they are
+  // used, and a full unroll would hoist those reads into registers again (ptxas spilled).
+  constexpr int kUnroll = kStaged ? 4 : kRows;
   Acc product[kVec];
 #pragma unroll
-  for (int j = 0; j < kVec; ++j) product[j] = Traits::widen(rows[0].get(j));
+  for (int j = 0; j < kVec; ++j) product[j] = Acc(1);  // times the first row: exact
+#pragma unroll kUnroll
+  for (int k = 0; k < kRows; ++k) {
+    const RowPacket next = row(k);
 #pragma unroll
-  for (int k = 1; k < kRows; ++k) {
-#pragma unroll
-    for (int j = 0; j < kVec; ++j) product[j] *= Traits::widen(rows[k].get(j));
+    for (int j = 0; j < kVec; ++j) product[j] *= Traits::widen(next.get(j));
   }
 
   Acc running[kVec];
@@ -94,12 +145,13 @@ __global__ void __launch_bounds__(ScanPolicy<Traits>::kBlockThreads,
   typename Traits::Run run[kVec];
 #pragma unroll
   for (int j = 0; j < kVec; ++j) run[j] = static_cast<typename Traits::Run>(running[j]);
-#pragma unroll
+#pragma unroll kUnroll
   for (int k = 0; k < kRows; ++k) {
-    Packet<Storage, kVec> result;
+    const RowPacket factors = row(k);
+    RowPacket result;
 #pragma unroll
     for (int j = 0; j < kVec; ++j) {
-      run[j] *= Traits::to_run(rows[k].get(j));
+      run[j] *= Traits::to_run(factors.get(j));
       result.set(j, Traits::narrow(run[j]));
     }
     if (first_row + k < params.length) result.store(out + offset + k * params.inner);

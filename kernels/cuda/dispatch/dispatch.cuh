@@ -6,8 +6,11 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #include "agent/agent_contig.cuh"
 #include "agent/agent_strided.cuh"
@@ -34,7 +37,36 @@ KernelStatus with_lookback_state(long long tiles, int width, cudaStream_t stream
   return status.ok() ? released : status;
 }
 
-template <typename Traits, int kVec>
+// Whether strided scans stage their rows in shared memory (see agent_strided.cuh):
+// SCAN_CUDA_STRIDED_STAGING=shared turns it on, anything else keeps rows in registers. Read once.
+inline bool strided_staging_requested() {
+  static const bool requested = [] {
+    const char* value = std::getenv("SCAN_CUDA_STRIDED_STAGING");
+    return value != nullptr && std::strcmp(value, "shared") == 0;
+  }();
+  return requested;
+}
+
+// Raises the kernel's dynamic shared memory limit to `bytes` on the current device, once per
+// device (the attribute is per device; up to 64 devices are remembered, beyond that it is set on
+// every launch).
+template <typename Kernel>
+KernelStatus allow_dynamic_shared(Kernel kernel, int bytes) {
+  static std::atomic<unsigned long long> configured{0};
+  int device = 0;
+  cudaError_t error = cudaGetDevice(&device);
+  if (error != cudaSuccess) return cuda_error("cuda_cumprod: cudaGetDevice", error);
+  const unsigned long long bit = device < 64 ? 1ULL << device : 0;
+  if (bit != 0 && (configured.load(std::memory_order_acquire) & bit) != 0) return {};
+  error = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  if (error != cudaSuccess) {
+    return cuda_error("cuda_cumprod: cudaFuncSetAttribute(MaxDynamicSharedMemorySize)", error);
+  }
+  configured.fetch_or(bit, std::memory_order_acq_rel);
+  return {};
+}
+
+template <typename Traits, int kVec, bool kStaged>
 KernelStatus launch_strided(const typename Traits::Storage* in, typename Traits::Storage* out,
                             ScanShape shape, cudaStream_t stream) {
   using Policy = ScanPolicy<Traits>;
@@ -53,8 +85,8 @@ KernelStatus launch_strided(const typename Traits::Storage* in, typename Traits:
   const int columns = 1 << params.log2_columns;
   params.column_groups = ceil_div(params.inner_packets, columns);
   params.chains = shape.outer * params.column_groups;
-  params.rows_per_tile =
-      static_cast<long long>(Policy::kBlockThreads / columns) * Policy::kRowsPerThread;
+  params.rows_per_tile = static_cast<long long>(Policy::kBlockThreads / columns) *
+                         strided_rows_per_thread<Traits, kStaged>();
   const long long chunks = ceil_div(shape.length, params.rows_per_tile);
   params.chunks = chunks;
   const long long tiles = chunks * params.chains;
@@ -64,12 +96,23 @@ KernelStatus launch_strided(const typename Traits::Storage* in, typename Traits:
 
   const dim3 grid(static_cast<unsigned>(tiles));
   const dim3 block(Policy::kBlockThreads);
+  const int dynamic_shared = kStaged ? strided_staged_bytes<Traits>() : 0;
   if (chunks == 1) {
-    strided_cumprod_kernel<Traits, kVec, false><<<grid, block, 0, stream>>>(in, out, params, {});
+    const auto kernel = strided_cumprod_kernel<Traits, kVec, false, kStaged>;
+    if (kStaged) {
+      const KernelStatus allowed = allow_dynamic_shared(kernel, dynamic_shared);
+      if (!allowed.ok()) return allowed;
+    }
+    kernel<<<grid, block, dynamic_shared, stream>>>(in, out, params, {});
     return check_launch("cuda_cumprod: strided cumprod kernel");
   }
+  const auto kernel = strided_cumprod_kernel<Traits, kVec, true, kStaged>;
+  if (kStaged) {
+    const KernelStatus allowed = allow_dynamic_shared(kernel, dynamic_shared);
+    if (!allowed.ok()) return allowed;
+  }
   return with_lookback_state<Acc>(tiles, columns * kVec, stream, [&](TileState<Acc> state) {
-    strided_cumprod_kernel<Traits, kVec, true><<<grid, block, 0, stream>>>(in, out, params, state);
+    kernel<<<grid, block, dynamic_shared, stream>>>(in, out, params, state);
     return check_launch("cuda_cumprod: strided cumprod kernel (look-back)");
   });
 }
@@ -146,9 +189,11 @@ KernelStatus dispatch_cumprod(const void* in_bytes, void* out_bytes, ScanShape s
     return launch_contig<Traits, 1>(in, out, shape, stream);
   }
   if (aligned && shape.inner % kVec == 0) {
-    return launch_strided<Traits, kVec>(in, out, shape, stream);
+    if (strided_staging_requested())
+      return launch_strided<Traits, kVec, true>(in, out, shape, stream);
+    return launch_strided<Traits, kVec, false>(in, out, shape, stream);
   }
-  return launch_strided<Traits, 1>(in, out, shape, stream);
+  return launch_strided<Traits, 1, false>(in, out, shape, stream);
 }
 
 }  // namespace scan::kernels::cuda_detail

@@ -19,11 +19,16 @@ struct ScanPolicy {
   static constexpr int kMaxWarps = kBlockThreads / 32;
   // Elements per 16-byte access, the widest a thread can issue.
   static constexpr int kVec = 16 / static_cast<int>(sizeof(Storage));
-  // Strided scans: consecutive rows one thread multiplies in sequence, in float64 (scan_traits.cuh).
-  // 16 rows of 16 bytes fit the 128 registers that two blocks per multiprocessor allow for the
-  // 16-bit types and float64; float32's four float64 products per row spill there (ptxas -v), and
-  // 8 rows measured fastest for it on the H200 (bench/RESULTS.md, "Numerics").
+  // Strided scans: consecutive rows one thread multiplies in sequence, in float64
+  // (scan_traits.cuh). 16 rows of 16 bytes fit the 128 registers that two blocks per multiprocessor
+  // allow for the 16-bit types and float64; float32's four float64 products per row spill there
+  // (ptxas -v), and 8 rows measured fastest for it on the H200 (bench/RESULTS.md, "Numerics").
   static constexpr int kRowsPerThread = sizeof(Storage) == 4 ? 8 : 16;
+  // Strided scans with rows staged in shared memory (agent_strided.cuh): 24 rows of 16 bytes per
+  // thread are 96 KiB per block, so that two blocks fit a multiprocessor (228 KiB on sm_90) beside
+  // the block scan's own shared memory (9 KiB, 18 KiB for the 16-bit types' eight columns, hence
+  // their 20 rows): three times the bytes in flight of float32's register-held rows.
+  static constexpr int kStagedRowsPerThread = sizeof(Storage) == 2 ? 20 : 24;
 
   // Contiguous scans: each thread owns 128 consecutive bytes of its tile (32 float32, 64 bf16), so
   // a tile is 32 KiB: a long row is a chain of few, large tiles, each one look-back step. The
