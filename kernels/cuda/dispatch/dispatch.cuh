@@ -47,18 +47,19 @@ inline bool strided_staging_requested() {
   return requested;
 }
 
-// Raises the kernel's dynamic shared memory limit to `bytes` on the current device, once per
-// device (the attribute is per device; up to 64 devices are remembered, beyond that it is set on
-// every launch).
-template <typename Kernel>
-KernelStatus allow_dynamic_shared(Kernel kernel, int bytes) {
+// Raises kKernel's dynamic shared memory limit to `bytes` on the current device, once per kernel
+// and device (the attribute is per device; up to 64 devices are remembered, beyond that it is set
+// on every launch). The kernel is a template argument so that each kernel has its own record:
+// kernels of one signature share a function pointer type.
+template <auto kKernel>
+KernelStatus allow_dynamic_shared(int bytes) {
   static std::atomic<unsigned long long> configured{0};
   int device = 0;
   cudaError_t error = cudaGetDevice(&device);
   if (error != cudaSuccess) return cuda_error("cuda_cumprod: cudaGetDevice", error);
   const unsigned long long bit = device < 64 ? 1ULL << device : 0;
   if (bit != 0 && (configured.load(std::memory_order_acquire) & bit) != 0) return {};
-  error = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  error = cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
   if (error != cudaSuccess) {
     return cuda_error("cuda_cumprod: cudaFuncSetAttribute(MaxDynamicSharedMemorySize)", error);
   }
@@ -98,17 +99,17 @@ KernelStatus launch_strided(const typename Traits::Storage* in, typename Traits:
   const dim3 block(Policy::kBlockThreads);
   const int dynamic_shared = kStaged ? strided_staged_bytes<Traits>() : 0;
   if (chunks == 1) {
-    const auto kernel = strided_cumprod_kernel<Traits, kVec, false, kStaged>;
+    constexpr auto kernel = strided_cumprod_kernel<Traits, kVec, false, kStaged>;
     if (kStaged) {
-      const KernelStatus allowed = allow_dynamic_shared(kernel, dynamic_shared);
+      const KernelStatus allowed = allow_dynamic_shared<kernel>(dynamic_shared);
       if (!allowed.ok()) return allowed;
     }
     kernel<<<grid, block, dynamic_shared, stream>>>(in, out, params, {});
     return check_launch("cuda_cumprod: strided cumprod kernel");
   }
-  const auto kernel = strided_cumprod_kernel<Traits, kVec, true, kStaged>;
+  constexpr auto kernel = strided_cumprod_kernel<Traits, kVec, true, kStaged>;
   if (kStaged) {
-    const KernelStatus allowed = allow_dynamic_shared(kernel, dynamic_shared);
+    const KernelStatus allowed = allow_dynamic_shared<kernel>(dynamic_shared);
     if (!allowed.ok()) return allowed;
   }
   return with_lookback_state<Acc>(tiles, columns * kVec, stream, [&](TileState<Acc> state) {
