@@ -124,3 +124,25 @@ def test_cuda_ipc_from_threads_sharing_one_client(ipc_server):
     ours = [region.name for region in regions_on(ipc_server)
             if region.name.startswith(f"scan-cuda-{os.getpid()}-")]
     assert ours == [], "close() left CUDA regions registered"
+
+
+def test_cuda_ipc_returns_every_result_to_the_allocator(ipc_server):
+    # Repeated scans of one tensor must not hold device memory: each result, once dropped, goes
+    # back to torch's caching allocator, so the next result reuses its block and its region. The
+    # first client shared storages through torch's own IPC reference counting, which only a torch
+    # consumer releases: every result stayed allocated, and every scan registered a new region.
+    from scan_service import Client
+    if not _server_has_gpu(ipc_server.target):
+        pytest.skip("the server has no GPU backend")
+    x = 0.999 + 0.001 * torch.rand(2, 8, 1024, 128, device="cuda:0")
+    want = torch.cumprod(x.double(), dim=2).float()
+    with Client(ipc_server.target, shared_memory="cuda", timeout=60) as c:
+        torch.testing.assert_close(c.cumprod(x, dim=2), want, rtol=2e-7, atol=0)
+        torch.cuda.synchronize()
+        allocated = torch.cuda.memory_allocated()
+        before = {region.name for region in regions_on(ipc_server)}
+        for _ in range(20):
+            torch.testing.assert_close(c.cumprod(x, dim=2), want, rtol=2e-7, atol=0)
+        torch.cuda.synchronize()
+        assert torch.cuda.memory_allocated() == allocated
+        assert {region.name for region in regions_on(ipc_server)} == before

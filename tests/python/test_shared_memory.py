@@ -206,3 +206,39 @@ def test_cuda_regions_under_concurrent_scans_never_name_a_removed_region():
     assert len(server.registered) <= 3
     regions.close()
     assert server.registered == {}
+
+
+def test_cuda_allocation_place_is_the_allocation_and_the_offset_in_it():
+    # The key names the allocation by its IPC handle (a new allocation at a freed one's address
+    # gets a new handle, so never a stale region); the offset is from the allocation's base.
+    import types
+    from scan_service._shared_memory import _allocation_place
+
+    class FakeDriver:
+        def __init__(self):
+            self.allocations = {0x7000: (0x1000, b"a" * 64), 0x9000: (0x4000, b"b" * 64)}
+
+        def allocation_base(self, pointer):
+            return next(base for base, (size, _) in self.allocations.items()
+                        if base <= pointer < base + size)
+
+        def ipc_handle(self, base):
+            return self.allocations[base][1]
+
+    def tensor(pointer, device):
+        return types.SimpleNamespace(data_ptr=lambda: pointer,
+                                     device=types.SimpleNamespace(index=device))
+
+    driver = FakeDriver()
+    assert _allocation_place(tensor(0x7000, 0), driver) == ((0, b"a" * 64), 0)
+    assert _allocation_place(tensor(0x7400, 0), driver) == ((0, b"a" * 64), 0x400)
+    assert _allocation_place(tensor(0x9ffc, 1), driver) == ((1, b"b" * 64), 0xffc)
+
+
+def test_cuda_driver_missing_is_a_precise_error():
+    from scan_service import ScanError
+    from scan_service._shared_memory import CudaDriver
+    with pytest.raises(ScanError) as caught:
+        CudaDriver("libcuda-that-does-not-exist.so")
+    assert "CUDA driver" in str(caught.value)
+    assert caught.value.code == grpc.StatusCode.FAILED_PRECONDITION

@@ -10,6 +10,7 @@ allocation and of its result's (registered once per allocation and kept), so the
 the tensor on its own GPU where it lies: nothing crosses PCIe or gRPC but two small messages.
 """
 import collections
+import ctypes
 import itertools
 import mmap
 import os
@@ -230,7 +231,7 @@ class CudaTransport:
     """CUDA tensors scanned by the server in their own device memory, through CUDA IPC.
 
     A tensor's storage lives in an allocation of torch's caching allocator; its IPC handle names
-    the whole allocation (storage._share_cuda_()). Allocations are registered as regions and kept
+    the whole allocation (CudaDriver). Allocations are registered as regions and kept
     (CudaRegions) while the client lives (torch keeps its allocations unless empty_cache() is
     called): a scan then costs two small messages and the server's kernel.
     """
@@ -238,9 +239,10 @@ class CudaTransport:
     name = TRANSPORT_NAMES["cuda"]
     _KEPT = 32  # registrations kept, at most; the oldest goes first
 
-    def __init__(self, calls):
+    def __init__(self, calls, driver=None):
         self._calls = calls
         self._regions = CudaRegions(self._unregister, self._KEPT)
+        self._driver = driver
 
     def scan(self, tensor, wire_dtype, dim, backend, deadline):
         torch = _torch_module()
@@ -248,11 +250,16 @@ class CudaTransport:
         if x.dim() == 0:
             x = x.reshape(1)
         out = torch.empty_like(x)
-        # The tensor's producers must be done before another process reads it.
-        torch.cuda.current_stream(x.device).synchronize()
         nbytes = x.numel() * x.element_size()
-        # An empty tensor names no region (an empty reference), so it needs no allocation either.
-        places = [_allocation_place(t) for t in (x, out)] if nbytes else [(None, 0)] * 2
+        with torch.cuda.device(x.device):
+            # The tensor's producers must be done before another process reads it (this also
+            # makes the device's context current for the driver calls below).
+            torch.cuda.current_stream().synchronize()
+            if self._driver is None:
+                self._driver = CudaDriver()
+            # An empty tensor names no region (an empty reference), so it needs no allocation.
+            places = ([_allocation_place(t, self._driver) for t in (x, out)] if nbytes
+                      else [(None, 0)] * 2)
         wanted = {}
         for key, offset in places:
             if key is not None:
@@ -288,29 +295,63 @@ class CudaTransport:
         self._regions.close()
 
 
-def _allocation_place(tensor):
-    """(allocation key, byte offset) of a CUDA tensor's first element in its allocation."""
-    shared = tensor.untyped_storage()._share_cuda_()
-    device, handle, storage_offset = shared[0], _ipc_handle(bytes(shared[1])), shared[3]
-    return (device, handle), storage_offset + tensor.storage_offset() * tensor.element_size()
+def _allocation_place(tensor, driver):
+    """(allocation key, byte offset) of a CUDA tensor's first element in its allocation: the key
+    is (device, IPC handle), so a new allocation at a freed one's address gets a new key."""
+    pointer = tensor.data_ptr()
+    base = driver.allocation_base(pointer)
+    return (tensor.device.index, driver.ipc_handle(base)), pointer - base
 
 
-# torch's shareable handles (c10 CUDACachingAllocator::shareIpcHandle) start with a version byte
-# and a kind byte, b"c" for a plain cudaMalloc allocation, before the 64-byte cudaIpcMemHandle_t;
-# older versions give the bare handle. Expandable segments (kind b"e") export no such handle.
-_IPC_HANDLE_BYTES = 64
-_CUDA_MALLOC_KIND = b"c"
+class CudaDriver:
+    """The two CUDA driver calls the IPC transport needs, through ctypes (torch ships no binding).
 
+    Not torch's `storage._share_cuda_()`: that hands the storage to torch's inter-process
+    reference counting, which expects a consumer that is itself torch and decrements the counter.
+    scan-server never does, so every storage shared that way stayed in torch's limbo once freed:
+    device memory never returned to the caching allocator, a new allocation (and registration) for
+    every result, and a warning at exit.
+    """
 
-def _ipc_handle(shareable):
-    if len(shareable) == _IPC_HANDLE_BYTES:
-        return shareable
-    if len(shareable) == _IPC_HANDLE_BYTES + 2 and shareable[1:2] == _CUDA_MALLOC_KIND:
-        return shareable[2:]
-    raise FailedPreconditionError(
-        "shared_memory='cuda': this tensor's allocation exports no cudaIpcMemHandle (torch's "
-        "expandable segments?); set PYTORCH_CUDA_ALLOC_CONF=expandable_segments:False or use "
-        "shared_memory='system'")
+    _HANDLE_BYTES = 64  # CUipcMemHandle (cudaIpcMemHandle_t): 64 opaque bytes
+
+    def __init__(self, library="libcuda.so.1"):
+        try:
+            self._cuda = ctypes.CDLL(library)
+        except OSError as error:
+            raise FailedPreconditionError(
+                f"shared_memory='cuda': the CUDA driver ({library}) cannot be loaded: {error}")
+        self._cuda.cuMemGetAddressRange_v2.argtypes = [
+            ctypes.POINTER(ctypes.c_uint64), ctypes.POINTER(ctypes.c_size_t), ctypes.c_uint64]
+        self._cuda.cuIpcGetMemHandle.argtypes = [ctypes.c_char_p, ctypes.c_uint64]
+        self._cuda.cuGetErrorName.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_char_p)]
+
+    def allocation_base(self, pointer):
+        base, size = ctypes.c_uint64(), ctypes.c_size_t()
+        self._check(self._cuda.cuMemGetAddressRange_v2(ctypes.byref(base), ctypes.byref(size),
+                                                       pointer), "cuMemGetAddressRange")
+        return base.value
+
+    def ipc_handle(self, base):
+        handle = ctypes.create_string_buffer(self._HANDLE_BYTES)
+        result = self._cuda.cuIpcGetMemHandle(handle, base)
+        if result != 0:
+            raise FailedPreconditionError(
+                f"shared_memory='cuda': this tensor's allocation exports no CUDA IPC handle "
+                f"({self._error_name(result)}; torch's expandable segments?); set "
+                "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:False or use shared_memory='system'")
+        return handle.raw
+
+    def _check(self, result, call):
+        if result != 0:
+            raise FailedPreconditionError(
+                f"shared_memory='cuda': {call} failed: {self._error_name(result)}")
+
+    def _error_name(self, result):
+        name = ctypes.c_char_p()
+        if self._cuda.cuGetErrorName(result, ctypes.byref(name)) != 0 or not name.value:
+            return f"CUresult {result}"
+        return name.value.decode()
 
 
 def _torch_module():
