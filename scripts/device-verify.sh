@@ -5,9 +5,10 @@
 #      kernel tests again with the strided kernel's rows staged in shared memory;
 #   2. tests/python/test_gpu.py (CUDA tensors through gRPC and CUDA IPC, across processes);
 #   3. scripts/device-shared-memory.sh (system shm and CUDA IPC figures, issue 19);
-#   4. scan_numerics_report (accuracy and cross-backend agreement, issue 18);
-#   5. cuda_cumprod_bench, then torch_cumprod_bench.py: the kernel beside the device copy,
-#      torch.cumprod, a Triton chunked scan and torch.compile, one table (issue 21).
+#   4. cuda_cumprod_bench, with rows in registers and staged in shared memory (issue 21);
+#   5. scan_numerics_report (accuracy and cross-backend agreement, issue 18);
+#   6. torch_cumprod_bench.py: the kernel beside the device copy, torch.cumprod, a Triton chunked
+#      scan and torch.compile, one table (issue 21).
 # Logs go to $OUT/logs.tgz (re-packed after each step) and a summary to $OUT/summary.txt.
 # Run from the repository root after scripts/device-fetch-deps.sh has filled .deps-device/.
 set -uo pipefail
@@ -56,10 +57,10 @@ timed python-gpu 60 env SCAN_SERVER="$build/server/scan-server" \
 if [ -z "${SCAN_VERIFY_QUICK:-}" ]; then
 timed shared-memory 240 env SCAN_DEVICE_BUILD="$build" SCAN_SKIP_PYTHON_GPU_TESTS=1 \
   OUT="$logs/shared-memory" bash "$root/scripts/device-shared-memory.sh"
-timed numerics 180 "$build/bench/scan_numerics_report"
 timed kernel-bench 40 "$build/bench/cuda_cumprod_bench" --csv "$logs/kernel-bench.csv"
 timed kernel-bench-staged 40 env SCAN_CUDA_STRIDED_STAGING=shared "$build/bench/cuda_cumprod_bench" \
   --csv "$logs/kernel-bench-staged.csv"
+timed numerics 180 "$build/bench/scan_numerics_report"
 timed anchors 200 python3 "$root/bench/cuda/torch_cumprod_bench.py" --csv "$logs/kernel-bench.csv" \
   --capi "$build/bench/libscan_cumprod_capi.so" --markdown "$logs/kernel-table.md"
 fi
