@@ -37,14 +37,40 @@ KernelStatus with_lookback_state(long long tiles, int width, cudaStream_t stream
   return status.ok() ? released : status;
 }
 
-// Whether strided scans stage their rows in shared memory (see agent_strided.cuh):
-// SCAN_CUDA_STRIDED_STAGING=shared turns it on, anything else keeps rows in registers. Read once.
-inline bool strided_staging_requested() {
-  static const bool requested = [] {
+enum class StridedStaging { kAuto, kShared, kRegisters };
+
+// SCAN_CUDA_STRIDED_STAGING=shared or =registers forces where strided scans keep their rows (for
+// measuring one against the other); unset or anything else, kAuto. Read once.
+inline StridedStaging strided_staging_override() {
+  static const StridedStaging staging = [] {
     const char* value = std::getenv("SCAN_CUDA_STRIDED_STAGING");
-    return value != nullptr && std::strcmp(value, "shared") == 0;
+    if (value != nullptr && std::strcmp(value, "shared") == 0) return StridedStaging::kShared;
+    if (value != nullptr && std::strcmp(value, "registers") == 0) return StridedStaging::kRegisters;
+    return StridedStaging::kAuto;
   }();
-  return requested;
+  return staging;
+}
+
+// Whether a strided scan of `bytes` input stages its rows in shared memory (agent_strided.cuh).
+// By default on sm_90 and later from ScanPolicy::kStagedMinBytes, where it was measured faster;
+// sm_80 fits only one staged block per multiprocessor, and it was not measured there.
+inline bool use_strided_staging(long long bytes, long long min_bytes) {
+  switch (strided_staging_override()) {
+    case StridedStaging::kShared:
+      return true;
+    case StridedStaging::kRegisters:
+      return false;
+    case StridedStaging::kAuto:
+      break;
+  }
+  if (bytes < min_bytes) return false;
+  int device = 0;
+  int major = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
+    return false;  // the register path reports the error, if it persists, at its launch
+  }
+  return major >= 9;
 }
 
 // Raises kKernel's dynamic shared memory limit to `bytes` on the current device, once per kernel
@@ -190,8 +216,10 @@ KernelStatus dispatch_cumprod(const void* in_bytes, void* out_bytes, ScanShape s
     return launch_contig<Traits, 1>(in, out, shape, stream);
   }
   if (aligned && shape.inner % kVec == 0) {
-    if (strided_staging_requested())
+    const long long bytes = shape.numel() * static_cast<long long>(sizeof(Storage));
+    if (use_strided_staging(bytes, ScanPolicy<Traits>::kStagedMinBytes)) {
       return launch_strided<Traits, kVec, true>(in, out, shape, stream);
+    }
     return launch_strided<Traits, kVec, false>(in, out, shape, stream);
   }
   return launch_strided<Traits, 1, false>(in, out, shape, stream);
