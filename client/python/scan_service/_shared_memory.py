@@ -239,10 +239,10 @@ class CudaTransport:
     name = TRANSPORT_NAMES["cuda"]
     _KEPT = 32  # registrations kept, at most; the oldest goes first
 
-    def __init__(self, calls, driver=None):
+    def __init__(self, calls):
         self._calls = calls
         self._regions = CudaRegions(self._unregister, self._KEPT)
-        self._driver = driver
+        self._driver = None  # CudaDriver, loaded by the first scan
 
     def scan(self, tensor, wire_dtype, dim, backend, deadline):
         torch = _torch_module()

@@ -13,6 +13,7 @@
 // enough to fill the GPU: no tile state, no waiting on other blocks.
 #pragma once
 
+#include "block/async_copy.cuh"
 #include "block/block_scan.cuh"
 #include "block/tile_state.cuh"
 #include "dispatch/policy.cuh"
@@ -78,7 +79,7 @@ struct ContigTile {
 
   // Copies the tile straight into shared memory (cp.async: the loads hold no registers, so more
   // blocks, and more loads, fit on a multiprocessor). Packets past `valid` hold the identity.
-  // Callers wait with wait_copies() and then synchronise the block.
+  // Callers wait with wait_async_copies() and then synchronise the block.
   __device__ static void copy_to_shared(const Storage* source, int valid, unsigned char* shared) {
     static_assert(kVec * sizeof(Storage) == 16, "cp.async moves whole 16-byte packets here");
 #pragma unroll
@@ -86,9 +87,7 @@ struct ContigTile {
       const int index = striped(k);
       Storage* destination = slot(shared, index);
       if (index + kVec <= valid) {
-        const auto address = static_cast<unsigned>(__cvta_generic_to_shared(destination));
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(address), "l"(source + index)
-                     : "memory");
+        async_copy_16(destination, source + index);
       } else {
 #pragma unroll
         for (int j = 0; j < kVec; ++j) {
@@ -97,7 +96,6 @@ struct ContigTile {
       }
     }
   }
-  __device__ static void wait_copies() { asm volatile("cp.async.wait_all;" ::: "memory"); }
 
   __device__ static void to_shared(const Packet<Storage, kVec> (&packets)[kPackets],
                                    unsigned char* shared) {
@@ -171,7 +169,7 @@ __global__ void __launch_bounds__(ScanPolicy<Traits>::kBlockThreads,
       Tile::to_shared(staged, tile_shared);
     } else if constexpr (kVec > 1) {
       Tile::copy_to_shared(in + tile_offset(tile), valid_in(tile), tile_shared);
-      Tile::wait_copies();
+      wait_async_copies();
     } else {
       Tile::load_to_shared(in + tile_offset(tile), valid_in(tile), tile_shared);
     }

@@ -13,6 +13,7 @@
 // need no block barrier, only the thread's own wait.
 #pragma once
 
+#include "block/async_copy.cuh"
 #include "block/block_scan.cuh"
 #include "block/tile_state.cuh"
 #include "dispatch/policy.cuh"
@@ -82,10 +83,7 @@ __global__ void __launch_bounds__(ScanPolicy<Traits>::kBlockThreads,
     const bool present = column_in_range && first_row + k < params.length;
     if constexpr (kStaged) {
       if (present) {
-        const auto address = static_cast<unsigned>(__cvta_generic_to_shared(slot(k)));
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(address),
-                     "l"(in + offset + k * params.inner)
-                     : "memory");
+        async_copy_16(slot(k), in + offset + k * params.inner);
       } else {
         RowPacket identity;
         identity.fill(Traits::kOne);
@@ -97,7 +95,7 @@ __global__ void __launch_bounds__(ScanPolicy<Traits>::kBlockThreads,
       rows[k].fill(Traits::kOne);
     }
   }
-  if constexpr (kStaged) asm volatile("cp.async.wait_all;" ::: "memory");
+  if constexpr (kStaged) wait_async_copies();
   auto row = [&](int k) {
     if constexpr (kStaged) {
       RowPacket packet;

@@ -73,12 +73,13 @@ inline bool use_strided_staging(long long bytes, long long min_bytes) {
   return major >= 9;
 }
 
-// Raises kKernel's dynamic shared memory limit to `bytes` on the current device, once per kernel
-// and device (the attribute is per device; up to 64 devices are remembered, beyond that it is set
-// on every launch). The kernel is a template argument so that each kernel has its own record:
-// kernels of one signature share a function pointer type.
+// Raises kKernel's dynamic shared memory limit to `bytes` (nothing to do for 0) on the current
+// device, once per kernel and device (the attribute is per device; up to 64 devices are remembered,
+// beyond that it is set on every launch). The kernel is a template argument so that each kernel has
+// its own record: kernels of one signature share a function pointer type.
 template <auto kKernel>
 KernelStatus allow_dynamic_shared(int bytes) {
+  if (bytes == 0) return {};
   static std::atomic<unsigned long long> configured{0};
   int device = 0;
   cudaError_t error = cudaGetDevice(&device);
@@ -126,18 +127,14 @@ KernelStatus launch_strided(const typename Traits::Storage* in, typename Traits:
   const int dynamic_shared = kStaged ? strided_staged_bytes<Traits>() : 0;
   if (chunks == 1) {
     constexpr auto kernel = strided_cumprod_kernel<Traits, kVec, false, kStaged>;
-    if (kStaged) {
-      const KernelStatus allowed = allow_dynamic_shared<kernel>(dynamic_shared);
-      if (!allowed.ok()) return allowed;
-    }
+    const KernelStatus allowed = allow_dynamic_shared<kernel>(dynamic_shared);
+    if (!allowed.ok()) return allowed;
     kernel<<<grid, block, dynamic_shared, stream>>>(in, out, params, {});
     return check_launch("cuda_cumprod: strided cumprod kernel");
   }
   constexpr auto kernel = strided_cumprod_kernel<Traits, kVec, true, kStaged>;
-  if (kStaged) {
-    const KernelStatus allowed = allow_dynamic_shared<kernel>(dynamic_shared);
-    if (!allowed.ok()) return allowed;
-  }
+  const KernelStatus allowed = allow_dynamic_shared<kernel>(dynamic_shared);
+  if (!allowed.ok()) return allowed;
   return with_lookback_state<Acc>(tiles, columns * kVec, stream, [&](TileState<Acc> state) {
     kernel<<<grid, block, dynamic_shared, stream>>>(in, out, params, state);
     return check_launch("cuda_cumprod: strided cumprod kernel (look-back)");
