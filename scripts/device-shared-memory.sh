@@ -39,7 +39,7 @@ summary="$out/shm-summary.md"
 system_dtypes="f32 bf16" system_backends="gpu auto"
 [ -z "${SCAN_SHM_SKIP_SYSTEM:-}" ] || system_dtypes= system_backends=
 for dtype in $system_dtypes; do
-  for backend in gpu auto; do
+  for backend in $system_backends; do
     if "$build/tools/scan-client/scan-client" --target "$target" --shared-memory system \
       --shape 2,8,32768,128 --dim 2 --dtype "$dtype" --backend "$backend" --check \
       >"$out/shm-client-$dtype-$backend.log" 2>&1; then
