@@ -37,7 +37,7 @@ summary="$out/shm-summary.md"
 # SCAN_SHM_SKIP_SYSTEM=1 leaves out the system shm runs (already measured), SCAN_SHM_MODES picks
 # vs_torch.py's transports (default "off cuda"), for a call short of device time.
 system_dtypes="f32 bf16" system_backends="gpu auto"
-[ -z "${SCAN_SHM_SKIP_SYSTEM:-}" ] || system_dtypes= system_backends=
+[ -z "${SCAN_SHM_SKIP_SYSTEM:-}" ] || system_dtypes='' system_backends=''
 for dtype in $system_dtypes; do
   for backend in $system_backends; do
     if "$build/tools/scan-client/scan-client" --target "$target" --shared-memory system \
