@@ -62,8 +62,9 @@ std::vector<Case> cases() {
   for (std::int64_t length = 8; length <= 1024; length *= 2) {
     all.push_back({{2, 4, length, 64}, 2, torch::kFloat32});
   }
-  // Contiguous scans along the last dim: many rows, one long row, one row beyond the L3.
-  for (const torch::ScalarType dtype : {torch::kFloat32, torch::kBFloat16}) {
+  // Contiguous scans along the last dim: many rows, one long row, one row beyond the L3. float64
+  // too: its rows are the one path with compensated products (cumprod_body.h).
+  for (const torch::ScalarType dtype : {torch::kFloat32, torch::kBFloat16, torch::kFloat64}) {
     all.push_back({{4096, 8192}, -1, dtype});
     all.push_back({{std::int64_t{1} << 22}, -1, dtype});
     all.push_back({{std::int64_t{1} << 26}, -1, dtype});
@@ -77,7 +78,10 @@ std::string describe(const Case& c) {
   for (std::size_t axis = 0; axis < c.sizes.size(); ++axis) {
     text << (axis ? "," : "") << c.sizes[axis];
   }
-  text << "] dim " << c.dim << " " << (c.dtype == torch::kFloat32 ? "f32" : "bf16");
+  text << "] dim " << c.dim << " "
+       << (c.dtype == torch::kFloat32   ? "f32"
+           : c.dtype == torch::kFloat64 ? "f64"
+                                        : "bf16");
   return text.str();
 }
 
@@ -130,9 +134,8 @@ int main(int argc, char** argv) {
       settings.flush_subnormals = std::string(flush) == "true";
     } else if (const char* isa = value("--isa=")) {
       bool known = false;
-      for (const auto candidate :
-           {scan::kernels::CpuIsa::kAuto, scan::kernels::CpuIsa::kGeneric,
-            scan::kernels::CpuIsa::kAvx2, scan::kernels::CpuIsa::kAvx512}) {
+      for (const auto candidate : {scan::kernels::CpuIsa::kAuto, scan::kernels::CpuIsa::kGeneric,
+                                   scan::kernels::CpuIsa::kAvx2, scan::kernels::CpuIsa::kAvx512}) {
         if (std::string(isa) == scan::kernels::cpu_isa_name(candidate)) {
           settings.isa = candidate;
           known = true;
@@ -154,8 +157,7 @@ int main(int argc, char** argv) {
               scan::kernels::cpu_isa_name(settings.isa == scan::kernels::CpuIsa::kAuto
                                               ? scan::kernels::cpu_best_isa()
                                               : settings.isa),
-              pool.workers(),
-              TORCH_VERSION, settings.wide_decays ? "(0.5, 1)" : "near one",
+              pool.workers(), TORCH_VERSION, settings.wide_decays ? "(0.5, 1)" : "near one",
               settings.flush_subnormals ? "on" : "off");
   const scan::kernels::ScopedFlushSubnormals flush_for_torch(settings.flush_subnormals);
   std::printf(
@@ -178,7 +180,9 @@ int main(int argc, char** argv) {
     torch::Tensor torch_out = torch::empty_like(in);
     const ScanShape shape =
         scan::kernels::collapse_around(c.sizes.data(), static_cast<int>(c.sizes.size()), dim);
-    const DType dtype = c.dtype == torch::kFloat32 ? DType::kFloat32 : DType::kBFloat16;
+    const DType dtype = c.dtype == torch::kFloat32   ? DType::kFloat32
+                        : c.dtype == torch::kFloat64 ? DType::kFloat64
+                                                     : DType::kBFloat16;
     const std::int64_t bytes = in.numel() * static_cast<std::int64_t>(in.element_size());
 
     for (const int threads : settings.threads) {

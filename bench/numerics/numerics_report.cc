@@ -51,36 +51,6 @@ const Case kCases[] = {
     {"32 rows [32,131072], decays (0.99999, 1)", {32, 131072}, 0.99999, 1.0},
 };
 
-// The reference for float64 inputs. A float64 cumprod rounds at every step, so against it a
-// sequential float64 loop (torch.cumprod) would be exact by construction and any other order
-// (a parallel scan) would look wrong by the reference's own error. Here each running product
-// carries its rounding error along (FMA's exact product error), about 2^-104 relative, and is
-// rounded once per output.
-std::vector<double> double_double_cumprod(const std::vector<double>& values, ScanShape shape) {
-  std::vector<double> out(values.size());
-  for (std::int64_t outer = 0; outer < shape.outer; ++outer) {
-    for (std::int64_t lane = 0; lane < shape.inner; ++lane) {
-      double high = 1, low = 0;
-      for (std::int64_t step = 0; step < shape.length; ++step) {
-        const auto at =
-            static_cast<std::size_t>((outer * shape.length + step) * shape.inner + lane);
-        const double factor = values[at];
-        const double product = high * factor;
-        if (!std::isfinite(product) || product == 0) {
-          high = product;  // zeros, infinities and NaN propagate as in the plain product
-          low = 0;
-        } else {
-          const double error = std::fma(high, factor, -product) + low * factor;
-          high = product + error;
-          low = error - (high - product);
-        }
-        out[at] = high;
-      }
-    }
-  }
-  return out;
-}
-
 struct Errors {
   double max_relative = 0;
   double rms_relative = 0;
@@ -176,7 +146,7 @@ int main(int argc, char** argv) {
       const std::vector<double> stored = scan::kernels::widen_to_f64(input.data(), dtype, count);
       std::vector<double> reference(stored.size());
       if (dtype == DType::kFloat64) {
-        reference = double_double_cumprod(stored, shape);
+        scan::kernels::reference_cumprod_double_double(stored.data(), reference.data(), shape);
       } else {
         scan::kernels::reference_cumprod(stored.data(), reference.data(), shape);
       }

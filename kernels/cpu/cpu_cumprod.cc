@@ -52,7 +52,7 @@ struct CpuFeatures {
     unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
     const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0;
     __builtin_cpu_init();
-    avx2 = f16c && __builtin_cpu_supports("avx2");
+    avx2 = f16c && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     avx512 = f16c && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
     // CPUID leaf 7 subleaf 1, EAX bit 5 (spelled out for the same clang 14 reason).

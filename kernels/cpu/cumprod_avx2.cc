@@ -1,4 +1,4 @@
-// The AVX2 + F16C (-mavx2 -mf16c via sources.cmake) build of the cumprod leaf kernels.
+// The AVX2 + FMA + F16C (-mavx2 -mfma -mf16c via sources.cmake) build of the cumprod leaf kernels.
 #define SCAN_CPU_ISA avx2
 #define SCAN_CPU_ISA_NAME "avx2"
 #define SCAN_CPU_ISA_GETTER avx2_kernels

@@ -42,6 +42,7 @@ constexpr int kVectorBytes = SCAN_CPU_VECTOR_BYTES;
 typedef double VD __attribute__((vector_size(kVectorBytes)));
 typedef float VF __attribute__((vector_size(kVectorBytes / 2)));
 typedef std::uint32_t VU32 __attribute__((vector_size(kVectorBytes / 2)));
+typedef std::int64_t VI64 __attribute__((vector_size(kVectorBytes)));
 typedef std::uint16_t VU16 __attribute__((vector_size(kVectorBytes / 4)));
 
 template <typename T>
@@ -114,6 +115,42 @@ VF to_float(VD value) {
 #endif
 }
 
+VD magnitude(VD value) { return reinterpret_cast<VD>(reinterpret_cast<VI64>(value) & INT64_MAX); }
+
+// a * b - product, where product is a * b rounded: the rounding error of one multiplication, exact
+// unless it falls below the normal range (then flushed, or rounded to a subnormal step: a loss of
+// at most that error itself). The builds with FMA get it in one instruction. The baseline one
+// splits each factor into 26-bit halves (Dekker), whose partial products are exact but cancel
+// each other: they must all be normal numbers, or flushing one (2^-27 of the product) would leave
+// the rest as garbage. So there the error is computed only where factors and product lie within
+// [2^-900, 2^900], and taken as 0 elsewhere (that multiplication goes uncompensated).
+VD product_error(VD a, VD b, VD product) {
+#if SCAN_CPU_VECTOR_BYTES == 64
+  return reinterpret_cast<VD>(_mm512_fmsub_pd(reinterpret_cast<__m512d>(a),
+                                              reinterpret_cast<__m512d>(b),
+                                              reinterpret_cast<__m512d>(product)));
+#elif SCAN_CPU_VECTOR_BYTES == 32 && defined(__FMA__)
+  return reinterpret_cast<VD>(_mm256_fmsub_pd(reinterpret_cast<__m256d>(a),
+                                              reinterpret_cast<__m256d>(b),
+                                              reinterpret_cast<__m256d>(product)));
+#else
+  const auto split = [](VD value, VD& high, VD& low) {
+    const VD scaled = value * 134217729.0;  // 2^27 + 1
+    high = scaled - (scaled - value);
+    low = value - high;
+  };
+  VD a_high, a_low, b_high, b_low;
+  split(a, a_high, a_low);
+  split(b, b_high, b_low);
+  const VD error = ((a_high * b_high - product) + a_high * b_low + a_low * b_high) + a_low * b_low;
+  const VD low = VD{} + 0x1p-900, high = VD{} + 0x1p900;
+  const VI64 safe = (magnitude(a) >= low) & (magnitude(a) <= high) & (magnitude(b) >= low) &
+                    (magnitude(b) <= high) & (magnitude(product) >= low) &
+                    (magnitude(product) <= high);
+  return reinterpret_cast<VD>(safe & reinterpret_cast<VI64>(error));
+#endif
+}
+
 // Storage formats: how a vector of double accumulators is loaded from and stored to memory.
 // Narrow types round double -> float -> storage type, as LibTorch's conversions and the CUDA
 // kernel do, so that every backend rounds alike (the double rounding this allows is a 2^-29 event
@@ -156,8 +193,8 @@ struct BF16 {
     // rounds to nearest even and quiets NaN exactly as round() does, but reads subnormal inputs as
     // zero: vectors holding any take the exact path (rare with a float64 accumulator: only results
     // in float32's subnormal range, and none when results are flushed).
-    const __m512i interleave = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1,
-                                                16, 0);
+    const __m512i interleave =
+        _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     const __m512 both =
         _mm512_permutex2var_ps(_mm512_castps256_ps512(reinterpret_cast<__m256>(even)), interleave,
                                _mm512_castps256_ps512(reinterpret_cast<__m256>(odd)));
@@ -203,7 +240,8 @@ struct F16 {
   }
 #elif SCAN_CPU_HAS_F16C && SCAN_CPU_VECTOR_BYTES == 32
   static VD load(const Storage* from) {
-    const __m128i halves = _mm_loadl_epi64(static_cast<const __m128i*>(static_cast<const void*>(from)));
+    const __m128i halves =
+        _mm_loadl_epi64(static_cast<const __m128i*>(static_cast<const void*>(from)));
     return __builtin_convertvector(reinterpret_cast<VF>(_mm_cvtph_ps(halves)), VD);
   }
   static void store(Storage* to, VD value) {
@@ -253,24 +291,79 @@ struct Kernels {
     for (std::int64_t lane = 0; lane < count; ++lane) to[lane] = buffer[lane];
   }
 
-  // Lane i takes lane i - kShift, lanes below kShift take one. __builtin_shufflevector (constant
-  // lane indices into the concatenation of both vectors) is understood by GCC 12 and clang alike;
-  // GCC's __builtin_shuffle is not, and the sanitizer and fuzzing builds use clang.
+  // Lane i takes lane i - kShift, lanes below kShift take lane 0 of `fill`. __builtin_shufflevector
+  // (constant lane indices into the concatenation of both vectors) is understood by GCC 12 and
+  // clang alike; GCC's __builtin_shuffle is not, and the sanitizer and fuzzing builds use clang.
   template <int kShift, std::size_t... kLane>
-  static V shift_in_ones(V value, std::index_sequence<kLane...>) {
+  static V shift_in(V value, V fill, std::index_sequence<kLane...>) {
     return __builtin_shufflevector(
-        value, splat(A(1)),
+        value, fill,
         (static_cast<int>(kLane) >= kShift ? static_cast<int>(kLane) - kShift : kLanes)...);
+  }
+  template <int kShift>
+  static V shift_in(V value, A fill) {
+    return shift_in<kShift>(value, splat(fill), std::make_index_sequence<kLanes>());
+  }
+
+  // float64 has no wider type to accumulate in, so its contiguous scans (which reassociate: the
+  // in-register prefix, chained blocks) carry each running product's rounding error beside it, a
+  // compensated product in the manner of Graillat's CompProd. `value` is the plain product;
+  // `error` is the sum of the exact rounding errors of the multiplications behind it, each scaled
+  // by the later factors (their second-order terms dropped), so that value + error holds the true
+  // product to about n * 2^-106 relative after n factors, and results are rounded once, from it.
+  // Every other dtype already accumulates in float64 with room to spare and keeps the plain one.
+  struct Tracked {
+    V value;
+    V error;
+  };
+  static constexpr bool kCompensated = std::is_same_v<D, F64>;
+  using Running = std::conditional_t<kCompensated, Tracked, V>;
+
+  static Running start(V value) {
+    if constexpr (kCompensated) {
+      return {value, V{}};
+    } else {
+      return value;
+    }
+  }
+  static V times(V a, V b) { return a * b; }
+  static Tracked times(const Tracked& a, const Tracked& b) {
+    const V value = a.value * b.value;
+    return {value,
+            product_error(a.value, b.value, value) + (a.value * b.error + a.error * b.value)};
+  }
+  // The result to store: value + error, rounded once. Where the product is zero, infinite or NaN
+  // (its error is then meaningless, even NaN), or the correction would carry a finite product to
+  // infinity, it is the plain product, which is what the sequential product gives in those cases
+  // too: zeros, infinities, NaN and overflow behave exactly as without compensation.
+  static V rounded(V value) { return value; }
+  static V rounded(const Tracked& tracked) {
+    const V corrected = tracked.value + tracked.error;
+    const V largest = splat(__DBL_MAX__);
+    const VI64 keep = (magnitude(corrected) <= largest) & (magnitude(tracked.value) > V{}) &
+                      (magnitude(tracked.value) <= largest);
+    return reinterpret_cast<V>((keep & reinterpret_cast<VI64>(corrected)) |
+                               (~keep & reinterpret_cast<VI64>(tracked.value)));
   }
 
   // In-register inclusive prefix product (Hillis-Steele): log2(kLanes) shuffle-multiply steps.
   template <int kShift = 1>
   static V scan_vector(V value) {
     if constexpr (kShift < kLanes) {
-      value *= shift_in_ones<kShift>(value, std::make_index_sequence<kLanes>());
+      value *= shift_in<kShift>(value, A(1));
       return scan_vector<kShift * 2>(value);
     } else {
       return value;
+    }
+  }
+  template <int kShift = 1>
+  static Tracked scan_vector(const Tracked& tracked) {
+    if constexpr (kShift < kLanes) {
+      return scan_vector<kShift * 2>(times(
+          tracked,
+          Tracked{shift_in<kShift>(tracked.value, A(1)), shift_in<kShift>(tracked.error, A(0))}));
+    } else {
+      return tracked;
     }
   }
 
@@ -280,6 +373,9 @@ struct Kernels {
   }
   static V broadcast_last(V value) {
     return broadcast_last(value, std::make_index_sequence<kLanes>());
+  }
+  static Tracked broadcast_last(const Tracked& tracked) {
+    return {broadcast_last(tracked.value), broadcast_last(tracked.error)};
   }
 
   // The strided recurrence on a tile of `width` lanes: kVectors full vectors live in registers
@@ -488,31 +584,32 @@ struct Kernels {
   }
 
   // The prefix within each vector does not depend on the carry, so consecutive vectors overlap;
-  // the loop-carried chain is one multiply per vector. Returns the carry (in every lane).
+  // the loop-carried chain is one multiply per vector. Updates the carry (in every lane).
   template <bool kStream>
-  static V scan_contiguous(const S* in, S* out, std::int64_t length, V running) {
+  static void scan_contiguous(const S* in, S* out, std::int64_t length, Running& running) {
     std::int64_t at = 0;
     if constexpr (std::is_same_v<D, BF16>) {
       at = scan_bfloat16_pairs<kStream>(in, out, length, running);
     }
     for (; at + kLanes <= length; at += kLanes) {
       __builtin_prefetch(in + at + kPrefetchBytes / sizeof(S));
-      const V prefix = scan_vector(D::load(in + at));
-      put<kStream>(out + at, prefix * running);
-      running *= broadcast_last(prefix);
+      const Running prefix = scan_vector(start(D::load(in + at)));
+      put<kStream>(out + at, rounded(times(prefix, running)));
+      running = times(running, broadcast_last(prefix));
     }
     if (at < length) {
-      const V prefix = scan_vector(load_partial(in + at, length - at));
-      store_partial(out + at, prefix * running, length - at);
-      running *= broadcast_last(prefix);  // lanes past the end are one, so the last lane is right
+      const Running prefix = scan_vector(start(load_partial(in + at, length - at)));
+      store_partial(out + at, rounded(times(prefix, running)), length - at);
+      // Lanes past the end are one, so the last lane is right.
+      running = times(running, broadcast_last(prefix));
     }
-    return running;
   }
 
   static void scan_row(const void* in, void* out, std::int64_t length, void* carry) {
     A& value = *static_cast<A*>(carry);
-    value = scan_contiguous<false>(static_cast<const S*>(in), static_cast<S*>(out), length,
-                                   splat(value))[0];
+    Running running = start(splat(value));
+    scan_contiguous<false>(static_cast<const S*>(in), static_cast<S*>(out), length, running);
+    value = rounded(running)[0];
   }
 
   // scan_row with non-temporal stores, for outputs too large to stay cached: every output line
@@ -527,17 +624,11 @@ struct Kernels {
     const auto head = std::min<std::int64_t>(
         length, static_cast<std::int64_t>((std::uintptr_t{0} - address) % 64 / sizeof(S)));
     A& value = *static_cast<A*>(carry);
-    V running = scan_contiguous<false>(in, out, head, splat(value));
-    running = scan_contiguous<true>(in + head, out + head, length - head, running);
+    Running running = start(splat(value));
+    scan_contiguous<false>(in, out, head, running);
+    scan_contiguous<true>(in + head, out + head, length - head, running);
     stream_fence();
-    value = running[0];
-  }
-
-  // Lane i takes lane i - 1 of `value`, lane 0 takes lane 0 of `fill`.
-  template <std::size_t... kLane>
-  static V shift_in_from(V value, V fill, std::index_sequence<kLane...>) {
-    return __builtin_shufflevector(value, fill,
-                                   (kLane == 0 ? kLanes : static_cast<int>(kLane) - 1)...);
+    value = rounded(running)[0];
   }
 
   // bfloat16 is the top half of a float, so one 32-bit lane holding elements 2k and 2k+1 splits
@@ -557,7 +648,7 @@ struct Kernels {
       // Lane k of the odd results is the running product through element 2k+1; shifted up one
       // lane (the carry entering lane 0) it is the carry of element 2k.
       const V odd_out = through * running;
-      const V even_out = shift_in_from(odd_out, running, std::make_index_sequence<kLanes>()) * even;
+      const V even_out = shift_in<1>(odd_out, running, std::make_index_sequence<kLanes>()) * even;
       const VU32 stored = BF16::round_pairs(even_out, odd_out);
       if constexpr (kStream) {
         stream_bytes<sizeof stored>(out + at, &stored);
@@ -572,20 +663,28 @@ struct Kernels {
   static void reduce_row(const void* in_bytes, std::int64_t length, void* acc) {
     const S* in = static_cast<const S*>(in_bytes);
     // Four independent products hide the multiply latency.
-    V product[4] = {splat(A(1)), splat(A(1)), splat(A(1)), splat(A(1))};
+    Running product[4];
+    for (Running& way : product) way = start(splat(A(1)));
     std::int64_t at = 0;
     for (; at + 4 * kLanes <= length; at += 4 * kLanes) {
       for (int way = 0; way < 4; ++way) {
         __builtin_prefetch(in + at + way * kLanes + kPrefetchBytes / sizeof(S));
-        product[way] *= D::load(in + at + way * kLanes);
+        product[way] = times(product[way], start(D::load(in + at + way * kLanes)));
       }
     }
-    for (; at + kLanes <= length; at += kLanes) product[0] *= D::load(in + at);
-    if (at < length) product[0] *= load_partial(in + at, length - at);
-    const V all = (product[0] * product[1]) * (product[2] * product[3]);
-    A total = *static_cast<A*>(acc);
-    for (int lane = 0; lane < kLanes; ++lane) total *= all[lane];
-    *static_cast<A*>(acc) = total;
+    for (; at + kLanes <= length; at += kLanes) {
+      product[0] = times(product[0], start(D::load(in + at)));
+    }
+    if (at < length) product[0] = times(product[0], start(load_partial(in + at, length - at)));
+    const Running all = times(times(product[0], product[1]), times(product[2], product[3]));
+    A& total = *static_cast<A*>(acc);
+    if constexpr (kCompensated) {
+      // The lanes' product is the last lane of their prefix; the carry joins it before the one
+      // rounding.
+      total = rounded(times(start(splat(total)), broadcast_last(scan_vector(all))))[0];
+    } else {
+      for (int lane = 0; lane < kLanes; ++lane) total *= all[lane];
+    }
   }
 
   // Short contiguous rows waste most lanes of an in-row scan, so kLanes rows at a time are

@@ -79,6 +79,29 @@ void reference_cumprod(const double* in, double* out, ScanShape shape) {
   }
 }
 
+void reference_cumprod_double_double(const double* in, double* out, ScanShape shape) {
+  for (std::int64_t block = 0; block < shape.outer; ++block) {
+    const std::int64_t base = block * shape.length * shape.inner;
+    for (std::int64_t lane = 0; lane < shape.inner; ++lane) {
+      double high = 1, low = 0;
+      for (std::int64_t step = 0; step < shape.length; ++step) {
+        const std::int64_t at = base + step * shape.inner + lane;
+        const double factor = in[at];
+        const double product = high * factor;
+        if (!std::isfinite(product) || product == 0) {
+          high = product;
+          low = 0;
+        } else {
+          const double error = std::fma(high, factor, -product) + low * factor;
+          high = product + error;
+          low = error - (high - product);
+        }
+        out[at] = high;
+      }
+    }
+  }
+}
+
 namespace {
 
 struct Precision {

@@ -642,6 +642,108 @@ TEST(CpuCumprod, Float32AccumulatesBeyondItsRange) {
   }
 }
 
+// float64 has no wider accumulator, so its contiguous rows carry each product's rounding error
+// (cumprod_body.h, "compensated"): a row scanned in one piece is within one unit in the last place
+// of the double-double reference at every element, where a sequential float64 loop (torch.cumprod)
+// drifts by a random walk of up to `length` roundings. A chained row rounds its carry once per
+// block, so it may drift by a couple of units per block (blocks are at least 8192 elements).
+TEST(CpuCumprod, Float64RowsAreCompensated) {
+  struct RowCase {
+    const char* name;
+    ScanShape shape;
+    CpuTuning tuning;
+    PoolMode pool;
+    bool chained;
+  };
+  const RowCase cases[] = {
+      {"one piece", {3, 99991, 1}, {}, PoolMode::kNone, false},
+      {"one piece, streaming stores", {1, 65537, 1}, tuned(1 << 30, 0), PoolMode::kNone, false},
+      {"chained", {1, 1 << 20, 1}, tuned(1, -1), PoolMode::kThreeWorkers, true},
+      {"chained, streaming stores", {1, 99991, 1}, tuned(1, 0), PoolMode::kOneWorker, true},
+  };
+  for (const CpuIsa isa : kIsas) {
+    if (!cpu_isa_supported(isa)) continue;
+    for (const RowCase& c : cases) {
+      const std::uint64_t seed = rng()();
+      SCOPED_TRACE(::testing::Message()
+                   << cpu_isa_name(isa) << ", " << c.name << ", seed " << seed);
+      std::mt19937_64 engine(seed);
+      std::uniform_real_distribution<double> decay(1.0 - 8.0 / static_cast<double>(c.shape.length),
+                                                   1.0);
+      std::vector<double> in(static_cast<std::size_t>(c.shape.numel()));
+      for (double& value : in) value = decay(engine);
+      std::vector<double> want(in.size());
+      reference_cumprod_double_double(in.data(), want.data(), c.shape);
+      std::vector<double> out(in.size());
+      CpuScanOptions options;
+      options.isa = isa;
+      options.pool = pool_for(c.pool);
+      ASSERT_TRUE(
+          cpu_cumprod_tuned(in.data(), out.data(), c.shape, DType::kFloat64, options, c.tuning)
+              .ok());
+      const double blocks = static_cast<double>(c.shape.length / 8192 + 1);
+      const double bound = (c.chained ? 2 * blocks + 2 : 1) * 0x1p-52;
+      double worst = 0;
+      for (std::size_t at = 0; at < out.size(); ++at) {
+        worst = std::max(worst, std::fabs(out[at] - want[at]) / std::fabs(want[at]));
+        if (!c.chained && ulp_distance(out[at], want[at], DType::kFloat64) > 1) {
+          ADD_FAILURE() << "element " << at << ": got " << out[at] << ", want " << want[at];
+          break;
+        }
+      }
+      EXPECT_LE(worst, bound);
+    }
+  }
+}
+
+// Where the compensation cannot apply (the product is 0, infinite, NaN or overflows; the baseline
+// build's error term passes its range), a float64 row gives what the sequential product gives.
+TEST(CpuCumprod, Float64RowsKeepSpecialValuesOfThePlainProduct) {
+  const double huge = 1e300, tiny = 1e-300;
+  const std::vector<std::vector<double>> rows = {
+      {huge, 1e10, 0.5, 2.0},         // overflow, then stays infinite
+      {DBL_MAX, 1.0 + 0x1p-52, 0.5},  // the exact product rounds up to inf
+      {huge, 1e10, 0.0, 3.0},         // inf * 0 is NaN
+      {tiny, 1e-10, 2.0, 3.0},        // underflow to 0 (flushed or not), then stays 0
+      {-2.0, 0.0, -1.0, INFINITY},    // signed zero, then 0 * inf
+      {huge, tiny, huge, tiny, huge, tiny, huge, tiny, huge, tiny, 0.5},
+  };
+  for (const CpuIsa isa : kIsas) {
+    if (!cpu_isa_supported(isa)) continue;
+    for (const bool flush : {false, true}) {
+      for (const auto& row : rows) {
+        // Long enough for whole vectors of every build: the row repeated, with ones between.
+        std::vector<double> in;
+        for (int copy = 0; copy < 5; ++copy) {
+          in.insert(in.end(), row.begin(), row.end());
+          in.push_back(1.0);
+        }
+        const ScanShape shape{1, static_cast<std::int64_t>(in.size()), 1};
+        std::vector<double> want(in.size());
+        {
+          const ScopedFlushSubnormals same_mode(flush);  // results below DBL_MIN are then 0
+          reference_cumprod(in.data(), want.data(), shape);
+        }
+        std::vector<double> out(in.size());
+        CpuScanOptions options;
+        options.isa = isa;
+        options.flush_subnormals = flush;
+        ASSERT_TRUE(cpu_cumprod(in.data(), out.data(), shape, DType::kFloat64, options).ok());
+        for (std::size_t at = 0; at < in.size(); ++at) {
+          if (std::isfinite(want[at]) && want[at] != 0) {
+            EXPECT_LE(ulp_distance(out[at], want[at], DType::kFloat64), 2)
+                << cpu_isa_name(isa) << " element " << at;
+          } else {
+            EXPECT_TRUE(same_value(out[at], want[at]))
+                << cpu_isa_name(isa) << " element " << at << ": got " << out[at] << ", want "
+                << want[at];
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(FloatEnv, FlushesInsideTheScopeOnly) {
   if (!subnormal_flush_supported()) GTEST_SKIP() << "no flush-to-zero on this architecture";
   volatile float smallest_normal = FLT_MIN;

@@ -19,6 +19,13 @@ void narrow_from_f64(const double* values, std::int64_t count, DType dtype, void
 // out[o, l, i] = prod_{k <= l} in[o, k, i], computed in float64 in sequence order.
 void reference_cumprod(const double* in, double* out, ScanShape shape);
 
+// reference_cumprod carrying each running product's rounding error along (FMA's exact product
+// error: double-double, about 2^-104 relative) and rounding once per output. The yardstick for
+// float64 results, against which a plain float64 cumprod is itself off by its own rounding walk:
+// measured against reference_cumprod, a sequential float64 loop would look exact and any other
+// order wrong. Zeros, infinities and NaN propagate as in the plain product.
+void reference_cumprod_double_double(const double* in, double* out, ScanShape shape);
+
 // |actual - expected| <= atol + rtol * |expected| for every element.
 struct Tolerance {
   double rtol = 0;
