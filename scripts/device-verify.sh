@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # On the GPU machine, in one short call: build once, then the checks that need a GPU, most
 # important first, each under its own time limit, so that a call cut short still reports what ran:
-#   1. the `gpu` ctest label (kernel, pipeline, cuda:0 agreeing with both CPU backends), then the
-#      kernel tests again with the strided kernel's rows staged in shared memory;
+#   1. the `gpu` ctest label (kernel, pipeline, cuda:0 agreeing with both CPU backends), the CPU
+#      kernel tests on this host's instruction sets, then the CUDA kernel tests again with the
+#      strided kernel's rows staged in shared memory;
 #   2. tests/python/test_gpu.py (CUDA tensors through gRPC and CUDA IPC, across processes);
 #   3. scripts/device-shared-memory.sh (system shm and CUDA IPC figures, issue 19);
 #   4. cuda_cumprod_bench, with rows in registers and staged in shared memory (issue 21);
@@ -42,12 +43,15 @@ timed() {  # timed NAME SECONDS COMMAND...: runs COMMAND with its log in $logs/N
 
 # SCAN_VERIFY_QUICK=1: the tests alone (steps 1 and 2), for a call with little device time left.
 # SCAN_VERIFY_SKIP="gpu-tests numerics ...": steps (by the names below) already seen to pass.
-targets="cuda_backend_test cuda_cumprod_test scan-server"
+targets="cuda_backend_test cuda_cumprod_test scan_kernels_cpu_test scan-server"
 [ -n "${SCAN_VERIFY_QUICK:-}" ] || targets+=" scan_numerics_report cuda_cumprod_bench scan_cumprod_capi scan-client scan-bench"
 timed build 420 bash -c "cmake -S '$root' -B '$build' -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_CUDA_ARCHITECTURES=90 -DSCAN_BUILD_BENCH=ON -DSCAN_BUILD_TESTS=ON &&
   cmake --build '$build' -j $(nproc) --target $targets" || exit 1
 timed gpu-tests 100 bash -c "cd '$build' && ctest -L gpu -j 4 --output-on-failure --timeout 95"
+# The CPU kernels on this host's CPU: the AVX-512 builds (float64's compensated rows among them)
+# run here only, since the CI machine and the development VM have AVX2 alone.
+timed cpu-kernel-tests 60 "$build/tests/scan_kernels_cpu_test" --gtest_brief=1
 # The strided kernel stages rows in shared memory only from 8 MiB on sm_90 by default
 # (policy.cuh): the kernel tests once more with staging forced on every size.
 timed staged-tests 150 env SCAN_CUDA_STRIDED_STAGING=shared "$build/tests/cuda_cumprod_test"

@@ -115,6 +115,19 @@ VF to_float(VD value) {
 #endif
 }
 
+// a * b + c: rounded once where the build has FMA (a shorter dependency chain), twice elsewhere.
+VD multiply_add(VD a, VD b, VD c) {
+#if SCAN_CPU_VECTOR_BYTES == 64
+  return reinterpret_cast<VD>(_mm512_fmadd_pd(
+      reinterpret_cast<__m512d>(a), reinterpret_cast<__m512d>(b), reinterpret_cast<__m512d>(c)));
+#elif SCAN_CPU_VECTOR_BYTES == 32 && defined(__FMA__)
+  return reinterpret_cast<VD>(_mm256_fmadd_pd(
+      reinterpret_cast<__m256d>(a), reinterpret_cast<__m256d>(b), reinterpret_cast<__m256d>(c)));
+#else
+  return a * b + c;
+#endif
+}
+
 VD magnitude(VD value) { return reinterpret_cast<VD>(reinterpret_cast<VI64>(value) & INT64_MAX); }
 
 // a * b - product, where product is a * b rounded: the rounding error of one multiplication, exact
@@ -305,45 +318,63 @@ struct Kernels {
     return shift_in<kShift>(value, splat(fill), std::make_index_sequence<kLanes>());
   }
 
-  // float64 has no wider type to accumulate in, so its contiguous scans (which reassociate: the
-  // in-register prefix, chained blocks) carry each running product's rounding error beside it, a
-  // compensated product in the manner of Graillat's CompProd. `value` is the plain product;
-  // `error` is the sum of the exact rounding errors of the multiplications behind it, each scaled
-  // by the later factors (their second-order terms dropped), so that value + error holds the true
-  // product to about n * 2^-106 relative after n factors, and results are rounded once, from it.
-  // Every other dtype already accumulates in float64 with room to spare and keeps the plain one.
+  // float64 has no wider type to accumulate in, so a contiguous float64 row scanned plainly would
+  // carry the rounding walk of its running product (one to three roundings of 2^-53 per vector)
+  // along its whole length, as torch.cumprod's sequential loop does. So its plain scan is
+  // re-anchored every kAnchorVectors vectors: the same elements are also multiplied up lane by
+  // lane with each product's exact rounding error carried along (a compensated product in the
+  // manner of Graillat's CompProd: `value`, and `error`, the sum of the rounding errors scaled by
+  // the later factors, second-order terms dropped, about n * 2^-106 relative after n factors), and
+  // the running product restarts from that, rounded once. A result's error is then that of at
+  // most kAnchorVectors vectors of the plain scan, whatever the row's length. The other dtypes
+  // accumulate in float64 with room to spare and keep the plain scan alone.
   struct Tracked {
     V value;
     V error;
   };
   static constexpr bool kCompensated = std::is_same_v<D, F64>;
-  using Running = std::conditional_t<kCompensated, Tracked, V>;
+  static constexpr std::int64_t kAnchorVectors = 32;
 
-  static Running start(V value) {
-    if constexpr (kCompensated) {
-      return {value, V{}};
-    } else {
-      return value;
-    }
-  }
-  static V times(V a, V b) { return a * b; }
+  // `a` is the loop-carried operand where there is one: its error enters last, in one
+  // multiply-add, so that the error's chain from one iteration to the next is a single FMA.
   static Tracked times(const Tracked& a, const Tracked& b) {
     const V value = a.value * b.value;
     return {value,
-            product_error(a.value, b.value, value) + (a.value * b.error + a.error * b.value)};
+            multiply_add(a.error, b.value,
+                         multiply_add(a.value, b.error, product_error(a.value, b.value, value)))};
   }
-  // The result to store: value + error, rounded once. Where the product is zero, infinite or NaN
-  // (its error is then meaningless, even NaN), or the correction would carry a finite product to
-  // infinity, it is the plain product, which is what the sequential product gives in those cases
-  // too: zeros, infinities, NaN and overflow behave exactly as without compensation.
-  static V rounded(V value) { return value; }
+  // `a` times an exact factor (an input).
+  static Tracked times(const Tracked& a, V factor) {
+    const V value = a.value * factor;
+    return {value, multiply_add(a.error, factor, product_error(a.value, factor, value))};
+  }
+
+  static VI64 ordinary(V value) {  // neither zero, infinite nor NaN
+    return (magnitude(value) <= splat(__DBL_MAX__)) & (value != V{});
+  }
+  static V select(VI64 mask, V if_set, V if_clear) {
+    return reinterpret_cast<V>((mask & reinterpret_cast<VI64>(if_set)) |
+                               (~mask & reinterpret_cast<VI64>(if_clear)));
+  }
+
+  // value + error, rounded once, where the product and that sum are ordinary numbers; the plain
+  // product elsewhere.
   static V rounded(const Tracked& tracked) {
-    const V corrected = tracked.value + tracked.error;
-    const V largest = splat(__DBL_MAX__);
-    const VI64 keep = (magnitude(corrected) <= largest) & (magnitude(tracked.value) > V{}) &
-                      (magnitude(tracked.value) <= largest);
-    return reinterpret_cast<V>((keep & reinterpret_cast<VI64>(corrected)) |
-                               (~keep & reinterpret_cast<VI64>(tracked.value)));
+    const V sum = tracked.value + tracked.error;
+    return select(ordinary(tracked.value) & ordinary(sum), sum, tracked.value);
+  }
+
+  // The plain running product restarts from the compensated one, value + error rounded once,
+  // where both are ordinary numbers. Elsewhere the plain one goes on and the compensated one
+  // restarts from it: where either reached zero, infinity or NaN (the plain product then gives
+  // what the sequential one gives, as for every other dtype), or where the lane-wise product,
+  // which multiplies in another order, overflowed or underflowed and the plain one did not.
+  static void anchor(V& running, Tracked& exact) {
+    const V corrected = exact.value + exact.error;
+    const VI64 keep = ordinary(running) & ordinary(exact.value) & ordinary(corrected);
+    running = select(keep, corrected, running);
+    // What the rounding left over (exact: |error| is far below |value|) stays in the error.
+    exact = {running, select(keep, exact.error - (corrected - exact.value), V{})};
   }
 
   // In-register inclusive prefix product (Hillis-Steele): log2(kLanes) shuffle-multiply steps.
@@ -584,32 +615,75 @@ struct Kernels {
   }
 
   // The prefix within each vector does not depend on the carry, so consecutive vectors overlap;
-  // the loop-carried chain is one multiply per vector. Updates the carry (in every lane).
+  // the loop-carried chain is one multiply per vector. Returns the carry (in every lane).
   template <bool kStream>
-  static void scan_contiguous(const S* in, S* out, std::int64_t length, Running& running) {
+  static V scan_contiguous(const S* in, S* out, std::int64_t length, V running) {
     std::int64_t at = 0;
     if constexpr (std::is_same_v<D, BF16>) {
       at = scan_bfloat16_pairs<kStream>(in, out, length, running);
     }
     for (; at + kLanes <= length; at += kLanes) {
       __builtin_prefetch(in + at + kPrefetchBytes / sizeof(S));
-      const Running prefix = scan_vector(start(D::load(in + at)));
-      put<kStream>(out + at, rounded(times(prefix, running)));
-      running = times(running, broadcast_last(prefix));
+      const V prefix = scan_vector(D::load(in + at));
+      put<kStream>(out + at, prefix * running);
+      running *= broadcast_last(prefix);
     }
     if (at < length) {
-      const Running prefix = scan_vector(start(load_partial(in + at, length - at)));
-      store_partial(out + at, rounded(times(prefix, running)), length - at);
-      // Lanes past the end are one, so the last lane is right.
-      running = times(running, broadcast_last(prefix));
+      const V prefix = scan_vector(load_partial(in + at, length - at));
+      store_partial(out + at, prefix * running, length - at);
+      running *= broadcast_last(prefix);  // lanes past the end are one, so the last lane is right
     }
+    return running;
   }
 
-  static void scan_row(const void* in, void* out, std::int64_t length, void* carry) {
+  // The compensated product of `length` elements, lane by lane (lane j multiplies elements j,
+  // j + kLanes, ...), then across the lanes (in every lane).
+  static Tracked compensated_product(const S* in, std::int64_t length) {
+    // Four independent products hide the multiply latency.
+    Tracked product[4];
+    for (Tracked& way : product) way = {splat(A(1)), V{}};
+    std::int64_t at = 0;
+    for (; at + 4 * kLanes <= length; at += 4 * kLanes) {
+      for (int way = 0; way < 4; ++way) {
+        __builtin_prefetch(in + at + way * kLanes + kPrefetchBytes / sizeof(S));
+        product[way] = times(product[way], D::load(in + at + way * kLanes));
+      }
+    }
+    for (; at + kLanes <= length; at += kLanes) product[0] = times(product[0], D::load(in + at));
+    if (at < length) product[0] = times(product[0], load_partial(in + at, length - at));
+    const Tracked lanes = times(times(product[0], product[1]), times(product[2], product[3]));
+    return broadcast_last(scan_vector(lanes));
+  }
+
+  // The float64 row scan: the plain one, re-anchored every kAnchorVectors vectors (see Tracked).
+  // Each piece is read twice, the second time from L1.
+  template <bool kStream>
+  static void scan_anchored(const S* in, S* out, std::int64_t length, Tracked& carry) {
+    constexpr std::int64_t kPiece = kAnchorVectors * kLanes;
+    Tracked exact = carry;
+    V running = exact.value;
+    anchor(running, exact);
+    for (std::int64_t at = 0; at < length; at += kPiece) {
+      const std::int64_t count = std::min(kPiece, length - at);
+      // The product first: in place, the scan overwrites its inputs.
+      exact = times(exact, compensated_product(in + at, count));
+      running = scan_contiguous<kStream>(in + at, out + at, count, running);
+      anchor(running, exact);
+    }
+    carry = exact;
+  }
+
+  static void scan_row(const void* in_bytes, void* out_bytes, std::int64_t length, void* carry) {
+    const S* in = static_cast<const S*>(in_bytes);
+    S* out = static_cast<S*>(out_bytes);
     A& value = *static_cast<A*>(carry);
-    Running running = start(splat(value));
-    scan_contiguous<false>(static_cast<const S*>(in), static_cast<S*>(out), length, running);
-    value = rounded(running)[0];
+    if constexpr (kCompensated) {
+      Tracked exact{splat(value), V{}};
+      scan_anchored<false>(in, out, length, exact);
+      value = exact.value[0];
+    } else {
+      value = scan_contiguous<false>(in, out, length, splat(value))[0];
+    }
   }
 
   // scan_row with non-temporal stores, for outputs too large to stay cached: every output line
@@ -624,11 +698,17 @@ struct Kernels {
     const auto head = std::min<std::int64_t>(
         length, static_cast<std::int64_t>((std::uintptr_t{0} - address) % 64 / sizeof(S)));
     A& value = *static_cast<A*>(carry);
-    Running running = start(splat(value));
-    scan_contiguous<false>(in, out, head, running);
-    scan_contiguous<true>(in + head, out + head, length - head, running);
+    if constexpr (kCompensated) {
+      Tracked exact{splat(value), V{}};
+      scan_anchored<false>(in, out, head, exact);
+      scan_anchored<true>(in + head, out + head, length - head, exact);
+      value = exact.value[0];
+    } else {
+      V running = scan_contiguous<false>(in, out, head, splat(value));
+      running = scan_contiguous<true>(in + head, out + head, length - head, running);
+      value = running[0];
+    }
     stream_fence();
-    value = rounded(running)[0];
   }
 
   // bfloat16 is the top half of a float, so one 32-bit lane holding elements 2k and 2k+1 splits
@@ -662,29 +742,24 @@ struct Kernels {
 
   static void reduce_row(const void* in_bytes, std::int64_t length, void* acc) {
     const S* in = static_cast<const S*>(in_bytes);
+    A& total = *static_cast<A*>(acc);
+    if constexpr (kCompensated) {
+      total = rounded(times(Tracked{splat(total), V{}}, compensated_product(in, length)))[0];
+      return;
+    }
     // Four independent products hide the multiply latency.
-    Running product[4];
-    for (Running& way : product) way = start(splat(A(1)));
+    V product[4] = {splat(A(1)), splat(A(1)), splat(A(1)), splat(A(1))};
     std::int64_t at = 0;
     for (; at + 4 * kLanes <= length; at += 4 * kLanes) {
       for (int way = 0; way < 4; ++way) {
         __builtin_prefetch(in + at + way * kLanes + kPrefetchBytes / sizeof(S));
-        product[way] = times(product[way], start(D::load(in + at + way * kLanes)));
+        product[way] *= D::load(in + at + way * kLanes);
       }
     }
-    for (; at + kLanes <= length; at += kLanes) {
-      product[0] = times(product[0], start(D::load(in + at)));
-    }
-    if (at < length) product[0] = times(product[0], start(load_partial(in + at, length - at)));
-    const Running all = times(times(product[0], product[1]), times(product[2], product[3]));
-    A& total = *static_cast<A*>(acc);
-    if constexpr (kCompensated) {
-      // The lanes' product is the last lane of their prefix; the carry joins it before the one
-      // rounding.
-      total = rounded(times(start(splat(total)), broadcast_last(scan_vector(all))))[0];
-    } else {
-      for (int lane = 0; lane < kLanes; ++lane) total *= all[lane];
-    }
+    for (; at + kLanes <= length; at += kLanes) product[0] *= D::load(in + at);
+    if (at < length) product[0] *= load_partial(in + at, length - at);
+    const V all = (product[0] * product[1]) * (product[2] * product[3]);
+    for (int lane = 0; lane < kLanes; ++lane) total *= all[lane];
   }
 
   // Short contiguous rows waste most lanes of an in-row scan, so kLanes rows at a time are

@@ -1,7 +1,8 @@
 // Native CPU cumprod over the (outer, length, inner) view: a direct vectorised recurrence, not
 // LibTorch and no log/exp rewrite, so zeros, NaN, infinities and signs propagate as in a sequential
-// product. Half types (float16, bfloat16) accumulate in float32 and are stored rounded to nearest
-// even, like torch; float32 accumulates in float32, float64 in float64.
+// product. Every dtype accumulates in float64 and each result is rounded once to its type (the
+// 16-bit types through float32, as LibTorch converts); contiguous float64 rows also carry each
+// product's rounding error, so that their results are as if computed exactly and rounded once.
 #pragma once
 
 #include <cstdint>
