@@ -694,8 +694,9 @@ TEST(CpuCumprod, Float64RowsStayAnchored) {
   }
 }
 
-// Where the compensation cannot apply (the product is 0, infinite, NaN or overflows; the baseline
-// build's error term passes its range), a float64 row gives what the sequential product gives.
+// Where the anchoring cannot apply (a product is 0, infinite or NaN, or overflows or underflows in
+// the lane-wise order of the compensated product; the baseline build's error term passes its
+// range), a float64 row gives what the sequential product gives.
 TEST(CpuCumprod, Float64RowsKeepSpecialValuesOfThePlainProduct) {
   const double huge = 1e300, tiny = 1e-300;
   const std::vector<std::vector<double>> rows = {

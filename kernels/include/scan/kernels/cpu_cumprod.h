@@ -1,8 +1,8 @@
 // Native CPU cumprod over the (outer, length, inner) view: a direct vectorised recurrence, not
 // LibTorch and no log/exp rewrite, so zeros, NaN, infinities and signs propagate as in a sequential
 // product. Every dtype accumulates in float64 and each result is rounded once to its type (the
-// 16-bit types through float32, as LibTorch converts); contiguous float64 rows also carry each
-// product's rounding error, so that their results are as if computed exactly and rounded once.
+// 16-bit types through float32, as LibTorch converts); contiguous float64 rows re-anchor their
+// running product on a compensated one, so that their error does not grow with the row's length.
 #pragma once
 
 #include <cstdint>
