@@ -24,7 +24,10 @@ source "$root/scripts/device-env.sh" || exit 1
 
 summary="$out/summary.txt"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader >"$summary" 2>&1
-echo "tree $(git -C "$root" rev-parse --short HEAD 2>/dev/null)" >>"$summary"
+# The device tool sends the working tree, and the .git it finds there can be an older one: the
+# caller names the commit it sent (SCAN_TREE=<commit> bash scripts/device-verify.sh).
+echo "tree ${SCAN_TREE:-$(git -C "$root" rev-parse --short HEAD 2>/dev/null) (device .git; may be stale)}" \
+  >>"$summary"
 failed=()
 timed() {  # timed NAME SECONDS COMMAND...: runs COMMAND with its log in $logs/NAME.log
   local name=$1 limit=$2 start rc
