@@ -658,8 +658,13 @@ TEST(CpuCumprod, Float64RowsStayAnchored) {
     bool chained;
   };
   const RowCase cases[] = {
-      {"one piece", {3, 99991, 1}, {}, PoolMode::kNone, false},
-      {"one piece, streaming stores", {1, 65537, 1}, tuned(1 << 30, 0), PoolMode::kNone, false},
+      // Long enough that the plain scan's walk alone would pass the bound in nearly every run.
+      {"one piece", {2, (1 << 19) + 7, 1}, {}, PoolMode::kNone, false},
+      {"one piece, streaming stores",
+       {1, (1 << 19) + 1, 1},
+       tuned(1 << 30, 0),
+       PoolMode::kNone,
+       false},
       {"chained", {1, 1 << 20, 1}, tuned(1, -1), PoolMode::kThreeWorkers, true},
       {"chained, streaming stores", {1, 99991, 1}, tuned(1, 0), PoolMode::kOneWorker, true},
   };
