@@ -21,7 +21,8 @@ struct DTypeKernels {
   // acc[j] *= in[r * stride + j] for every row, without writing anything.
   void (*reduce_tile)(const void* in, std::int64_t rows, std::int64_t width, std::int64_t stride,
                       void* acc);
-  // One contiguous row: out[k] = *carry * in[0] * ... * in[k]; *carry ends as the last output.
+  // One contiguous row: out[k] = *carry * in[0] * ... * in[k]; *carry ends as the last output
+  // (for float64, as the compensated product of the row, which the last output approximates).
   void (*scan_row)(const void* in, void* out, std::int64_t length, void* carry);
   // scan_row with non-temporal stores (for outputs larger than the caches); ends with a fence.
   void (*scan_row_streaming)(const void* in, void* out, std::int64_t length, void* carry);
