@@ -343,6 +343,15 @@ struct Kernels {
             multiply_add(a.error, b.value,
                          multiply_add(a.value, b.error, product_error(a.value, b.value, value)))};
   }
+  static V times(V a, V b) { return a * b; }
+  template <typename Product>
+  static Product one() {
+    if constexpr (std::is_same_v<Product, Tracked>) {
+      return {splat(A(1)), V{}};
+    } else {
+      return splat(A(1));
+    }
+  }
   // `a` times an exact factor (an input).
   static Tracked times(const Tracked& a, V factor) {
     const V value = a.value * factor;
@@ -636,12 +645,13 @@ struct Kernels {
     return running;
   }
 
-  // The compensated product of `length` elements, lane by lane (lane j multiplies elements j,
-  // j + kLanes, ...), then across the lanes (in every lane).
-  static Tracked compensated_product(const S* in, std::int64_t length) {
-    // Four independent products hide the multiply latency.
-    Tracked product[4];
-    for (Tracked& way : product) way = {splat(A(1)), V{}};
+  // The product of `length` elements lane by lane (lane j multiplies elements j, j + kLanes, ...),
+  // plain (Product = V) or compensated (Tracked). Four independent products hide the multiply
+  // latency.
+  template <typename Product>
+  static Product lane_products(const S* in, std::int64_t length) {
+    Product product[4];
+    for (Product& way : product) way = one<Product>();
     std::int64_t at = 0;
     for (; at + 4 * kLanes <= length; at += 4 * kLanes) {
       for (int way = 0; way < 4; ++way) {
@@ -651,8 +661,12 @@ struct Kernels {
     }
     for (; at + kLanes <= length; at += kLanes) product[0] = times(product[0], D::load(in + at));
     if (at < length) product[0] = times(product[0], load_partial(in + at, length - at));
-    const Tracked lanes = times(times(product[0], product[1]), times(product[2], product[3]));
-    return broadcast_last(scan_vector(lanes));
+    return times(times(product[0], product[1]), times(product[2], product[3]));
+  }
+
+  // The compensated product of `length` elements (in every lane).
+  static Tracked compensated_product(const S* in, std::int64_t length) {
+    return broadcast_last(scan_vector(lane_products<Tracked>(in, length)));
   }
 
   // The float64 row scan: the plain one, re-anchored every kAnchorVectors vectors (see Tracked).
@@ -747,18 +761,7 @@ struct Kernels {
       total = rounded(times(Tracked{splat(total), V{}}, compensated_product(in, length)))[0];
       return;
     }
-    // Four independent products hide the multiply latency.
-    V product[4] = {splat(A(1)), splat(A(1)), splat(A(1)), splat(A(1))};
-    std::int64_t at = 0;
-    for (; at + 4 * kLanes <= length; at += 4 * kLanes) {
-      for (int way = 0; way < 4; ++way) {
-        __builtin_prefetch(in + at + way * kLanes + kPrefetchBytes / sizeof(S));
-        product[way] *= D::load(in + at + way * kLanes);
-      }
-    }
-    for (; at + kLanes <= length; at += kLanes) product[0] *= D::load(in + at);
-    if (at < length) product[0] *= load_partial(in + at, length - at);
-    const V all = (product[0] * product[1]) * (product[2] * product[3]);
+    const V all = lane_products<V>(in, length);
     for (int lane = 0; lane < kLanes; ++lane) total *= all[lane];
   }
 
