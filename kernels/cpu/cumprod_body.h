@@ -102,6 +102,8 @@ void stream_fence() {
 VD to_double(VF value) {
 #if SCAN_CPU_VECTOR_BYTES == 64
   return reinterpret_cast<VD>(_mm512_maskz_cvtps_pd(0xff, reinterpret_cast<__m256>(value)));
+#elif SCAN_CPU_VECTOR_BYTES == 32
+  return reinterpret_cast<VD>(_mm256_cvtps_pd(reinterpret_cast<__m128>(value)));
 #else
   return __builtin_convertvector(value, VD);
 #endif
@@ -197,7 +199,7 @@ struct BF16 {
   }
 
   // Both vectors rounded, interleaved: the 16-bit half k of lane j holds (k ? odd : even)[j].
-  static VU32 round_pairs(VD even_wide, VD odd_wide) {
+  [[gnu::always_inline]] static VU32 round_pairs(VD even_wide, VD odd_wide) {
     const VF even = to_float(even_wide);
     const VF odd = to_float(odd_wide);
 #if SCAN_CPU_HAS_AVX512BF16
@@ -749,7 +751,8 @@ struct Kernels {
       } else {
         store_bytes(out + at, stored);
       }
-      running = broadcast_last(odd_out);  // the same product as running * through[last]
+      // The same product as odd_out's last lane, off the loop-carried chain's shuffle.
+      running *= broadcast_last(through);
     }
     return at;
   }
