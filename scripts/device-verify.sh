@@ -9,7 +9,9 @@
 #   5. scan_numerics_report (accuracy and cross-backend agreement, issue 18);
 #   6. torch_cumprod_bench.py: the kernel beside the device copy, torch.cumprod, a Triton chunked
 #      scan and torch.compile, one table (issue 21);
-#   7. the CUDA kernel tests again with the strided kernel's rows staged in shared memory.
+#   7. scan_bench_cpu: cpu-native against torch.cumprod and memcpy at 1 and 2 threads on this
+#      host's CPU (AVX-512), the shapes of issue 4 (issue 18 asks for 80% of memcpy there);
+#   8. the CUDA kernel tests again with the strided kernel's rows staged in shared memory.
 # Logs go to $OUT/logs.tgz (re-packed after each step) and a summary to $OUT/summary.txt.
 # Run from the repository root after scripts/device-fetch-deps.sh has filled .deps-device/.
 set -uo pipefail
@@ -47,7 +49,7 @@ timed() {  # timed NAME SECONDS COMMAND...: runs COMMAND with its log in $logs/N
 # SCAN_VERIFY_QUICK=1: the tests alone (steps 1 and 2), for a call with little device time left.
 # SCAN_VERIFY_SKIP="gpu-tests numerics ...": steps (by the names below) already seen to pass.
 targets="cuda_backend_test cuda_cumprod_test scan_kernels_cpu_test scan-server"
-[ -n "${SCAN_VERIFY_QUICK:-}" ] || targets+=" scan_numerics_report cuda_cumprod_bench scan_cumprod_capi scan-client scan-bench"
+[ -n "${SCAN_VERIFY_QUICK:-}" ] || targets+=" scan_numerics_report cuda_cumprod_bench scan_cumprod_capi scan-client scan-bench scan_bench_cpu"
 timed build 420 bash -c "cmake -S '$root' -B '$build' -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_CUDA_ARCHITECTURES=90 -DSCAN_BUILD_BENCH=ON -DSCAN_BUILD_TESTS=ON &&
   cmake --build '$build' -j $(nproc) --target $targets" || exit 1
@@ -67,6 +69,8 @@ timed kernel-bench-staged 40 env SCAN_CUDA_STRIDED_STAGING=shared "$build/bench/
 timed numerics 180 "$build/bench/scan_numerics_report"
 timed anchors 200 python3 "$root/bench/cuda/torch_cumprod_bench.py" --csv "$logs/kernel-bench.csv" \
   --capi "$build/bench/libscan_cumprod_capi.so" --markdown "$logs/kernel-table.md"
+timed cpu-bench 150 "$build/bench/scan_bench_cpu" --threads=1,2 --min-reps=5 \
+  --filter="${SCAN_VERIFY_CPU_BENCH_FILTER:-[2,8,|dim -1}"
 fi
 # The strided kernel stages rows in shared memory only from 8 MiB on sm_90 by default
 # (policy.cuh), which the gpu label's large shapes cover: last, the kernel tests once more with

@@ -1,8 +1,9 @@
 // Native CPU cumprod vs torch::cumprod (LibTorch) vs a memcpy of the same bytes, all in one run so
 // the figures share machine state. Prints a Markdown table of medians and ratios.
 //
-//   scan_bench_cpu [--threads=1,2] [--min-reps=5] [--min-seconds=0.3] [--filter=SUBSTRING]
-//                  [--decays=near-one|wide] [--flush-subnormals=false|true]
+//   scan_bench_cpu [--threads=1,2] [--min-reps=5] [--min-seconds=0.3]
+//                  [--filter=SUBSTRING[|SUBSTRING...]] [--decays=near-one|wide]
+//                  [--flush-subnormals=false|true]
 //                  [--isa=auto|generic|avx2|avx512]
 //
 // --decays=wide draws decays from (0.5, 1), as scan-bench does: float products then fall into the
@@ -111,6 +112,19 @@ std::vector<int> parse_list(const std::string& text) {
   return values;
 }
 
+// Whether a case's name contains any of the '|'-separated substrings of `filter` (empty: all).
+bool matches(const std::string& name, const std::string& filter) {
+  if (filter.empty()) return true;
+  std::size_t begin = 0;
+  while (true) {
+    const std::size_t end = filter.find('|', begin);
+    const std::string part = filter.substr(begin, end - begin);
+    if (!part.empty() && name.find(part) != std::string::npos) return true;
+    if (end == std::string::npos) return false;
+    begin = end + 1;
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -168,7 +182,7 @@ int main(int argc, char** argv) {
   torch::manual_seed(1);
   for (const Case& c : cases()) {
     const std::string name = describe(c);
-    if (!settings.filter.empty() && name.find(settings.filter) == std::string::npos) continue;
+    if (!matches(name, settings.filter)) continue;
     const int dim = c.dim < 0 ? c.dim + static_cast<int>(c.sizes.size()) : c.dim;
     // By default decay factors in (0, 1) close enough to one that products stay normal along the
     // whole scan: subnormal arithmetic would measure the FPU's slow path, not the kernels.
