@@ -562,6 +562,159 @@ TEST(CudaCumprod, GraphReplay) {
   SCAN_CUDA_OK(cudaStreamDestroy(stream));
 }
 
+// ---- float64: compensated products ------------------------------------------------------------
+// float64 accumulates a compensated product (block/accumulator.cuh), so its results are measured
+// against the double-double reference, against which a plain float64 product, torch.cumprod's
+// sequential loop, carries a random walk of one rounding per factor.
+
+constexpr double kF64Roundoff = 0x1.0p-53;
+// The contiguous kernel's float64 tile: 256 threads of 16 elements (policy.cuh).
+constexpr std::int64_t kF64ContigTile = 4096;
+
+struct RelativeErrors {
+  double worst = 0;
+  double rms = 0;
+};
+
+// Over the elements whose exact product is a normal number (all of them for decays from 1).
+RelativeErrors relative_errors(const std::vector<double>& got, const std::vector<double>& exact) {
+  RelativeErrors errors;
+  double squares = 0;
+  std::int64_t counted = 0;
+  for (std::size_t at = 0; at < exact.size(); ++at) {
+    if (!(std::fabs(exact[at]) >= DBL_MIN && std::fabs(exact[at]) <= DBL_MAX)) continue;
+    const double relative = std::fabs(got[at] - exact[at]) / std::fabs(exact[at]);
+    errors.worst = std::max(errors.worst, relative);
+    squares += relative * relative;
+    ++counted;
+  }
+  if (counted > 0) errors.rms = std::sqrt(squares / static_cast<double>(counted));
+  return errors;
+}
+
+std::vector<double> run_float64(const std::vector<double>& input, ScanShape shape) {
+  std::vector<unsigned char> stored(input.size() * sizeof(double));
+  std::memcpy(stored.data(), input.data(), stored.size());
+  std::vector<unsigned char> output;
+  run_on_device(stored, DType::kFloat64, shape, RunOptions{}, &output);
+  std::vector<double> result(input.size());
+  if (output.size() == stored.size()) std::memcpy(result.data(), output.data(), output.size());
+  return result;
+}
+
+// Decays in (1 - 8 / length, 1): every product stays normal (above e^-8) and every factor rounds.
+// The kernel's worst relative error must stay within `roundings` units of 2^-53 and its RMS error
+// at or below that of a plain sequential float64 product of the same input.
+void check_float64_against_plain(ScanShape shape, double roundings) {
+  const std::uint64_t seed = fresh_seed();
+  SCOPED_TRACE(describe(DType::kFloat64, shape, Inputs::kDecayNearOne, seed));
+  Rng rng(seed);
+  std::vector<double> input(static_cast<std::size_t>(shape.numel()));
+  const double low = 1.0 - 8.0 / static_cast<double>(shape.length);
+  for (double& value : input) value = rng.between(low, 1.0);
+  std::vector<double> exact(input.size());
+  reference_cumprod_double_double(input.data(), exact.data(), shape);
+  std::vector<double> plain(input.size());
+  reference_cumprod(input.data(), plain.data(), shape);
+
+  std::vector<double> got;
+  ASSERT_NO_FATAL_FAILURE(got = run_float64(input, shape));
+  const RelativeErrors ours = relative_errors(got, exact);
+  const RelativeErrors sequential = relative_errors(plain, exact);
+  SCOPED_TRACE(::testing::Message()
+               << "worst " << ours.worst / kF64Roundoff << " u (plain "
+               << sequential.worst / kF64Roundoff << " u), rms " << ours.rms / kF64Roundoff
+               << " u (plain " << sequential.rms / kF64Roundoff << " u)");
+  EXPECT_LE(ours.worst, roundings * kF64Roundoff);
+  EXPECT_LE(ours.rms, sequential.rms);
+}
+
+// Strided look-back publishes the compensated pairs whole, so nothing along the scan is rounded
+// but the output: one rounding of value + error (at most 2^-53 relative) plus the dropped
+// second-order terms (about length^2 * 2^-106, below 2^-80 here). A plain product of 4096 factors
+// walks tens of units from the exact one on some of these millions of chains.
+TEST(CudaCumprodFloat64, StridedScansRoundOnlyTheOutput) {
+  SCAN_REQUIRE_GPU();
+  // [2, 8, 4096, 128] along dim 2 (rows staged in shared memory by default: 64 MiB), rows held in
+  // registers with 16-byte packets, and element-wise columns.
+  for (ScanShape shape :
+       {ScanShape{16, 4096, 128}, ScanShape{3, 4099, 64}, ScanShape{2, 4096, 3}}) {
+    check_float64_against_plain(shape, 2);
+    if (HasFatalFailure()) return;
+  }
+}
+
+// Contiguous look-back keeps one double per tile descriptor, so each tile before an element enters
+// its prefix through one rounding (of the tile's aggregate or of a prefix covering it) and the
+// output through one more: (tiles + 2) * 2^-53 bounds it however the tiles were folded, 258 units
+// for 2^20 elements, where a plain product's walk has a standard deviation of 590 units at the
+// row's end. Walked rows carry the pair from tile to tile and round only the output.
+TEST(CudaCumprodFloat64, LongRowsRoundOncePerTile) {
+  SCAN_REQUIRE_GPU();
+  // One long row, a few rows of 32 tiles (16-byte packets, and element-wise: odd length), and rows
+  // of five tiles enough for one block to walk each.
+  for (ScanShape shape : {ScanShape{1, 1 << 20, 1}, ScanShape{4, 131072, 1},
+                          ScanShape{3, 131071, 1}, ScanShape{600, 20000, 1}}) {
+    const double tiles = static_cast<double>(ceil_div(shape.length, kF64ContigTile));
+    check_float64_against_plain(shape, tiles + 2);
+    if (HasFatalFailure()) return;
+  }
+}
+
+// Where the product or its corrected value is zero, infinite or NaN, the plain product decides,
+// as in every other dtype: the rows below lie across the first tile boundary of each layout, so
+// that the special values also pass through look-back.
+TEST(CudaCumprodFloat64, SpecialValuesFollowThePlainProduct) {
+  SCAN_REQUIRE_GPU();
+  const double huge = 1e300, tiny = 1e-300;
+  const std::vector<std::vector<double>> rows = {
+      {2.0, 3e307, 10.0, 0.5},        // overflow, then stays infinite
+      {DBL_MAX, 1.0 + 0x1p-52, 0.5},  // the exact product rounds up to inf
+      {huge, 1e10, 0.0, 3.0},         // inf * 0 is NaN
+      {INFINITY, 0.0, 2.0},           // inf * 0 is NaN
+      {1.5, std::nan(""), 2.0},       // NaN stays
+      {-2.0, 0.0, -1.0, INFINITY},    // -0, then +0, then 0 * inf
+      {-0.0, 5.0, -3.0},              // signed zeros
+      {tiny, 1e-10, 2.0, 3.0},        // subnormal products
+      {tiny, 1e-30, 2.0},             // underflow to 0, then stays 0
+      {-tiny, tiny, -1e-20, 0.5},     // underflow to -0 and +0
+      {huge, tiny, huge, tiny, huge, tiny, huge, tiny, huge, tiny, 0.5},
+  };
+  // Contiguous tiles are 4096 elements; strided ones, rows in registers, 4096 rows of one 16-byte
+  // packet (inner 2) or 1024 rows of element-wise columns (inner 3): position 4094 straddles a
+  // tile boundary in each.
+  constexpr std::int64_t kStart = kF64ContigTile - 2;
+  for (std::int64_t inner : {1, 2, 3}) {
+    for (const auto& row : rows) {
+      const ScanShape shape{1, 3 * kF64ContigTile, inner};
+      std::vector<double> input(static_cast<std::size_t>(shape.numel()), 1.0);
+      for (std::size_t k = 0; k < row.size(); ++k) {
+        for (std::int64_t i = 0; i < inner; ++i) {
+          input[static_cast<std::size_t>((kStart + static_cast<std::int64_t>(k)) * inner + i)] =
+              row[k];
+        }
+      }
+      std::vector<double> exact(input.size());
+      reference_cumprod_double_double(input.data(), exact.data(), shape);
+      std::vector<double> got;
+      ASSERT_NO_FATAL_FAILURE(got = run_float64(input, shape));
+      for (std::size_t at = 0; at < input.size(); ++at) {
+        const bool special = std::isnan(exact[at]) || std::isinf(exact[at]) || exact[at] == 0;
+        const bool ok =
+            special ? (std::isnan(exact[at]) ? std::isnan(got[at])
+                                             : got[at] == exact[at] &&
+                                                   std::signbit(got[at]) == std::signbit(exact[at]))
+                    : ulp_distance(got[at], exact[at], DType::kFloat64) <= 2;
+        if (!ok) {
+          ADD_FAILURE() << "inner " << inner << ", row starting " << row[0] << ", element " << at
+                        << ": got " << got[at] << ", want " << exact[at];
+          break;
+        }
+      }
+    }
+  }
+}
+
 // ---- Arguments ----------------------------------------------------------------------------------
 // These return before any CUDA call, so they run (and must pass) on machines without a GPU too.
 

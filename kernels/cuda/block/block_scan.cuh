@@ -6,6 +6,8 @@
 // The contiguous scan is the special case of one column, with one value per segment of its tile.
 #pragma once
 
+#include "block/accumulator.cuh"
+
 namespace scan::kernels::cuda_detail {
 
 template <typename Acc, int kN, int kMaxWarps, int kMaxColumns>
@@ -32,13 +34,13 @@ struct ColumnScan {
     for (int distance = columns; distance < 32; distance <<= 1) {
 #pragma unroll
       for (int j = 0; j < kN; ++j) {
-        const Acc earlier = __shfl_up_sync(0xffffffffu, inclusive[j], distance);
+        const Acc earlier = shuffle_up(inclusive[j], distance);
         if (lane >= distance) inclusive[j] = earlier * inclusive[j];
       }
     }
 #pragma unroll
     for (int j = 0; j < kN; ++j) {
-      const Acc earlier = __shfl_up_sync(0xffffffffu, inclusive[j], columns);
+      const Acc earlier = shuffle_up(inclusive[j], columns);
       exclusive_out[j] = lane >= columns ? earlier : Acc(1);
     }
     if (lane >= 32 - columns) {

@@ -8,16 +8,18 @@
 // finish, only to have read its data, so the scan reads and writes every element once.
 //
 // Two layouts. TileState (strided scans): a tile's value is up to 32 x 8 accumulators, so values
-// live in their own arrays and a 64-bit flag per tile says which of them is valid; a reader needs
-// two dependent L2 round trips and fences. ScalarTileState (contiguous scans, one accumulator per
-// tile): flag and value share one 16-byte word written and read whole, so one round trip inspects
-// a predecessor and publishing needs no fence. In both, the flag's upper 62 bits hold a tag unique
-// to the launch: state memory that an earlier launch left behind reads as "not yet published", so
-// the workspace needs no clearing pass before each launch.
+// live in their own arrays (float64's compensated pairs whole) and a 64-bit flag per tile says
+// which of them is valid; a reader needs two dependent L2 round trips and fences. ScalarTileState
+// (contiguous scans, one accumulator per tile): flag and value share one 16-byte word written and
+// read whole, so one round trip inspects a predecessor and publishing needs no fence. In both, the
+// flag's upper 62 bits hold a tag unique to the launch: state memory that an earlier launch left
+// behind reads as "not yet published", so the workspace needs no clearing pass before each launch.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+
+#include "block/accumulator.cuh"
 
 namespace scan::kernels::cuda_detail {
 
@@ -110,14 +112,14 @@ struct TileState {
         Acc value = Acc(1);
         const long long predecessor = window_end - 1 - lane;
         if (lane < folded && predecessor >= 0) {
-          value = __ldcg((lane == first_prefix ? prefixes : aggregates) +
-                         (tile + (predecessor - chunk) * stride) * width);
+          value = load_cg((lane == first_prefix ? prefixes : aggregates) +
+                          (tile + (predecessor - chunk) * stride) * width);
         }
         // From distance 1 up, so that every partial is a run of adjacent predecessors (see
         // ScalarTileState::exclusive_prefix).
 #pragma unroll
         for (int distance = 1; distance <= 16; distance <<= 1) {
-          value *= __shfl_xor_sync(0xffffffffu, value, distance);
+          value *= shuffle_xor(value, distance);
         }
         exclusive[0] *= value;
       } else if (owns_column) {
@@ -129,7 +131,7 @@ struct TileState {
           const Acc* source = (i == first_prefix ? prefixes : aggregates) +
                               (tile + (predecessor - chunk) * stride) * width + lane * kN;
 #pragma unroll
-          for (int j = 0; j < kN; ++j) exclusive[j] *= __ldcg(source + j);
+          for (int j = 0; j < kN; ++j) exclusive[j] *= load_cg(source + j);
         }
       }
       if (first_prefix >= 0) break;
@@ -150,7 +152,7 @@ struct TileState {
     if (owns_column) {
       Acc* destination = values + tile * width + (threadIdx.x & 31) * kN;
 #pragma unroll
-      for (int j = 0; j < kN; ++j) __stcg(destination + j, value[j]);
+      for (int j = 0; j < kN; ++j) store_cg(destination + j, value[j]);
     }
     // Values from every column lane must be visible device-wide before the flag that vouches for
     // them: each lane fences its own stores, the warp barrier orders them before lane 0's release.
@@ -279,7 +281,7 @@ struct ScalarTileState {
         Acc group = 32 * k + lane <= stop ? values[k] : Acc(1);
 #pragma unroll
         for (int distance = 1; distance <= 16; distance <<= 1) {
-          group *= __shfl_xor_sync(0xffffffffu, group, distance);
+          group *= shuffle_xor(group, distance);
         }
         folded *= group;
       }
@@ -291,18 +293,24 @@ struct ScalarTileState {
   }
 
  private:
+  // A descriptor has room for one 64-bit value beside its flag (the pair must be one 128-bit
+  // access), so float64's compensated accumulator is rounded to a double here, once per published
+  // aggregate or prefix, and folded back in with no error. Every predecessor of a tile then enters
+  // its prefix through one such rounding (of its aggregate, or of the prefix that covers it), so a
+  // long row's error grows with its number of tiles (4096 elements each), no longer with its
+  // length; within a tile, and along a walk's carry, the product stays compensated.
   __device__ static unsigned long long pack(Acc value) {
-    if constexpr (sizeof(Acc) == 8) {
-      return static_cast<unsigned long long>(__double_as_longlong(value));
-    } else {
+    if constexpr (sizeof(Acc) == 4) {
       return __float_as_uint(value);
+    } else {
+      return static_cast<unsigned long long>(__double_as_longlong(rounded(value)));
     }
   }
   __device__ static Acc unpack(unsigned long long bits) {
-    if constexpr (sizeof(Acc) == 8) {
-      return __longlong_as_double(static_cast<long long>(bits));
-    } else {
+    if constexpr (sizeof(Acc) == 4) {
       return __uint_as_float(static_cast<unsigned>(bits));
+    } else {
+      return Acc(__longlong_as_double(static_cast<long long>(bits)));
     }
   }
 

@@ -8,19 +8,21 @@
 
 #include <cstdint>
 
+#include "block/accumulator.cuh"
 #include "scan/kernels/types.h"
 
 namespace scan::kernels::cuda_detail {
 
 // Acc: the type of per-thread aggregates, block scans and look-back. Run: the type of the final
 // pass, in which each thread multiplies its few elements onto its prefix. Both are float64 for
-// every dtype, as on the CPU backends: each output is a float64 product rounded once to its
-// storage type (through float32 for the 16-bit types), so that a request's answer does not depend
-// on which device ran it. A blocked scan multiplies many partial products close to 1 (aggregates
-// of runs of decays near 1); in float32 the bias of their roundings compounds to ~1e-4 relative
-// at L = 32768, ten times a sequential loop's error, while in float64 the partial products are
-// exact or nearly so. The final pass widens each element as it multiplies it, so the rows a
-// thread holds stay in registers as storage words, not widened twice.
+// every dtype (float64 itself: a compensated float64 pair, below), as on the CPU backends: each
+// output is a float64 product rounded once to its storage type (through float32 for the 16-bit
+// types), so that a request's answer does not depend on which device ran it. A blocked scan
+// multiplies many partial products close to 1 (aggregates of runs of decays near 1); in float32 the
+// bias of their roundings compounds to ~1e-4 relative at L = 32768, ten times a sequential loop's
+// error, while in float64 the partial products are exact or nearly so. The final pass widens each
+// element as it multiplies it, so the rows a thread holds stay in registers as storage words, not
+// widened twice.
 template <typename StorageT>
 struct WideningTraits {
   using Storage = StorageT;
@@ -36,8 +38,17 @@ struct Float32Traits : WideningTraits<float> {
   static constexpr DType kDType = DType::kFloat32;
 };
 
-struct Float64Traits : WideningTraits<double> {
+// float64 has no wider type: its aggregates, prefixes and running products are compensated pairs
+// (block/accumulator.cuh), multiplied by the plain input, and rounded once per output.
+struct Float64Traits {
   static constexpr DType kDType = DType::kFloat64;
+  using Storage = double;
+  using Acc = Compensated;
+  using Run = Compensated;
+  static constexpr Storage kOne = 1.0;
+  __device__ static Storage widen(Storage value) { return value; }
+  __device__ static Storage to_run(Storage value) { return value; }
+  __device__ static Storage narrow(const Run& value) { return rounded(value); }
 };
 
 // Through float32 on the way down, as LibTorch's and the CPU kernel's conversions do.
