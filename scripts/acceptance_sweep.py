@@ -10,8 +10,13 @@ time of the call.
   first   per size, ascending, the first request on a fresh server and the median of the next
           --repeats: the cost of a size the server has not seen yet (run once per path, each on
           a fresh server).
-  regret  after --warmup requests of every size and preference, --repeats rounds alternating
-          auto, cpu and gpu: AUTO's median over the better explicit backend's.
+  regret  after --warmup requests of every size and preference, --repeats rounds (rounded up to
+          a multiple of three) of auto, cpu and gpu, the order rotated each round so that each
+          preference runs first, second and third equally often: AUTO's median over the better
+          explicit backend's. In a fixed order AUTO always followed a GPU request and cpu always
+          followed AUTO, so an AUTO request served by cpu-native alone paid the CPU pool's wake-up
+          after the GPU request (64-256 KiB on the H100 host, 2026-12-07: AUTO 32-54 us on
+          cpu-native x5 against 28-48 us for cpu, 1.12-1.19x, on the same backend).
 
   report  the Markdown table of `first` or `regret` JSON files (--json, comma-separated), then
           a last line with the worst ratio (first / warm, or AUTO / better).
@@ -106,9 +111,11 @@ def regret(client, args, sizes):
                 for backend in ("auto", "cpu", "gpu"):
                     ok &= case.send(client, backend)["ok"]
             times = {"auto": [], "cpu": [], "gpu": []}
+            order = list(times)
             chosen = {}
-            for _ in range(args.repeats):
-                for backend in times:
+            for round_index in range(-(-args.repeats // 3) * 3):
+                shift = round_index % 3
+                for backend in order[shift:] + order[:shift]:
                     run = case.send(client, backend)
                     ok &= run["ok"]
                     times[backend].append(run["server_us"])
