@@ -78,6 +78,8 @@ struct RequestRecord {
   grpc::StatusCode code = grpc::StatusCode::OK;
   double host_to_device_seconds = -1;  // GPU backends: copy times (< 0: none)
   double device_to_host_seconds = -1;
+  // The server's own start-up call (ScanServiceImpl::set_warm_up_token): not recorded.
+  bool warm_up = false;
 };
 
 // Every request's counts and cumulative durations since startup, in the terms of KServe's

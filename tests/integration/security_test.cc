@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <vector>
 
 #include "app/server.h"
 #include "scan/client/scan_client.h"
@@ -152,6 +153,57 @@ TEST_F(SecurityTest, BearerTokenGuardsScanButNotHealth) {
   bool serving = false;
   ASSERT_TRUE(probe.CheckHealth("scan.v1.ScanService", &serving).ok());
   EXPECT_TRUE(serving);
+}
+
+// Warm start's own Scan calls (in process, before SERVING) get past the bearer token without it,
+// are answered, and leave no trace in the request metrics or the routing cost model; the header
+// they carry grants nothing to a client that does not hold their per-process random token.
+TEST_F(SecurityTest, WarmStartCallsPassUncountedAndTheirHeaderGrantsNothing) {
+  const auto token_file = *certs_ / "warm-token";
+  const std::string token = "s3cret-token-" + std::to_string(std::random_device{}());
+  std::ofstream(token_file) << token << "\n";
+  server::ServerConfig config;
+  config.drain_delay_seconds = 0;  // no drain to wait for in-process
+  config.warm_start = true;
+  config.max_tensor_bytes = 1 << 20;  // a small pool to page in
+  config.gpu = "off";                 // CPU calls only: 4 dtypes, twice each
+  config.auth_token_file = token_file.string();
+  start(config);
+  EXPECT_EQ(server_->warm_up_calls(), 8);
+  const server::RequestTotals before = server_->metrics().totals();
+  EXPECT_EQ(before.succeeded.count + before.failed.count, 0u);
+  const auto cost_source = [this, &token] {
+    client::Client probe(target());
+    probe.set_auth_token(token);
+    v1::GetServerInfoResponse info;
+    EXPECT_TRUE(probe.GetServerInfo(&info).ok());
+    return info.backends_size() > 0 ? info.backends(0).cost_model().source() : "";
+  };
+  EXPECT_NE(cost_source(), "observed");
+
+  const auto channel = grpc::CreateChannel(target(), grpc::InsecureChannelCredentials());
+  auto stub = v1::ScanService::NewStub(channel);
+  const auto call = [&stub](const std::string& warm_up, const std::string& bearer) {
+    v1::ScanRequest request;
+    request.mutable_gamma()->set_dtype(v1::DATA_TYPE_FLOAT32);
+    request.mutable_gamma()->add_shape(4);
+    const float values[] = {0.5f, 0.5f, 0.5f, 0.5f};
+    request.mutable_gamma()->set_data(values, sizeof values);
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    context.AddMetadata(server::ScanServiceImpl::kWarmUpHeader, warm_up);
+    if (!bearer.empty()) context.AddMetadata("authorization", "Bearer " + bearer);
+    v1::ScanResponse response;
+    return stub->Scan(&context, request, &response);
+  };
+  for (const std::string& guess : std::vector<std::string>{"", "0", std::string(32, '0'), token}) {
+    EXPECT_EQ(call(guess, "").error_code(), grpc::StatusCode::UNAUTHENTICATED) << guess;
+  }
+  EXPECT_TRUE(call(std::string(32, 'f'), token).ok());
+  const server::RequestTotals after = server_->metrics().totals();
+  EXPECT_EQ(after.succeeded.count, 1u);
+  EXPECT_EQ(after.failed.count, 4u);
+  EXPECT_EQ(cost_source(), "observed");  // a client's call does teach the model
 }
 
 TEST_F(SecurityTest, UnreadableOrShortSecretsStopTheServerFromStarting) {
