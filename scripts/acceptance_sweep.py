@@ -11,12 +11,13 @@ time of the call.
           --repeats: the cost of a size the server has not seen yet (run once per path, each on
           a fresh server).
   regret  after --warmup requests of every size and preference, --repeats rounds (rounded up to
-          a multiple of three) of auto, cpu and gpu, the order rotated each round so that each
-          preference runs first, second and third equally often: AUTO's median over the better
-          explicit backend's. In a fixed order AUTO always followed a GPU request and cpu always
-          followed AUTO, so an AUTO request served by cpu-native alone paid the CPU pool's wake-up
-          after the GPU request (64-256 KiB on the H100 host, 2026-12-07: AUTO 32-54 us on
-          cpu-native x5 against 28-48 us for cpu, 1.12-1.19x, on the same backend).
+          a multiple of six) of auto, cpu and gpu, each round in another of their six orders, so
+          that every preference follows every other one equally often: AUTO's median over the
+          better explicit backend's. In a fixed order (and in its rotations, which keep who
+          follows whom) AUTO always followed a GPU request, so an AUTO request served by
+          cpu-native alone paid the CPU pool's wake-up after the GPU request where cpu did not
+          (64-256 KiB on the H100 host, 2026-12-07: AUTO 32-54 us on cpu-native x5 against 28-48
+          us for cpu, 1.12-1.19x, on the same backend).
 
   report  the Markdown table of `first` or `regret` JSON files (--json, comma-separated), then
           a last line with the worst ratio (first / warm, or AUTO / better).
@@ -26,6 +27,7 @@ time of the call.
   acceptance_sweep.py report --json A.json[,B.json]
 """
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -111,11 +113,10 @@ def regret(client, args, sizes):
                 for backend in ("auto", "cpu", "gpu"):
                     ok &= case.send(client, backend)["ok"]
             times = {"auto": [], "cpu": [], "gpu": []}
-            order = list(times)
+            orders = list(itertools.permutations(times))
             chosen = {}
-            for round_index in range(-(-args.repeats // 3) * 3):
-                shift = round_index % 3
-                for backend in order[shift:] + order[:shift]:
+            for round_index in range(-(-args.repeats // len(orders)) * len(orders)):
+                for backend in orders[round_index % len(orders)]:
                     run = case.send(client, backend)
                     ok &= run["ok"]
                     times[backend].append(run["server_us"])
