@@ -126,6 +126,15 @@ promql() {  # promql EXPR: the query's result vector as JSON
     python3 -c 'import json, sys; print(json.dumps(json.load(sys.stdin)["data"]["result"]))'
 }
 
+# report JSON[,JSON] NAME: the table into the summary; the worst ratio into $logs/NAME. Defined
+# before the steps: the regret step alone (SCAN_ACCEPT_STEPS=regret) once ran without it.
+report() {
+  echo >>"$summary"
+  "$python" "$root/scripts/acceptance_sweep.py" report --json "$1" >"$logs/$2.md"
+  sed '$d' "$logs/$2.md" >>"$summary"
+  tail -1 "$logs/$2.md" | awk '{ print $2 }' >"$logs/$2"
+}
+
 if want first; then
 say
 say "## Startup and first requests"
@@ -143,12 +152,6 @@ for path in cpu gpu; do
     failed+=("server-first-$path")
   fi
 done
-report() {  # report JSON[,JSON] NAME: the table into the summary; the worst ratio into $logs/NAME
-  echo >>"$summary"
-  "$python" "$root/scripts/acceptance_sweep.py" report --json "$1" >"$logs/$2.md"
-  sed '$d' "$logs/$2.md" >>"$summary"
-  tail -1 "$logs/$2.md" | awk '{ print $2 }' >"$logs/$2"
-}
 report "$logs/first-cpu.json,$logs/first-gpu.json" first-worst
 worst_first=$(cat "$logs/first-worst" 2>/dev/null || echo 999)
 verdict first-request "$([ "$first_failed" = 0 ] && awk -v w="$worst_first" "BEGIN{exit !(w <= 2)}" && echo 0 || echo 1)" \
