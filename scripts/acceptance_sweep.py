@@ -11,7 +11,8 @@ time of the call.
           --repeats: the cost of a size the server has not seen yet (run once per path, each on
           a fresh server).
   regret  after --warmup requests of every size and preference, --repeats rounds (rounded up to
-          a multiple of six) of auto, cpu and gpu, each round in another of their six orders, so
+          a multiple of six, doubled up to 4 MiB) of auto, cpu and gpu, each round in another of
+          their six orders, so
           that every preference follows every other one equally often: AUTO's median over the
           better explicit backend's. In a fixed order (and in its rotations, which keep who
           follows whom) AUTO always followed a GPU request, so an AUTO request served by
@@ -44,6 +45,7 @@ DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16}
 TOLERANCE = {"f32": (1e-3, 1e-4), "bf16": (1e-2, 1e-4)}
 SUFFIXES = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30}
 DEFAULT_SIZES = "64Ki,256Ki,1Mi,4Mi,16Mi,64Mi,256Mi"
+SMALL_BYTES = 4 << 20
 
 
 def parse_size(text):
@@ -115,7 +117,12 @@ def regret(client, args, sizes):
             times = {"auto": [], "cpu": [], "gpu": []}
             orders = list(itertools.permutations(times))
             chosen = {}
-            for round_index in range(-(-args.repeats // len(orders)) * len(orders)):
+            rounds = -(-args.repeats // len(orders)) * len(orders)
+            # A request of a few MiB or less takes tens to hundreds of microseconds, and single
+            # ones move by 10-20% on the GPU host: medians of twice the rounds, for little time.
+            if case.bytes <= SMALL_BYTES:
+                rounds *= 2
+            for round_index in range(rounds):
                 for backend in orders[round_index % len(orders)]:
                     run = case.send(client, backend)
                     ok &= run["ok"]
