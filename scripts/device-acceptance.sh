@@ -25,8 +25,9 @@
 # acceptance.md and logs.tar.gz go to $OUT (or /tmp/device-out). Every step runs even if an
 # earlier one failed; the exit status says whether all passed. Knobs: SCAN_ACCEPT_SIZES,
 # SCAN_ACCEPT_REPEATS (default 5), SCAN_ACCEPT_REGRET_REPEATS (default 12),
-# SCAN_ACCEPT_LOAD_SECONDS (default 6), SCAN_ACCEPT_LOAD_SIZES, SCAN_ACCEPT_SHM_SIZES (default "16Mi 64Mi"), and SCAN_ACCEPT_STEPS, the steps to run (default
-# "first regret load shm-load"; metrics are checked with "load"), for a call short of device time.
+# SCAN_ACCEPT_LOAD_SECONDS (default 6), SCAN_ACCEPT_LOAD_SIZES, SCAN_ACCEPT_SHM_SIZES (default
+# "16Mi 64Mi"), and SCAN_ACCEPT_STEPS, the steps to run (default "first regret load shm-load";
+# metrics are checked with "load"), for a call short of device time.
 set -uo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
