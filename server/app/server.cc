@@ -7,6 +7,7 @@
 #include <grpcpp/server_builder.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <random>
@@ -223,16 +224,30 @@ void ScanServer::warm_request_path(const std::string& token) {
   for (const v1::BackendPreference preference : preferences) {
     for (const v1::DataType dtype : {v1::DATA_TYPE_FLOAT32, v1::DATA_TYPE_BFLOAT16,
                                      v1::DATA_TYPE_FLOAT16, v1::DATA_TYPE_FLOAT64}) {
-      // MM-Rec's layout at the smallest size the pool holds; zeros are zeros in every dtype.
+      // MM-Rec's layout [2, 8, L, 128] at the smallest size the pool holds (L = 8), or as much of
+      // it as --max-tensor-bytes allows (one row where not even L = 1 fits); zeros are zeros in
+      // every dtype.
+      const auto element =
+          static_cast<std::int64_t>(kernels::element_size(*v1::to_kernel_dtype(dtype)));
+      const std::int64_t elements =
+          std::min<std::int64_t>(2 * 8 * 8 * 128, config_.max_tensor_bytes / element);
+      if (elements == 0) continue;
       v1::ScanRequest request;
-      request.set_dim(2);
       request.set_backend(preference);
       v1::Tensor& gamma = *request.mutable_gamma();
       gamma.set_dtype(dtype);
-      for (const std::int64_t size : {2, 8, 8, 128}) gamma.add_shape(size);
-      const auto bytes =
-          std::size_t{2 * 8 * 8 * 128} * kernels::element_size(*v1::to_kernel_dtype(dtype));
-      gamma.mutable_data()->assign(bytes, '\0');
+      if (elements >= 2 * 8 * 128) {
+        request.set_dim(2);
+        for (const std::int64_t size :
+             {std::int64_t{2}, std::int64_t{8}, elements / (2 * 8 * 128), std::int64_t{128}}) {
+          gamma.add_shape(size);
+        }
+      } else {
+        gamma.add_shape(elements);
+      }
+      std::int64_t numel = 1;
+      for (const std::int64_t size : gamma.shape()) numel *= size;
+      gamma.mutable_data()->assign(static_cast<std::size_t>(numel * element), '\0');
       for (int round = 0; round < 2; ++round) {
         grpc::ClientContext context;
         context.AddMetadata(ScanServiceImpl::kWarmUpHeader, token);

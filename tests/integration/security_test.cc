@@ -204,6 +204,19 @@ TEST_F(SecurityTest, WarmStartCallsPassUncountedAndTheirHeaderGrantsNothing) {
   EXPECT_EQ(after.succeeded.count, 1u);
   EXPECT_EQ(after.failed.count, 4u);
   EXPECT_EQ(cost_source(), "observed");  // a client's call does teach the model
+
+  // With a tensor limit below the warm-up's usual 64-128 KiB, the calls shrink to fit it.
+  for (const std::int64_t limit : {std::int64_t{1000}, std::int64_t{20000}}) {
+    server::ServerConfig small = config;
+    small.listen = "127.0.0.1:0";
+    small.metrics_listen = "";
+    small.max_tensor_bytes = limit;
+    server::ScanServer tiny(small, server::compose_backends(small));
+    ASSERT_TRUE(tiny.start());
+    EXPECT_EQ(tiny.warm_up_calls(), 8) << limit;
+    tiny.shutdown();
+    tiny.wait();
+  }
 }
 
 TEST_F(SecurityTest, UnreadableOrShortSecretsStopTheServerFromStarting) {
