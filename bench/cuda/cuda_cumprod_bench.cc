@@ -59,6 +59,9 @@ std::vector<Case> cases() {
   list.push_back({{4096, 8192}, 1, DType::kFloat32});
   list.push_back({{1024, 32768}, 1, DType::kFloat32});  // rows of 4 tiles, walked
   list.push_back({{1 << 28}, 0, DType::kBFloat16});     // one long row of 16-bit elements
+  // float64 carries a compensated product (block/accumulator.cuh): what that costs against a copy.
+  list.push_back({{2, 8, 32768, 128}, 2, DType::kFloat64});
+  list.push_back({{1 << 26}, 0, DType::kFloat64});
   return list;
 }
 
