@@ -27,7 +27,8 @@
 # SCAN_ACCEPT_REPEATS (default 5), SCAN_ACCEPT_REGRET_REPEATS (default 12),
 # SCAN_ACCEPT_LOAD_SECONDS (default 6), SCAN_ACCEPT_LOAD_SIZES, SCAN_ACCEPT_SHM_SIZES (default
 # "16Mi 64Mi"), and SCAN_ACCEPT_STEPS, the steps to run (default "first regret load shm-load";
-# metrics are checked with "load"), for a call short of device time.
+# metrics are checked with "load"), for a call short of device time. SCAN_TREE=<commit> names the
+# tree the device tool sent (the .git it finds there can be an older one), as in device-verify.sh.
 set -uo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -66,7 +67,7 @@ verdict() {  # verdict NAME OK(0|1) DETAIL
   echo "# Device acceptance, $(date -u +%F' '%T) UTC"
   echo
   echo "    $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader)," \
-    "$(nproc) cores, checkout HEAD $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?') (uncommitted changes not shown)"
+    "$(nproc) cores, tree ${SCAN_TREE:-$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?') (device .git; may be stale)}"
   echo
 } >"$summary"
 
