@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <vector>
 
@@ -73,9 +74,24 @@ class SecurityTest : public ::testing::Test {
     return grpc::CreateChannel(target(), grpc::SslCredentials(options));
   }
 
-  // One small scan over `channel`, with `token` as bearer token when not empty.
+  // A fresh random bearer token in the file `name` under the certificates' directory, and a
+  // config that requires it.
+  server::ServerConfig config_requiring_token(const std::string& name, std::string* token) const {
+    const auto token_file = *certs_ / name;
+    *token = "s3cret-token-" + std::to_string(std::random_device{}());
+    std::ofstream(token_file) << *token << "\n";
+    server::ServerConfig config;
+    config.drain_delay_seconds = 0;  // no drain to wait for in-process
+    config.warm_start = false;
+    config.auth_token_file = token_file.string();
+    return config;
+  }
+
+  // One small scan over `channel`, with `token` as bearer token when not empty, and with the
+  // warm-up header holding `warm_up` when that is set.
   static grpc::Status scan_over(const std::shared_ptr<grpc::Channel>& channel,
-                                const std::string& token = "") {
+                                const std::string& token = "",
+                                const std::optional<std::string>& warm_up = std::nullopt) {
     auto stub = v1::ScanService::NewStub(channel);
     v1::ScanRequest request;
     request.mutable_gamma()->set_dtype(v1::DATA_TYPE_FLOAT32);
@@ -85,6 +101,7 @@ class SecurityTest : public ::testing::Test {
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
     if (!token.empty()) context.AddMetadata("authorization", "Bearer " + token);
+    if (warm_up) context.AddMetadata(server::ScanServiceImpl::kWarmUpHeader, *warm_up);
     v1::ScanResponse response;
     grpc::Status status = stub->Scan(&context, request, &response);
     if (status.ok()) {
@@ -117,14 +134,8 @@ TEST_F(SecurityTest, MutualTlsRequiresAClientCertificateFromTheTrustedCa) {
 }
 
 TEST_F(SecurityTest, BearerTokenGuardsScanButNotHealth) {
-  const auto token_file = *certs_ / "token";
-  const std::string token = "s3cret-token-" + std::to_string(std::random_device{}());
-  std::ofstream(token_file) << token << "\n";
-  server::ServerConfig config;
-  config.drain_delay_seconds = 0;  // no drain to wait for in-process
-  config.warm_start = false;
-  config.auth_token_file = token_file.string();
-  start(config);
+  std::string token;
+  start(config_requiring_token("token", &token));
   const auto channel = grpc::CreateChannel(target(), grpc::InsecureChannelCredentials());
 
   EXPECT_TRUE(scan_over(channel, token).ok());
@@ -159,15 +170,11 @@ TEST_F(SecurityTest, BearerTokenGuardsScanButNotHealth) {
 // are answered, and leave no trace in the request metrics or the routing cost model; the header
 // they carry grants nothing to a client that does not hold their per-process random token.
 TEST_F(SecurityTest, WarmStartCallsPassUncountedAndTheirHeaderGrantsNothing) {
-  const auto token_file = *certs_ / "warm-token";
-  const std::string token = "s3cret-token-" + std::to_string(std::random_device{}());
-  std::ofstream(token_file) << token << "\n";
-  server::ServerConfig config;
-  config.drain_delay_seconds = 0;  // no drain to wait for in-process
+  std::string token;
+  server::ServerConfig config = config_requiring_token("warm-token", &token);
   config.warm_start = true;
   config.max_tensor_bytes = 1 << 20;  // a small pool to page in
   config.gpu = "off";                 // CPU calls only: 4 dtypes, twice each
-  config.auth_token_file = token_file.string();
   start(config);
   EXPECT_EQ(server_->warm_up_calls(), 8);
   const server::RequestTotals before = server_->metrics().totals();
@@ -182,24 +189,11 @@ TEST_F(SecurityTest, WarmStartCallsPassUncountedAndTheirHeaderGrantsNothing) {
   EXPECT_NE(cost_source(), "observed");
 
   const auto channel = grpc::CreateChannel(target(), grpc::InsecureChannelCredentials());
-  auto stub = v1::ScanService::NewStub(channel);
-  const auto call = [&stub](const std::string& warm_up, const std::string& bearer) {
-    v1::ScanRequest request;
-    request.mutable_gamma()->set_dtype(v1::DATA_TYPE_FLOAT32);
-    request.mutable_gamma()->add_shape(4);
-    const float values[] = {0.5f, 0.5f, 0.5f, 0.5f};
-    request.mutable_gamma()->set_data(values, sizeof values);
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-    context.AddMetadata(server::ScanServiceImpl::kWarmUpHeader, warm_up);
-    if (!bearer.empty()) context.AddMetadata("authorization", "Bearer " + bearer);
-    v1::ScanResponse response;
-    return stub->Scan(&context, request, &response);
-  };
   for (const std::string& guess : std::vector<std::string>{"", "0", std::string(32, '0'), token}) {
-    EXPECT_EQ(call(guess, "").error_code(), grpc::StatusCode::UNAUTHENTICATED) << guess;
+    EXPECT_EQ(scan_over(channel, "", guess).error_code(), grpc::StatusCode::UNAUTHENTICATED)
+        << guess;
   }
-  EXPECT_TRUE(call(std::string(32, 'f'), token).ok());
+  EXPECT_TRUE(scan_over(channel, token, std::string(32, 'f')).ok());
   const server::RequestTotals after = server_->metrics().totals();
   EXPECT_EQ(after.succeeded.count, 1u);
   EXPECT_EQ(after.failed.count, 4u);
