@@ -9,7 +9,8 @@ time of the call.
 
   first   per size, ascending, the first request on a fresh server and the median of the next
           --repeats: the cost of a size the server has not seen yet (run once per path, each on
-          a fresh server).
+          a fresh server). Up to 4 MiB, then one more request after --pause seconds of quiet:
+          the first request also follows an idle spell, which slows any request.
   regret  after --warmup requests of every size and preference, --repeats rounds (rounded up to
           a multiple of six, doubled up to 4 MiB) of auto, cpu and gpu, each round in another of
           their six orders, so
@@ -25,6 +26,7 @@ time of the call.
 
   acceptance_sweep.py first|regret --target HOST:PORT --json OUT.json [--backend cpu|gpu]
                       [--sizes 64Ki,...] [--dtypes f32,bf16] [--repeats 5] [--warmup 2]
+                      [--pause 1]
   acceptance_sweep.py report --json A.json[,B.json]
 """
 import argparse
@@ -98,9 +100,19 @@ def first(client, args, sizes):
             rows.append({"path": args.backend, "dtype": dtype_name, "bytes": case.bytes,
                          "backend": runs[0]["backend"], "first_us": runs[0]["server_us"],
                          "warm_us": warm, "ratio": runs[0]["server_us"] / max(warm, 1),
+                         "first_compute_us": runs[0]["compute_us"],
+                         "warm_compute_us": statistics.median(run["compute_us"]
+                                                              for run in runs[1:]),
                          "first_wall_us": runs[0]["wall_us"], "warm_wall_us": warm_wall,
-                         "wall_ratio": runs[0]["wall_us"] / max(warm_wall, 1),
-                         "ok": all(run["ok"] for run in runs)})
+                         "wall_ratio": runs[0]["wall_us"] / max(warm_wall, 1)})
+            # The very first request also follows an idle host (the server started, the client
+            # loaded): a known request after the same kind of pause tells a first use's cost from
+            # the wake-up that every request after a quiet spell pays.
+            if args.pause > 0 and case.bytes <= SMALL_BYTES:
+                time.sleep(args.pause)
+                runs.append(case.send(client, args.backend))
+                rows[-1]["paused_us"] = runs[-1]["server_us"]
+            rows[-1]["ok"] = all(run["ok"] for run in runs)
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -153,11 +165,16 @@ def report(paths):
         worst = max(row["regret"] for row in rows)
     else:
         print("| path | dtype | MiB | served by | first us | warm median us | ratio |"
+              " compute us, first / warm | known request after a pause, us (/ warm) |"
               " client first / warm ms | check |")
-        print("|---|---|---:|---|---:|---:|---:|---|---|")
+        print("|---|---|---:|---|---:|---:|---:|---:|---:|---|---|")
         for row in rows:
+            paused = (f"{row['paused_us']:.0f} ({row['paused_us'] / max(row['warm_us'], 1):.2f}x)"
+                      if "paused_us" in row else "")
             print(f"| {row['path']} | {row['dtype']} | {row['bytes'] / 2**20:g} | {row['backend']} |"
                   f" {row['first_us']:.0f} | {row['warm_us']:.0f} | {row['ratio']:.2f} | "
+                  f"{row.get('first_compute_us', float('nan')):.0f} / "
+                  f"{row.get('warm_compute_us', float('nan')):.0f} | {paused} | "
                   f"{row['first_wall_us'] / 1e3:.1f} / {row['warm_wall_us'] / 1e3:.1f} | "
                   f"{check(row)} |")
         worst = max((row["ratio"] for row in rows), default=float("nan"))
@@ -177,6 +194,9 @@ def main():
     parser.add_argument("--dtypes", default="f32,bf16")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--pause", type=float, default=1.0,
+                        help="first: seconds of quiet before one more request of each size up to "
+                             "4 MiB (0: none)")
     args = parser.parse_args()
     if args.mode == "report":
         return report(args.json.split(","))

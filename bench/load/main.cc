@@ -70,6 +70,9 @@ Transport:
                            must share this host and allow it); tcp: raw length-prefixed copy
                            against scan-bench-tcp-echo
   --chunk-bytes SIZE       grpc-stream chunk size (default 4Mi)
+  --connections N          gRPC connections per target, requests spread over them in turn
+                           (default 1: every request in flight shares one connection, as
+                           threads of one client process do; N separate clients are N)
   --channel-arg NAME=INT   extra gRPC channel argument (repeatable)
   --retries                let the client library retry (off: every answer counts as sent)
   Several targets are used in turn (client-side round robin); a dns:/// target is balanced
@@ -86,6 +89,7 @@ struct Options {
   std::string protocol = "grpc";
   std::int64_t chunk_bytes = scan::client::kDefaultStreamChunkBytes;
   int concurrency = 1;
+  int connections = 1;
   std::vector<double> rates;
   int max_in_flight = 256;
   double duration = 10;
@@ -845,6 +849,9 @@ int main(int argc, char** argv) {
     } else if (arg == "--timeout-ms") {
       options.timeout_ms = static_cast<int>(number);
       ok = numeric && number > 0;
+    } else if (arg == "--connections") {
+      options.connections = static_cast<int>(number);
+      ok = numeric && number >= 1 && number <= 1024;
     } else if (arg == "--channel-arg") {
       ok = scan::transport::parse_channel_arg(value, &options.channel_args);
     } else if (arg == "--label") {
@@ -861,6 +868,15 @@ int main(int argc, char** argv) {
     if (!ok) return usage_error("bad value '" + value + "' for " + arg);
   }
   if (options.targets.empty()) return usage_error("--target is required");
+  if (options.connections > 1) {
+    std::vector<std::string> spread;
+    for (int copy = 0; copy < options.connections; ++copy) {
+      spread.insert(spread.end(), options.targets.begin(), options.targets.end());
+    }
+    options.targets = std::move(spread);
+    // Channels to one target otherwise share a connection through gRPC's global subchannel pool.
+    options.channel_args.push_back({GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1});
+  }
   // The client library retries refusals (RESOURCE_EXHAUSTED, UNAVAILABLE) on its own; a load
   // generator must see them, and must not send more than it reports.
   if (!options.retries) {

@@ -8,6 +8,8 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
+#include <vector>
 
 #include "admission/byte_budget.h"
 #include "app/composition.h"
@@ -36,8 +38,15 @@ class ScanServer {
   // The metrics port actually bound; 0 when metrics are off.
   int metrics_port() const { return metrics_->port(); }
   const ServiceMetrics& metrics() const { return *metrics_; }
-  // Warm start's own Scan calls that were answered OK before the server reported SERVING.
-  int warm_up_calls() const { return warm_up_calls_; }
+  // Warm start's own Scan calls, made before the server reported SERVING.
+  struct WarmUpTally {
+    std::string target;  // this server's listener as called; empty: the in-process channel
+    int connections = 1;
+    int calls = 0;
+    int answered = 0;  // answered OK
+    std::string first_failure;
+  };
+  const WarmUpTally& warm_up() const { return warm_up_; }
   // Marks health NOT_SERVING, keeps serving for the drain delay, then stops accepting and waits up
   // to the grace period for in-flight requests before cancelling what remains. Safe to call from
   // any thread, more than once.
@@ -50,10 +59,15 @@ class ScanServer {
   // --warm-start: the buffer pool filled, paged in and registered with CUDA, before serving.
   void warm_buffer_pool();
   // --warm-start, once gRPC serves and before health says SERVING: a few small Scan calls of
-  // every dtype on every kind of backend, through an in-process channel to this very server, so
-  // that the first client's request does not pay for the first use of the call path (handler
-  // threads, lazily built state, metric series): on a fresh server it took 2-4x a warm one.
+  // every dtype on every kind of backend, sent by this process to its own listener (in process
+  // where it cannot connect, as with TLS), so that the first client's request does not pay for
+  // the first use of the call path (gRPC's threads, handler threads, threads' first CUDA call,
+  // lazily built state, metric series): on a fresh server it took 2-4x a warm one.
   void warm_request_path(const std::string& token);
+  std::vector<v1::ScanRequest> warm_up_requests() const;
+  // Every request twice over each of `connections` channels to `target`, at once.
+  WarmUpTally warm_up_over(const std::string& target, int connections,
+                           const std::vector<v1::ScanRequest>& requests, const std::string& token);
 
   ServerConfig config_;
   std::unique_ptr<Router> router_;
@@ -77,7 +91,7 @@ class ScanServer {
 
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
-  int warm_up_calls_ = 0;
+  WarmUpTally warm_up_;
   std::once_flag shutdown_once_;
 };
 

@@ -6,12 +6,14 @@
 #include <grpcpp/security/credentials.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <optional>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "app/server.h"
@@ -127,7 +129,14 @@ TEST_F(SecurityTest, TlsServesTlsClientsAndRefusesPlaintext) {
 }
 
 TEST_F(SecurityTest, MutualTlsRequiresAClientCertificateFromTheTrustedCa) {
-  start(tls_config(true));
+  server::ServerConfig config = tls_config(true);
+  config.warm_start = true;
+  config.max_tensor_bytes = 1 << 20;
+  start(config);
+  // No certificate of its own to call its listener with: warm start goes in process.
+  EXPECT_EQ(server_->warm_up().target, "");
+  EXPECT_GT(server_->warm_up().calls, 0);
+  EXPECT_EQ(server_->warm_up().answered, server_->warm_up().calls);
   EXPECT_TRUE(scan_over(tls_channel("client")).ok());
   EXPECT_EQ(scan_over(tls_channel()).error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_EQ(scan_over(tls_channel("stranger")).error_code(), grpc::StatusCode::UNAVAILABLE);
@@ -166,9 +175,10 @@ TEST_F(SecurityTest, BearerTokenGuardsScanButNotHealth) {
   EXPECT_TRUE(serving);
 }
 
-// Warm start's own Scan calls (in process, before SERVING) get past the bearer token without it,
-// are answered, and leave no trace in the request metrics or the routing cost model; the header
-// they carry grants nothing to a client that does not hold their per-process random token.
+// Warm start's own Scan calls (over the server's own listener, before SERVING) get past the bearer
+// token without it, are answered, and leave no trace in the request metrics or the routing cost
+// model; the header they carry grants nothing to a client that does not hold their per-process
+// random token.
 TEST_F(SecurityTest, WarmStartCallsPassUncountedAndTheirHeaderGrantsNothing) {
   std::string token;
   server::ServerConfig config = config_requiring_token("warm-token", &token);
@@ -176,7 +186,14 @@ TEST_F(SecurityTest, WarmStartCallsPassUncountedAndTheirHeaderGrantsNothing) {
   config.max_tensor_bytes = 1 << 20;  // a small pool to page in
   config.gpu = "off";                 // CPU calls only: 4 dtypes, twice each
   start(config);
-  EXPECT_EQ(server_->warm_up_calls(), 8);
+  // Over several connections to the listener, so that gRPC's own threads serve them, each
+  // connection sending the 4 dtypes twice.
+  const server::ScanServer::WarmUpTally& warm_up = server_->warm_up();
+  EXPECT_EQ(warm_up.target, "127.0.0.1:" + std::to_string(server_->port()));
+  EXPECT_EQ(warm_up.connections,
+            static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 8u)));
+  EXPECT_EQ(warm_up.calls, 8 * warm_up.connections);
+  EXPECT_EQ(warm_up.answered, warm_up.calls) << warm_up.first_failure;
   const server::RequestTotals before = server_->metrics().totals();
   EXPECT_EQ(before.succeeded.count + before.failed.count, 0u);
   const auto cost_source = [this, &token] {
@@ -199,7 +216,9 @@ TEST_F(SecurityTest, WarmStartCallsPassUncountedAndTheirHeaderGrantsNothing) {
   EXPECT_EQ(after.failed.count, 4u);
   EXPECT_EQ(cost_source(), "observed");  // a client's call does teach the model
 
-  // With a tensor limit below the warm-up's usual 64-128 KiB, the calls shrink to fit it.
+  // With a tensor limit below the warm-up's usual 64-128 KiB, the calls shrink to fit it. They
+  // are answered over TCP: gRPC's memory quota once was the in-flight bound alone (4 KiB here),
+  // and gRPC reset every stream before the handler ran.
   for (const std::int64_t limit : {std::int64_t{1000}, std::int64_t{20000}}) {
     server::ServerConfig small = config;
     small.listen = "127.0.0.1:0";
@@ -207,7 +226,7 @@ TEST_F(SecurityTest, WarmStartCallsPassUncountedAndTheirHeaderGrantsNothing) {
     small.max_tensor_bytes = limit;
     server::ScanServer tiny(small, server::compose_backends(small));
     ASSERT_TRUE(tiny.start());
-    EXPECT_EQ(tiny.warm_up_calls(), 8) << limit;
+    EXPECT_EQ(tiny.warm_up().answered, 8 * tiny.warm_up().connections) << limit;
     tiny.shutdown();
     tiny.wait();
   }

@@ -123,10 +123,9 @@ def test_gpu_requested_on_a_server_without_one(client):
 
 
 def test_tensor_over_the_tensor_limit(start_server):
-    # A roomy --max-inflight-bytes: it also sizes gRPC's memory quota, which at 4 x 4 KiB resets
-    # streams (RST_STREAM 11) before the server can answer.
-    server = start_server("--max-tensor-bytes", "4096", "--stream-chunk-bytes", "1024",
-                          "--max-inflight-bytes", str(64 << 20))
+    # The default --max-inflight-bytes, 4 x 4 KiB: gRPC's memory quota once was just that, and it
+    # reset every stream (RST_STREAM 11) before the server could answer.
+    server = start_server("--max-tensor-bytes", "4096", "--stream-chunk-bytes", "1024")
     x = np.ones(1025, np.float32)  # 4100 bytes
     with Client(server.target, timeout=30) as c:
         with pytest.raises(ResourceExhaustedError) as local:
