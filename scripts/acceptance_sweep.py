@@ -128,7 +128,7 @@ def regret(client, args, sizes):
                     ok &= case.send(client, backend)["ok"]
             times = {"auto": [], "cpu": [], "gpu": []}
             orders = list(itertools.permutations(times))
-            chosen = {}
+            chosen, served_auto = {}, []
             rounds = -(-args.repeats // len(orders)) * len(orders)
             # A request of a few MiB or less takes tens to hundreds of microseconds, and single
             # ones move by 10-20% on the GPU host: medians of twice the rounds, for little time.
@@ -140,13 +140,14 @@ def regret(client, args, sizes):
                     ok &= run["ok"]
                     times[backend].append(run["server_us"])
                     if backend == "auto":
+                        served_auto.append(run["backend"])
                         chosen[run["backend"]] = chosen.get(run["backend"], 0) + 1
             medians = {backend: statistics.median(values) for backend, values in times.items()}
             better = min(medians["cpu"], medians["gpu"])
             rows.append({"dtype": dtype_name, "bytes": case.bytes, "auto_us": medians["auto"],
                          "cpu_us": medians["cpu"], "gpu_us": medians["gpu"],
                          "regret": medians["auto"] / max(better, 1), "auto_ran_on": chosen,
-                         "ok": ok})
+                         "times_us": times, "auto_served_by": served_auto, "ok": ok})
             print(json.dumps(rows[-1]), flush=True)
     return rows
 

@@ -235,13 +235,13 @@ bool ScanServer::start() {
   return true;
 }
 
-std::vector<v1::ScanRequest> ScanServer::warm_up_requests() const {
-  std::vector<v1::ScanRequest> requests;
+ScanServer::WarmUpRequests ScanServer::warm_up_requests() const {
+  WarmUpRequests requests;
   // MM-Rec's layout [2, 8, L, 128], or one row where not even L = 1 fits; zeros are zeros in
   // every dtype.
-  const auto add = [&requests](v1::BackendPreference preference, v1::DataType dtype,
-                               std::int64_t elements) {
-    v1::ScanRequest& request = requests.emplace_back();
+  const auto add = [](std::vector<v1::ScanRequest>& to, v1::BackendPreference preference,
+                      v1::DataType dtype, std::int64_t elements) {
+    v1::ScanRequest& request = to.emplace_back();
     request.set_backend(preference);
     v1::Tensor& gamma = *request.mutable_gamma();
     gamma.set_dtype(dtype);
@@ -270,13 +270,13 @@ std::vector<v1::ScanRequest> ScanServer::warm_up_requests() const {
           static_cast<std::int64_t>(kernels::element_size(*v1::to_kernel_dtype(dtype)));
       const std::int64_t elements =
           std::min<std::int64_t>(2 * 8 * 8 * 128, config_.max_tensor_bytes / element);
-      if (elements > 0) add(preference, dtype, elements);
+      if (elements > 0) add(requests.small, preference, dtype, elements);
     }
     // 4 MiB of float32: above WireOptions::inline_max_bytes, so it runs on (and starts) one of
     // the handler threads that larger scans use, rather than on gRPC's.
     constexpr std::int64_t kHandlerThreadElements = 2 * 8 * 256 * 128;
     if (kHandlerThreadElements * 4 <= config_.max_tensor_bytes) {
-      add(preference, v1::DATA_TYPE_FLOAT32, kHandlerThreadElements);
+      add(requests.large, preference, v1::DATA_TYPE_FLOAT32, kHandlerThreadElements);
     }
   }
   return requests;
@@ -284,7 +284,7 @@ std::vector<v1::ScanRequest> ScanServer::warm_up_requests() const {
 
 void ScanServer::warm_request_path(const std::string& token) {
   const auto started = std::chrono::steady_clock::now();
-  const std::vector<v1::ScanRequest> requests = warm_up_requests();
+  const WarmUpRequests requests = warm_up_requests();
   // Over this server's own listener the calls take a client's path: gRPC's polling and callback
   // threads, the socket reads, the handler threads that run scans. Through the in-process channel
   // they ran on this thread instead, and the first client request still took 2x a warm one (a GPU
@@ -318,44 +318,56 @@ void ScanServer::warm_request_path(const std::string& token) {
 }
 
 ScanServer::WarmUpTally ScanServer::warm_up_over(const std::string& target, int connections,
-                                                 const std::vector<v1::ScanRequest>& requests,
+                                                 const WarmUpRequests& requests,
                                                  const std::string& token) {
   WarmUpTally tally;
   tally.target = target;
   tally.connections = connections;
   std::mutex tally_mutex;
-  const auto call_all = [&] {
+  const auto call = [&](v1::ScanService::Stub& stub, const v1::ScanRequest& request) {
+    grpc::ClientContext context;
+    context.AddMetadata(ScanServiceImpl::kWarmUpHeader, token);
+    // A device that hangs delays readiness by this much per call, not forever.
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    v1::ScanResponse response;
+    const grpc::Status status = stub.Scan(&context, request, &response);
+    std::lock_guard<std::mutex> lock(tally_mutex);
+    ++tally.calls;
+    if (status.ok()) {
+      ++tally.answered;
+    } else if (tally.first_failure.empty()) {
+      tally.first_failure =
+          fmt::format("{} {}: {}", v1::DataType_Name(request.gamma().dtype()),
+                      v1::BackendPreference_Name(request.backend()), status.error_message());
+    }
+  };
+  std::vector<std::unique_ptr<v1::ScanService::Stub>> stubs;
+  for (int index = 0; index < connections; ++index) {
     grpc::ChannelArguments arguments;
     // A connection of its own, not one shared through gRPC's global subchannel pool.
     arguments.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
     arguments.SetMaxReceiveMessageSize(-1);
-    const auto stub = v1::ScanService::NewStub(
+    stubs.push_back(v1::ScanService::NewStub(
         target.empty()
             ? server_->InProcessChannel(arguments)
-            : grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), arguments));
-    for (int round = 0; round < 2; ++round) {
-      for (const v1::ScanRequest& request : requests) {
-        grpc::ClientContext context;
-        context.AddMetadata(ScanServiceImpl::kWarmUpHeader, token);
-        // A device that hangs delays readiness by this much per call, not forever.
-        context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-        v1::ScanResponse response;
-        const grpc::Status status = stub->Scan(&context, request, &response);
-        std::lock_guard<std::mutex> lock(tally_mutex);
-        ++tally.calls;
-        if (status.ok()) {
-          ++tally.answered;
-        } else if (tally.first_failure.empty()) {
-          tally.first_failure =
-              fmt::format("{} {}: {}", v1::DataType_Name(request.gamma().dtype()),
-                          v1::BackendPreference_Name(request.backend()), status.error_message());
-        }
-      }
-    }
-  };
+            : grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), arguments)));
+  }
   std::vector<std::thread> callers;
-  for (int index = 0; index < connections; ++index) callers.emplace_back(call_all);
+  for (auto& stub : stubs) {
+    callers.emplace_back([&call, &requests, &stub] {
+      for (int round = 0; round < 2; ++round) {
+        for (const v1::ScanRequest& request : requests.small) call(*stub, request);
+      }
+    });
+  }
   for (std::thread& caller : callers) caller.join();
+  // One at a time: each takes two pooled buffers of its size. Several at once took more than the
+  // pool holds of a size, the pool handed out its larger buffers and allocated others, and
+  // returning them all pushed the 16 and 64 MiB buffers out of the full pool (the first 64 MiB
+  // request then paid for fresh pages: 4.6x a warm one on the H100 host).
+  for (int round = 0; round < 2; ++round) {
+    for (const v1::ScanRequest& request : requests.large) call(*stubs.front(), request);
+  }
   return tally;
 }
 

@@ -64,10 +64,15 @@ class ScanServer {
   // the first use of the call path (gRPC's threads, handler threads, threads' first CUDA call,
   // lazily built state, metric series): on a fresh server it took 2-4x a warm one.
   void warm_request_path(const std::string& token);
-  std::vector<v1::ScanRequest> warm_up_requests() const;
-  // Every request twice over each of `connections` channels to `target`, at once.
+  struct WarmUpRequests {
+    std::vector<v1::ScanRequest> small;  // run on gRPC's threads
+    std::vector<v1::ScanRequest> large;  // run on the handler threads of scans over 1 MiB
+  };
+  WarmUpRequests warm_up_requests() const;
+  // The small requests twice over each of `connections` channels to `target`, all at once, then
+  // the large ones twice over one of them.
   WarmUpTally warm_up_over(const std::string& target, int connections,
-                           const std::vector<v1::ScanRequest>& requests, const std::string& token);
+                           const WarmUpRequests& requests, const std::string& token);
 
   ServerConfig config_;
   std::unique_ptr<Router> router_;
