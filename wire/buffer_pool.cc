@@ -1,6 +1,7 @@
 #include "scan/wire/buffer_pool.h"
 
 #include <algorithm>
+#include <map>
 #include <utility>
 
 namespace scan::wire {
@@ -85,6 +86,54 @@ bool overlap(const BufferPool::Range& range, const char* data, std::size_t bytes
 }
 }  // namespace
 
+namespace {
+// Powers of two: the sizes prefill() makes, and what take() rounds a request's need to.
+int size_class(std::size_t bytes) {
+  int size = 0;
+  while (bytes >>= 1) ++size;
+  return size;
+}
+}  // namespace
+
+bool BufferPool::make_room_locked(std::size_t capacity, std::vector<Range>* dropped,
+                                  std::vector<std::string>* evicted) {
+  std::map<int, int> pooled_of_size;
+  for (const std::string& buffer : buffers_) ++pooled_of_size[size_class(buffer.capacity())];
+  const auto evict = [&](std::vector<std::string>::iterator buffer) {
+    --pooled_of_size[size_class(buffer->capacity())];
+    total_ -= buffer->capacity();
+    forget_locked(*buffer, dropped);
+    evicted->push_back(std::move(*buffer));
+    buffers_.erase(buffer);
+  };
+  // A size that has its copies already: the returning buffer is what a burst added.
+  if (pooled_of_size[size_class(capacity)] >= copies_per_size_) return false;
+  // What bursts left beyond the copies of a size goes first, smallest first. A burst of requests
+  // beyond a size's copies is served by larger buffers and fresh ones; once they are all back, the
+  // fresh ones took the room the large ones need, and those large ones (16 and 64 MiB, prefilled
+  // and paged in) were what got dropped, to be faulted in again by the next request of their size.
+  while (total_ + capacity > max_total_bytes_) {
+    auto surplus = buffers_.end();
+    for (auto it = buffers_.begin(); it != buffers_.end(); ++it) {
+      if (pooled_of_size[size_class(it->capacity())] > copies_per_size_ &&
+          (surplus == buffers_.end() || it->capacity() < surplus->capacity())) {
+        surplus = it;
+      }
+    }
+    if (surplus == buffers_.end()) break;
+    evict(surplus);
+  }
+  // Then smaller buffers make way for a larger one.
+  while (total_ + capacity > max_total_bytes_) {
+    const auto smallest = std::min_element(
+        buffers_.begin(), buffers_.end(),
+        [](const std::string& a, const std::string& b) { return a.capacity() < b.capacity(); });
+    if (smallest == buffers_.end() || smallest->capacity() >= capacity) return false;
+    evict(smallest);
+  }
+  return true;
+}
+
 void BufferPool::give(std::string buffer) {
   const std::size_t capacity = buffer.capacity();
   const char* const data = buffer.data();
@@ -110,18 +159,8 @@ void BufferPool::give(std::string buffer) {
         }
       }
     }
-    while (keep && total_ + capacity > max_total_bytes_) {
-      const auto smallest = std::min_element(
-          buffers_.begin(), buffers_.end(),
-          [](const std::string& a, const std::string& b) { return a.capacity() < b.capacity(); });
-      if (smallest == buffers_.end() || smallest->capacity() >= capacity) {
-        keep = false;
-        break;
-      }
-      total_ -= smallest->capacity();
-      forget_locked(*smallest, &dropped);
-      evicted.push_back(std::move(*smallest));
-      buffers_.erase(smallest);
+    if (keep && total_ + capacity > max_total_bytes_) {
+      keep = make_room_locked(capacity, &dropped, &evicted);
     }
     if (keep) {
       if (listener_ && !known) {
@@ -144,6 +183,10 @@ std::size_t BufferPool::pooled_bytes() const {
 }
 
 std::size_t BufferPool::prefill(std::size_t max_bytes, int copies) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    copies_per_size_ = std::max(copies_per_size_, copies);
+  }
   std::vector<std::size_t> sizes;
   for (std::size_t size = min_bytes_; size <= max_total_bytes_; size *= 2) {
     sizes.push_back(size);

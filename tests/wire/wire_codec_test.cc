@@ -308,6 +308,35 @@ TEST(BufferPool, PrefillPutsPagedInBuffersOfEveryPowerOfTwoLargestFirst) {
   EXPECT_EQ(tiny.prefill(64 * kMi, 2), 0u);
 }
 
+// A burst beyond a size's copies is served by larger pooled buffers and fresh ones. Once all are
+// back, the full pool keeps a copy of every size it was filled with, and lets the extras go:
+// before, smaller buffers made way for the last large ones, and the next small request faulted in a
+// fresh buffer (on the GPU host, the 16 and 64 MiB buffers went the same way).
+TEST(BufferPool, ABurstOfOneSizeLeavesEverySizeItsCopies) {
+  constexpr std::size_t kMi = std::size_t{1} << 20;
+  BufferPool pool(30 * kMi, kMi);
+  ASSERT_EQ(pool.prefill(8 * kMi, 2), 30 * kMi);  // 8, 8, 4, 4, 2, 2, 1, 1 MiB
+  std::vector<std::string> burst;
+  for (int call = 0; call < 8; ++call) burst.push_back(pool.take(2 * kMi));
+  EXPECT_EQ(pool.pooled_bytes(), 2 * kMi) << "two 1 MiB buffers left";
+  // Back in the order that evicted the most: the two fresh ones first, the 8 MiB ones last.
+  std::sort(burst.begin(), burst.end(),
+            [](const std::string& a, const std::string& b) { return a.capacity() < b.capacity(); });
+  std::rotate(burst.begin(), burst.begin() + 2, burst.end() - 2);
+  for (std::string& buffer : burst) pool.give(std::move(buffer));
+  EXPECT_EQ(pool.pooled_bytes(), 30 * kMi);
+  for (const std::size_t size : {kMi, kMi, 2 * kMi, 2 * kMi, 4 * kMi, 4 * kMi, 8 * kMi, 8 * kMi}) {
+    EXPECT_EQ(pool.take(size).capacity(), size) << "a pooled buffer of exactly " << size;
+  }
+
+  // Full, with every size at its copies: one more buffer of a size goes, and nothing makes way.
+  BufferPool full(6 * kMi, kMi);
+  ASSERT_EQ(full.prefill(2 * kMi, 2), 6 * kMi);
+  full.give(std::string(2 * kMi, 'x'));
+  EXPECT_EQ(full.pooled_bytes(), 6 * kMi);
+  EXPECT_EQ(full.take(kMi).capacity(), kMi) << "the 1 MiB buffers stayed";
+}
+
 // Records the listener calls and checks their contract as they come: a buffer is kept at most once
 // until dropped, dropped only when kept, kept ranges never overlap, and a dropped buffer's memory
 // is still allocated and intact (its first bytes hold the pattern written before give()).

@@ -49,7 +49,9 @@ class BufferPool {
   // overwritten in full: resize() within the old size then writes nothing, where take()'s empty
   // string would have every byte zero-filled first (25 ms for 256 MiB, as long as the scan).
   std::string take_for_overwrite(std::size_t bytes);
-  // Returns a buffer; kept if large enough and there is room (smaller pooled ones make way).
+  // Returns a buffer; kept if large enough and there is room. When the pool is full, a buffer of a
+  // size (power of two) with fewer than its copies pooled is kept in place of others: first those
+  // beyond the copies of their size, then smaller ones. Copies: 2, or prefill()'s if more.
   void give(std::string buffer);
   // Fills the pool ahead of traffic with `copies` buffers of each power of two from the pool's
   // minimum up to the first that holds `max_bytes`, each paged in (written once), largest first
@@ -69,12 +71,17 @@ class BufferPool {
   // Forgets `buffer` if known (appending it to `dropped`); call with the lock held.
   void forget_locked(const std::string& buffer, std::vector<Range>* dropped);
   void notify_dropped(const std::vector<Range>& dropped);
+  // Evicts pooled buffers until `capacity` more bytes fit (see give()); false, with the pool as it
+  // may be left by then, when the returning buffer is not to be kept.
+  bool make_room_locked(std::size_t capacity, std::vector<Range>* dropped,
+                        std::vector<std::string>* evicted);
 
   const std::size_t max_total_bytes_;
   const std::size_t min_bytes_;
   mutable std::mutex mutex_;
   std::vector<std::string> buffers_;
   std::size_t total_ = 0;
+  int copies_per_size_ = 2;
   std::shared_ptr<Listener> listener_;
   std::vector<Range> known_;  // with a listener: every known buffer, pooled or handed out
 };
