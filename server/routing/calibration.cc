@@ -1,7 +1,11 @@
 #include "routing/calibration.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
+#include <new>
 #include <random>
 
 #include "scan/kernels/reference.h"
@@ -19,16 +23,47 @@ std::vector<kernels::ScanShape> gpu_calibration_shapes() {
   return shapes;
 }
 
-CalibrationResult calibrate(ScanBackend& backend, const std::vector<kernels::ScanShape>& shapes) {
+namespace {
+
+// Whole pages of float32, page-aligned: a range that CUDA registers without touching a page of
+// other memory (which may be registered already, and would make the registration fail).
+class PageBuffer {
+ public:
+  PageBuffer(std::size_t elements, const CalibrationMemory& memory) : memory_(memory) {
+    const auto page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+    bytes_ = std::max(page, (elements * sizeof(float) + page - 1) / page * page);
+    data_ = static_cast<float*>(std::aligned_alloc(page, bytes_));
+    if (data_ == nullptr) throw std::bad_alloc();
+    std::fill(data_, data_ + bytes_ / sizeof(float), 0.0f);  // paged in before it is timed
+    if (memory_.adopt) memory_.adopt(data_, bytes_);
+  }
+  ~PageBuffer() {
+    if (memory_.release) memory_.release(data_, bytes_);
+    std::free(data_);
+  }
+  PageBuffer(const PageBuffer&) = delete;
+  PageBuffer& operator=(const PageBuffer&) = delete;
+  float* data() { return data_; }
+
+ private:
+  const CalibrationMemory& memory_;
+  std::size_t bytes_ = 0;
+  float* data_ = nullptr;
+};
+
+}  // namespace
+
+CalibrationResult calibrate(ScanBackend& backend, const std::vector<kernels::ScanShape>& shapes,
+                            const CalibrationMemory& memory) {
   constexpr int kRepetitions = 5;
 
   std::int64_t largest = 0;
   for (const auto& shape : shapes) largest = std::max(largest, shape.numel());
-  std::vector<float> input(static_cast<std::size_t>(largest));
-  std::vector<float> output(input.size());
+  PageBuffer input(static_cast<std::size_t>(largest), memory);
+  PageBuffer output(static_cast<std::size_t>(largest), memory);
   std::mt19937 generator(12345);
   std::uniform_real_distribution<float> decay(0.5f, 1.0f);
-  for (float& value : input) value = decay(generator);
+  std::generate(input.data(), input.data() + largest, [&] { return decay(generator); });
 
   CalibrationResult result;
   for (const auto& shape : shapes) {

@@ -386,5 +386,56 @@ TEST(Calibration, RecoversTheCostModelOfABackend) {
   EXPECT_NEAR(result.model.fixed_seconds, 200e-6, 100e-6);
 }
 
+// Calibration times the memory a backend serves from: every job's tensors lie in ranges adopted
+// (e.g. registered with CUDA) before the first run, page-aligned, and released only after the last.
+TEST(Calibration, RunsOnAdoptedMemoryAndReleasesItAfterwards) {
+  struct Range {
+    std::uintptr_t start, end;
+    bool released = false;
+  };
+  std::vector<Range> ranges;
+  CalibrationMemory memory;
+  memory.adopt = [&ranges](const void* data, std::size_t bytes) {
+    const auto start = reinterpret_cast<std::uintptr_t>(data);
+    EXPECT_EQ(start % 4096, 0u);
+    EXPECT_EQ(bytes % 4096, 0u);
+    ranges.push_back({start, start + bytes});
+  };
+  memory.release = [&ranges](const void* data, std::size_t) {
+    for (Range& range : ranges) {
+      if (range.start == reinterpret_cast<std::uintptr_t>(data)) range.released = true;
+    }
+  };
+  class CheckingBackend final : public ScanBackend {
+   public:
+    explicit CheckingBackend(const std::vector<Range>& ranges) : ranges_(ranges) {}
+    const std::string& name() const override { return name_; }
+    DeviceKind device_kind() const override { return DeviceKind::kGpu; }
+    kernels::KernelStatus run(const ScanJob& job) override {
+      const auto bytes = static_cast<std::uintptr_t>(job.view.numel()) * sizeof(float);
+      for (const void* tensor : {job.input, static_cast<const void*>(job.output)}) {
+        const auto start = reinterpret_cast<std::uintptr_t>(tensor);
+        const bool adopted = std::any_of(ranges_.begin(), ranges_.end(), [&](const Range& range) {
+          return !range.released && range.start <= start && start + bytes <= range.end;
+        });
+        EXPECT_TRUE(adopted) << "a tensor outside the adopted memory";
+      }
+      ++runs;
+      return kernels::KernelStatus::Ok();
+    }
+    int runs = 0;
+
+   private:
+    const std::vector<Range>& ranges_;
+    std::string name_ = "checking";
+  } backend(ranges);
+
+  const CalibrationResult result = calibrate(backend, gpu_calibration_shapes(), memory);
+  EXPECT_EQ(result.samples.size(), gpu_calibration_shapes().size());
+  EXPECT_GT(backend.runs, 0);
+  ASSERT_EQ(ranges.size(), 2u) << "input and output";
+  EXPECT_TRUE(ranges[0].released && ranges[1].released);
+}
+
 }  // namespace
 }  // namespace scan::server
