@@ -112,6 +112,7 @@ def first(client, args, sizes):
                 time.sleep(args.pause)
                 runs.append(case.send(client, args.backend))
                 rows[-1]["paused_us"] = runs[-1]["server_us"]
+                rows[-1]["pause_s"] = args.pause
             rows[-1]["ok"] = all(run["ok"] for run in runs)
             print(json.dumps(rows[-1]), flush=True)
     return rows
@@ -179,6 +180,14 @@ def report(paths):
                   f"{row['first_wall_us'] / 1e3:.1f} / {row['warm_wall_us'] / 1e3:.1f} | "
                   f"{check(row)} |")
         worst = max((row["ratio"] for row in rows), default=float("nan"))
+        paused = [(row["first_us"] / max(row["paused_us"], 1), row) for row in rows
+                  if "paused_us" in row]
+        if paused:
+            ratio, row = max(paused, key=lambda pair: pair[0])
+            print(f"\nFirst request against a known one after a {row.get('pause_s', 1):g} s pause "
+                  f"(the first use's "
+                  f"own cost, the idle wake-up in both): worst {ratio:.2f}x ({row['path']} "
+                  f"{row['dtype']} {row['bytes'] / 2**20:g} MiB).")
     print()
     # NaN (a refused request) or nothing measured must not pass as a small ratio.
     print(f"worst {worst:.2f}" if rows and worst == worst and worst != float("inf") else "worst 999")
