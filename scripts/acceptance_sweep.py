@@ -129,7 +129,7 @@ def regret(client, args, sizes):
                     ok &= case.send(client, backend)["ok"]
             times = {"auto": [], "cpu": [], "gpu": []}
             orders = list(itertools.permutations(times))
-            chosen, served_auto = {}, []
+            chosen, served_by = {}, {"auto": [], "cpu": [], "gpu": []}
             rounds = -(-args.repeats // len(orders)) * len(orders)
             # A request of a few MiB or less takes tens to hundreds of microseconds, and single
             # ones move by 10-20% on the GPU host: medians of twice the rounds, for little time.
@@ -140,15 +140,15 @@ def regret(client, args, sizes):
                     run = case.send(client, backend)
                     ok &= run["ok"]
                     times[backend].append(run["server_us"])
+                    served_by[backend].append(run["backend"])
                     if backend == "auto":
-                        served_auto.append(run["backend"])
                         chosen[run["backend"]] = chosen.get(run["backend"], 0) + 1
             medians = {backend: statistics.median(values) for backend, values in times.items()}
             better = min(medians["cpu"], medians["gpu"])
             rows.append({"dtype": dtype_name, "bytes": case.bytes, "auto_us": medians["auto"],
                          "cpu_us": medians["cpu"], "gpu_us": medians["gpu"],
                          "regret": medians["auto"] / max(better, 1), "auto_ran_on": chosen,
-                         "times_us": times, "auto_served_by": served_auto, "ok": ok})
+                         "times_us": times, "served_by": served_by, "ok": ok})
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -157,13 +157,17 @@ def report(paths):
     rows = [row for path in paths if os.path.exists(path) for row in json.load(open(path))]
     check = lambda row: "OK" if row["ok"] else "WRONG"  # noqa: E731
     if rows and "regret" in rows[0]:
-        print("| dtype | MiB | AUTO us | cpu us | gpu us | AUTO / better | AUTO ran on | check |")
-        print("|---|---:|---:|---:|---:|---:|---|---|")
+        print("| dtype | MiB | AUTO us | cpu us | gpu us | AUTO / better | AUTO ran on | cpu ran on |"
+              " check |")
+        print("|---|---:|---:|---:|---:|---:|---|---|---|")
+        counted = lambda names: ", ".join(  # noqa: E731
+            f"{name} x{names.count(name)}" for name in dict.fromkeys(names))
         for row in rows:
             ran = ", ".join(f"{name} x{count}" for name, count in row["auto_ran_on"].items())
+            cpu_ran = counted(row.get("served_by", {}).get("cpu", []))
             print(f"| {row['dtype']} | {row['bytes'] / 2**20:g} | {row['auto_us']:.0f} | "
                   f"{row['cpu_us']:.0f} | {row['gpu_us']:.0f} | {row['regret']:.2f} | {ran} | "
-                  f"{check(row)} |")
+                  f"{cpu_ran} | {check(row)} |")
         worst = max(row["regret"] for row in rows)
     else:
         print("| path | dtype | MiB | served by | first us | warm median us | ratio |"
