@@ -254,7 +254,8 @@ const std::vector<Option>& options() {
        "with CUDA when GPUs serve) of every power of two from 64 KiB up to max-tensor-bytes, two "
        "of each within max-inflight-bytes, and before health says SERVING, send this server a "
        "few small Scan calls of every dtype on every kind of backend over its own listener (in "
-       "process with TLS; not counted in metrics or cost models), so that the first request of a size is as fast as the next; "
+       "process with TLS; not counted in metrics or cost models), so that the first request of a "
+       "size is as fast as the next; "
        "costs that memory from the start (about 4 x max-tensor-bytes) and the time to page it "
        "in (true|false)",
        bool_setting(&ServerConfig::warm_start)},
