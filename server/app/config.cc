@@ -255,7 +255,7 @@ const std::vector<Option>& options() {
        "of each within max-inflight-bytes, and before health says SERVING, send this server a "
        "few small Scan calls of every dtype on every kind of backend over its own listener (in "
        "process with TLS; not counted in metrics or cost models), so that the first request of a "
-       "size is as fast as the next; "
+       "size pays for no first use; "
        "costs that memory from the start (about 4 x max-tensor-bytes) and the time to page it "
        "in (true|false)",
        bool_setting(&ServerConfig::warm_start)},
