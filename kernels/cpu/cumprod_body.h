@@ -44,6 +44,11 @@ typedef float VF __attribute__((vector_size(kVectorBytes / 2)));
 typedef std::uint32_t VU32 __attribute__((vector_size(kVectorBytes / 2)));
 typedef std::int64_t VI64 __attribute__((vector_size(kVectorBytes)));
 typedef std::uint16_t VU16 __attribute__((vector_size(kVectorBytes / 4)));
+// A whole register of floats (two storage-width halves), and its bits as 32- or 16-bit lanes.
+typedef float VFWide __attribute__((vector_size(kVectorBytes)));
+typedef std::uint32_t VU32Wide __attribute__((vector_size(kVectorBytes)));
+typedef std::uint16_t VU16Wide __attribute__((vector_size(kVectorBytes)));
+typedef std::uint16_t VU16Half __attribute__((vector_size(kVectorBytes / 2)));
 
 template <typename T>
 T load_bytes(const void* from) {
@@ -217,26 +222,49 @@ struct BF16 {
       return reinterpret_cast<VU32>(_mm512_cvtneps_pbh(both));
     }
 #endif
-    // Without NaN (checked once for both vectors), the rounding alone: each result is already in
-    // the half of the word it goes to, so about half the integer operations of round() twice.
-    if (__builtin_expect(!any_nan(even, odd), 1)) {
-      const VU32 even_bits = reinterpret_cast<VU32>(even);
-      const VU32 odd_bits = reinterpret_cast<VU32>(odd);
-      return ((even_bits + 0x7fffu + ((even_bits >> 16) & 1u)) >> 16) |
-             ((odd_bits + 0x7fffu + ((odd_bits >> 16) & 1u)) & 0xffff0000u);
+    // Without NaN, the rounding alone, on both halves at once in one full register: one NaN test
+    // and one rounding sequence for all 2 * kLanes results rather than one per half, as the
+    // vector ports bound this loop. Each bfloat16 is then the high word of its rounded float, and
+    // one word permute interleaves them.
+    const VFWide halves = concat(even, odd, std::make_index_sequence<2 * kHalfLanes>());
+    if (__builtin_expect(!any_nan(halves), 1)) {
+      const VU32Wide bits = reinterpret_cast<VU32Wide>(halves);
+      const VU32Wide rounded = bits + 0x7fffu + ((bits >> 16) & 1u);
+      return interleave_high_words(reinterpret_cast<VU16Wide>(rounded),
+                                   std::make_index_sequence<2 * kHalfLanes>());
     }
     return round(even) | (round(odd) << 16);
   }
 
-  static bool any_nan(VF a, VF b) {
-    const auto unordered = (a != a) | (b != b);
-#if SCAN_CPU_VECTOR_BYTES == 32
-    return _mm_movemask_ps(reinterpret_cast<__m128>(unordered)) != 0;
-#elif SCAN_CPU_VECTOR_BYTES == 64
-    return _mm256_movemask_ps(reinterpret_cast<__m256>(unordered)) != 0;
+  static constexpr int kHalfLanes = kVectorBytes / 8;  // floats in VF, words in VU32's halves
+
+  template <std::size_t... kLane>
+  static VFWide concat(VF low, VF high, std::index_sequence<kLane...>) {
+    return __builtin_shufflevector(low, high, static_cast<int>(kLane)...);
+  }
+
+  // Word 2j of the result is the high word of float j (even element j), word 2j + 1 that of
+  // float kHalfLanes + j (odd element j).
+  template <std::size_t... kWord>
+  static VU32 interleave_high_words(VU16Wide words, std::index_sequence<kWord...>) {
+    const VU16Half picked = __builtin_shufflevector(
+        words, words, static_cast<int>(kWord % 2 == 0 ? kWord + 1 : 2 * kHalfLanes + kWord)...);
+    return reinterpret_cast<VU32>(picked);
+  }
+
+  static bool any_nan(VFWide value) {
+#if SCAN_CPU_VECTOR_BYTES == 64
+    return _mm512_cmp_ps_mask(reinterpret_cast<__m512>(value), reinterpret_cast<__m512>(value),
+                              _CMP_UNORD_Q) != 0;
+#elif SCAN_CPU_VECTOR_BYTES == 32
+    const __m256 bits = reinterpret_cast<__m256>(value);
+    return _mm256_movemask_ps(_mm256_cmp_ps(bits, bits, _CMP_UNORD_Q)) != 0;
+#elif defined(__SSE2__)
+    const __m128 bits = reinterpret_cast<__m128>(value);
+    return _mm_movemask_ps(_mm_cmpunord_ps(bits, bits)) != 0;
 #else
-    for (int lane = 0; lane < kVectorBytes / 8; ++lane) {
-      if (unordered[lane] != 0) return true;
+    for (int lane = 0; lane < 2 * kHalfLanes; ++lane) {
+      if (value[lane] != value[lane]) return true;
     }
     return false;
 #endif
@@ -300,6 +328,19 @@ struct F16 {
   }
 #endif
 };
+
+// body(std::integral_constant<int, i>{}) for i = 0 .. kCount - 1, unrolled: every index is a
+// constant from the start, so GCC replaces an array indexed only this way by registers. Indexed
+// by a loop counter (even one unrolled by a pragma), the strided sweeps' carry arrays stayed on
+// the stack, every carry stored to them again on every row.
+template <typename Body, int... kIndex>
+[[gnu::always_inline]] inline void unrolled(Body&& body, std::integer_sequence<int, kIndex...>) {
+  (body(std::integral_constant<int, kIndex>{}), ...);
+}
+template <int kCount, typename Body>
+[[gnu::always_inline]] inline void unrolled(Body&& body) {
+  unrolled(body, std::make_integer_sequence<int, (kCount > 0 ? kCount : 0)>{});
+}
 
 template <typename D>
 struct Kernels {
@@ -452,11 +493,8 @@ struct Kernels {
     const std::int64_t full = kInMemory ? width / kLanes : kVectors;
     const std::int64_t tail = width - full * kLanes;
     V registers[kInMemory || kVectors == 0 ? 1 : kVectors];
-    if constexpr (!kInMemory) {
-      for (int vector = 0; vector < kVectors; ++vector) {
-        registers[vector] = load_bytes<V>(carry + vector * kLanes);
-      }
-    }
+    unrolled<kVectors>(
+        [&](auto vector) { registers[vector] = load_bytes<V>(carry + vector * kLanes); });
     V tail_carry = splat(A(1));
     for (std::int64_t lane = 0; lane < tail; ++lane) tail_carry[lane] = carry[full * kLanes + lane];
 
@@ -472,11 +510,10 @@ struct Kernels {
         }
         if constexpr (kStore) target += full * kLanes;
       } else {
-#pragma GCC unroll 16
-        for (int vector = 0; vector < kVectors; ++vector) {
+        unrolled<kVectors>([&](auto vector) {
           registers[vector] *= D::load(source + vector * kLanes);
           if constexpr (kStore) put<kStream>(target + vector * kLanes, registers[vector]);
-        }
+        });
         source += kVectors * kLanes;
         if constexpr (kStore) target += kVectors * kLanes;
       }
@@ -486,11 +523,8 @@ struct Kernels {
       }
     }
 
-    if constexpr (!kInMemory) {
-      for (int vector = 0; vector < kVectors; ++vector) {
-        store_bytes(carry + vector * kLanes, registers[vector]);
-      }
-    }
+    unrolled<kVectors>(
+        [&](auto vector) { store_bytes(carry + vector * kLanes, registers[vector]); });
     for (std::int64_t lane = 0; lane < tail; ++lane) carry[full * kLanes + lane] = tail_carry[lane];
   }
 
@@ -535,45 +569,43 @@ struct Kernels {
     reorder_carry(carry, width, true);
     V even[kInMemory ? 1 : kPairs];
     V odd[kInMemory ? 1 : kPairs];
-    if constexpr (!kInMemory) {
-      for (int pair = 0; pair < kPairs; ++pair) {
-        even[pair] = load_bytes<V>(carry + pair * kPairLanes);
-        odd[pair] = load_bytes<V>(carry + pair * kPairLanes + kLanes);
-      }
-    }
-    for (std::int64_t row = 0; row < rows; ++row) {
-      const S* source = in + row * stride;
-#pragma GCC unroll 8
-      for (std::int64_t pair = 0; pair < pairs; ++pair) {
-        V running_even;
-        V running_odd;
-        BF16::load_pairs(source + pair * kPairLanes, running_even, running_odd);
-        if constexpr (kInMemory) {
-          A* at = carry + pair * kPairLanes;
-          running_even *= load_bytes<V>(at);
-          running_odd *= load_bytes<V>(at + kLanes);
-          store_bytes(at, running_even);
-          store_bytes(at + kLanes, running_odd);
+    unrolled<kPairs>([&](auto pair) {
+      even[pair] = load_bytes<V>(carry + pair * kPairLanes);
+      odd[pair] = load_bytes<V>(carry + pair * kPairLanes + kLanes);
+    });
+    // One pair of vectors of a row: multiplied into its carries, then rounded and stored.
+    const auto step = [&](std::int64_t row, std::int64_t pair, V& carry_even, V& carry_odd) {
+      V running_even;
+      V running_odd;
+      BF16::load_pairs(in + row * stride + pair * kPairLanes, running_even, running_odd);
+      running_even = carry_even *= running_even;
+      running_odd = carry_odd *= running_odd;
+      if constexpr (kStore) {
+        const VU32 stored = BF16::round_pairs(running_even, running_odd);
+        if constexpr (kStream) {
+          stream_bytes<sizeof stored>(out + row * stride + pair * kPairLanes, &stored);
         } else {
-          running_even = even[pair] *= running_even;
-          running_odd = odd[pair] *= running_odd;
-        }
-        if constexpr (kStore) {
-          const VU32 stored = BF16::round_pairs(running_even, running_odd);
-          if constexpr (kStream) {
-            stream_bytes<sizeof stored>(out + row * stride + pair * kPairLanes, &stored);
-          } else {
-            store_bytes(out + row * stride + pair * kPairLanes, stored);
-          }
+          store_bytes(out + row * stride + pair * kPairLanes, stored);
         }
       }
-    }
-    if constexpr (!kInMemory) {
-      for (int pair = 0; pair < kPairs; ++pair) {
-        store_bytes(carry + pair * kPairLanes, even[pair]);
-        store_bytes(carry + pair * kPairLanes + kLanes, odd[pair]);
+    };
+    for (std::int64_t row = 0; row < rows; ++row) {
+      if constexpr (kInMemory) {
+        for (std::int64_t pair = 0; pair < pairs; ++pair) {
+          V carry_even = load_bytes<V>(carry + pair * kPairLanes);
+          V carry_odd = load_bytes<V>(carry + pair * kPairLanes + kLanes);
+          step(row, pair, carry_even, carry_odd);
+          store_bytes(carry + pair * kPairLanes, carry_even);
+          store_bytes(carry + pair * kPairLanes + kLanes, carry_odd);
+        }
+      } else {
+        unrolled<kPairs>([&](auto pair) { step(row, pair, even[pair], odd[pair]); });
       }
     }
+    unrolled<kPairs>([&](auto pair) {
+      store_bytes(carry + pair * kPairLanes, even[pair]);
+      store_bytes(carry + pair * kPairLanes + kLanes, odd[pair]);
+    });
     reorder_carry(carry, width, false);
   }
 
