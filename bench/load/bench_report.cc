@@ -124,12 +124,14 @@ std::string to_json(const std::vector<RunSummary>& runs, const std::string& comm
     }
     out += fmt::format(
         "{}\n    {{\"label\": {}, \"mode\": {}, \"offered_rate\": {:.1f}, \"concurrency\": {}, "
-        "\"seconds\": {:.3f}, \"ok\": {}, \"errors\": {}, \"throughput_rps\": {:.1f}, "
+        "\"connections\": {}, \"seconds\": {:.3f}, \"ok\": {}, \"errors\": {}, \"throughput_rps\": "
+        "{:.1f}, "
         "\"payload_mbps\": {:.2f},\n     \"latency\": {},\n     \"server_compute\": {},\n     "
         "\"codes\": {{{}}},\n     \"backends\": {{{}}}}}",
         index == 0 ? "" : ",", json_string(run.label), json_string(run.mode), run.offered_rate,
-        run.concurrency, run.seconds, run.ok, run.errors, run.throughput_rps, run.payload_mbps,
-        json_percentiles(run.latency), json_percentiles(run.server_compute), codes, backends);
+        run.concurrency, run.connections, run.seconds, run.ok, run.errors, run.throughput_rps,
+        run.payload_mbps, json_percentiles(run.latency), json_percentiles(run.server_compute),
+        codes, backends);
   }
   return out + "\n  ]\n}\n";
 }

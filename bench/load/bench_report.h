@@ -34,6 +34,7 @@ struct RunSummary {
   std::string mode;         // "closed" or "open"
   double offered_rate = 0;  // open loop: requests per second asked for; 0 in closed loop
   int concurrency = 0;      // closed loop: requests in flight; open loop: most in flight allowed
+  int connections = 1;      // gRPC connections per target the requests were spread over
   double seconds = 0;       // measured (after warm-up)
   std::int64_t ok = 0;
   std::int64_t errors = 0;

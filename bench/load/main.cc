@@ -607,6 +607,7 @@ class LoadRun {
     summary.mode = rate_ > 0 ? "open" : "closed";
     summary.offered_rate = rate_;
     summary.concurrency = slots_;
+    summary.connections = options_.connections;
     summary.label = options_.label;
     if (rate_ > 0 && options_.rates.size() > 1) summary.label += fmt::format("@{}", rate_);
     return summary;

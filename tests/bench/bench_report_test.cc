@@ -79,10 +79,12 @@ TEST(BenchReport, JsonAndCsvCarryTheFigures) {
   run.label = "echo \"4KiB\"";
   run.mode = "closed";
   run.concurrency = 32;
+  run.connections = 16;
   const std::string json = to_json({run}, "scan-bench --bytes 4Ki");
   EXPECT_THAT(json, HasSubstr(R"("label": "echo \"4KiB\"")"));
   EXPECT_THAT(json, HasSubstr(R"("codes": {"OK": 1, "UNAVAILABLE": 1})"));
   EXPECT_THAT(json, HasSubstr(R"("p50_us": 1500.0)"));
+  EXPECT_THAT(json, HasSubstr(R"("concurrency": 32, "connections": 16,)"));
   EXPECT_THAT(json, HasSubstr(R"("command": "scan-bench --bytes 4Ki")"));
 
   std::istringstream csv(to_csv({run, run}));
