@@ -3,6 +3,8 @@
 // x86-64; only the leaf kernels carry AVX flags.
 #include "scan/kernels/cpu_cumprod.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -29,6 +31,16 @@ constexpr std::int64_t kMinTaskElements = std::int64_t{1} << 15;
 // A block of the chained scan should stream at least this many elements, so that handing the
 // carry on (an acquire load, maybe a short wait) stays a small share of its cost.
 constexpr std::int64_t kMinChainBlockElements = std::int64_t{1} << 13;
+// A core's L2 in bytes, 0 where the C library cannot tell. Read once (sysconf runs CPUID).
+std::int64_t level2_cache_bytes() {
+#if defined(_SC_LEVEL2_CACHE_SIZE)
+  static const std::int64_t bytes = std::max<long>(0, sysconf(_SC_LEVEL2_CACHE_SIZE));
+  return bytes;
+#else
+  return 0;
+#endif
+}
+
 // Tasks per thread when the shape allows, so dynamic claiming evens out cores that are shared
 // with other requests.
 constexpr std::int64_t kTasksPerThread = 4;
@@ -205,6 +217,14 @@ class Plan {
     auto slot = [&](std::int64_t group, std::int64_t block) {
       return carries.data() + (group * blocks + block) * tile_;
     };
+    // Blocks go to threads in order, so a thread's next one is likely `threads_` blocks on. Its
+    // row scan (from L2, compute-bound) pulls that one into L2 as it goes, and multiplying it up
+    // then reads L2 instead of waiting on memory at one core's bandwidth: 2 threads on 2^26
+    // float32 elements 17-19% faster on an Ice Lake VM (bench/RESULTS.md). Only where L2 holds
+    // this block's input and output and the next one's input with room to spare; smaller L2s
+    // (AMD Zen 3: 512 KiB) keep the plain scan, unmeasured with it.
+    const std::int64_t block_bytes = block_rows * tile_ * element_bytes_;
+    const bool prefetch_next = level2_cache_bytes() >= 4 * block_bytes;
 
     parallel(groups_ * blocks, [&](std::int64_t task) {
       const std::int64_t block = task / groups_;
@@ -214,10 +234,12 @@ class Plan {
       const std::int64_t lanes = width(group);
       const bool last = block + 1 == blocks;
       A* mine = slot(group, block);
+      const std::int64_t ahead_rows =
+          prefetch_next && block + threads_ < blocks ? threads_ * block_rows : 0;
       std::array<A, kMaxTileLanes> carry;
       if (block == 0) {
         std::fill_n(carry.begin(), lanes, A(1));
-        scan(group, row, rows, carry.data());
+        scan(group, row, rows, carry.data(), ahead_rows);
         if (last) return;
         std::copy_n(carry.begin(), lanes, mine);
         ready[index(group, block)].store(1, std::memory_order_release);
@@ -232,7 +254,7 @@ class Plan {
         for (std::int64_t lane = 0; lane < lanes; ++lane) mine[lane] = carry[lane] * mine[lane];
         ready[index(group, block)].store(1, std::memory_order_release);
       }
-      scan(group, row, rows, carry.data());
+      scan(group, row, rows, carry.data(), ahead_rows);
     });
   }
 
@@ -306,11 +328,13 @@ class Plan {
   const char* in_at(std::int64_t element) const { return in_ + element * element_bytes_; }
   char* out_at(std::int64_t element) const { return out_ + element * element_bytes_; }
 
-  void scan(std::int64_t group, std::int64_t row, std::int64_t rows, A* carry) const {
+  // `ahead_rows` > 0: a row scan also pulls the input that many rows ahead into L2 as it goes.
+  void scan(std::int64_t group, std::int64_t row, std::int64_t rows, A* carry,
+            std::int64_t ahead_rows = 0) const {
     const std::int64_t at = offset(group, row);
     if (shape_.inner == 1) {
       (streaming_ ? kernels_.scan_row_streaming : kernels_.scan_row)(in_at(at), out_at(at), rows,
-                                                                     carry);
+                                                                     carry, ahead_rows);
     } else {
       (streaming_ ? kernels_.scan_tile_streaming : kernels_.scan_tile)(
           in_at(at), out_at(at), rows, width(group), shape_.inner, carry);

@@ -681,14 +681,19 @@ struct Kernels {
 
   // The prefix within each vector does not depend on the carry, so consecutive vectors overlap;
   // the loop-carried chain is one multiply per vector. Returns the carry (in every lane).
+  //
+  // `ahead` (elements, 0: none): the input that far ahead of each vector is pulled into L2 as the
+  // scan goes, at the pace it reads its own (see scan_row).
   template <bool kStream>
-  static V scan_contiguous(const S* in, S* out, std::int64_t length, V running) {
+  static V scan_contiguous(const S* in, S* out, std::int64_t length, V running,
+                           std::int64_t ahead) {
     std::int64_t at = 0;
     if constexpr (std::is_same_v<D, BF16>) {
-      at = scan_bfloat16_pairs<kStream>(in, out, length, running);
+      at = scan_bfloat16_pairs<kStream>(in, out, length, running, ahead);
     }
     for (; at + kLanes <= length; at += kLanes) {
       __builtin_prefetch(in + at + kPrefetchBytes / sizeof(S));
+      if (ahead != 0) __builtin_prefetch(in + at + ahead, 0, 2);
       const V prefix = scan_vector(D::load(in + at));
       put<kStream>(out + at, prefix * running);
       running *= broadcast_last(prefix);
@@ -728,7 +733,8 @@ struct Kernels {
   // The float64 row scan: the plain one, re-anchored every kAnchorVectors vectors (see Tracked).
   // Each piece is read twice, the second time from L1.
   template <bool kStream>
-  static void scan_anchored(const S* in, S* out, std::int64_t length, Tracked& carry) {
+  static void scan_anchored(const S* in, S* out, std::int64_t length, Tracked& carry,
+                            std::int64_t ahead) {
     constexpr std::int64_t kPiece = kAnchorVectors * kLanes;
     Tracked exact = carry;
     V running = exact.value;
@@ -737,22 +743,23 @@ struct Kernels {
       const std::int64_t count = std::min(kPiece, length - at);
       // The product first: in place, the scan overwrites its inputs.
       exact = times(exact, compensated_product(in + at, count));
-      running = scan_contiguous<kStream>(in + at, out + at, count, running);
+      running = scan_contiguous<kStream>(in + at, out + at, count, running, ahead);
       anchor(running, exact);
     }
     carry = exact;
   }
 
-  static void scan_row(const void* in_bytes, void* out_bytes, std::int64_t length, void* carry) {
+  static void scan_row(const void* in_bytes, void* out_bytes, std::int64_t length, void* carry,
+                       std::int64_t ahead) {
     const S* in = static_cast<const S*>(in_bytes);
     S* out = static_cast<S*>(out_bytes);
     A& value = *static_cast<A*>(carry);
     if constexpr (kCompensated) {
       Tracked exact{splat(value), V{}};
-      scan_anchored<false>(in, out, length, exact);
+      scan_anchored<false>(in, out, length, exact, ahead);
       value = exact.value[0];
     } else {
-      value = scan_contiguous<false>(in, out, length, splat(value))[0];
+      value = scan_contiguous<false>(in, out, length, splat(value), ahead)[0];
     }
   }
 
@@ -760,22 +767,22 @@ struct Kernels {
   // then costs one write to memory instead of a read for ownership plus a write. Elements before
   // the first 64-byte boundary of `out` (and a partial last vector) use plain stores.
   static void scan_row_streaming(const void* in_bytes, void* out_bytes, std::int64_t length,
-                                 void* carry) {
+                                 void* carry, std::int64_t ahead) {
     const S* in = static_cast<const S*>(in_bytes);
     S* out = static_cast<S*>(out_bytes);
     const auto address = reinterpret_cast<std::uintptr_t>(out);
-    if (address % sizeof(S) != 0) return scan_row(in, out, length, carry);
+    if (address % sizeof(S) != 0) return scan_row(in, out, length, carry, ahead);
     const auto head = std::min<std::int64_t>(
         length, static_cast<std::int64_t>((std::uintptr_t{0} - address) % 64 / sizeof(S)));
     A& value = *static_cast<A*>(carry);
     if constexpr (kCompensated) {
       Tracked exact{splat(value), V{}};
-      scan_anchored<false>(in, out, head, exact);
-      scan_anchored<true>(in + head, out + head, length - head, exact);
+      scan_anchored<false>(in, out, head, exact, ahead);
+      scan_anchored<true>(in + head, out + head, length - head, exact, ahead);
       value = exact.value[0];
     } else {
-      V running = scan_contiguous<false>(in, out, head, splat(value));
-      running = scan_contiguous<true>(in + head, out + head, length - head, running);
+      V running = scan_contiguous<false>(in, out, head, splat(value), ahead);
+      running = scan_contiguous<true>(in + head, out + head, length - head, running, ahead);
       value = running[0];
     }
     stream_fence();
@@ -786,10 +793,12 @@ struct Kernels {
   // interleaving shuffles, and one in-register scan per 2 * kLanes elements. The shuffle ports
   // are what bounds this loop, so this halves its cost. Returns the elements done.
   template <bool kStream>
-  static std::int64_t scan_bfloat16_pairs(const S* in, S* out, std::int64_t length, V& running) {
+  static std::int64_t scan_bfloat16_pairs(const S* in, S* out, std::int64_t length, V& running,
+                                          std::int64_t ahead) {
     std::int64_t at = 0;
     for (; at + 2 * kLanes <= length; at += 2 * kLanes) {
       __builtin_prefetch(in + at + kPrefetchBytes / sizeof(S));
+      if (ahead != 0) __builtin_prefetch(in + at + ahead, 0, 2);
       V even;
       V odd;
       BF16::load_pairs(in + at, even, odd);

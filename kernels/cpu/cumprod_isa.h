@@ -23,9 +23,13 @@ struct DTypeKernels {
                       void* acc);
   // One contiguous row: out[k] = *carry * in[0] * ... * in[k]; *carry ends as the last output
   // (for float64, as the compensated product of the row, which the last output approximates).
-  void (*scan_row)(const void* in, void* out, std::int64_t length, void* carry);
+  // `ahead` > 0: while scanning, also pull in[k + ahead] into L2, a line for every line scanned
+  // (the chained scan's next block of this thread, so that multiplying it up reads from L2
+  // instead of waiting on memory); 0: nothing beyond the row.
+  void (*scan_row)(const void* in, void* out, std::int64_t length, void* carry, std::int64_t ahead);
   // scan_row with non-temporal stores (for outputs larger than the caches); ends with a fence.
-  void (*scan_row_streaming)(const void* in, void* out, std::int64_t length, void* carry);
+  void (*scan_row_streaming)(const void* in, void* out, std::int64_t length, void* carry,
+                             std::int64_t ahead);
   // *acc *= in[0] * ... * in[length - 1].
   void (*reduce_row)(const void* in, std::int64_t length, void* acc);
   // `rows` contiguous rows of `length` (at most kMaxShortRow) elements, vectorised across rows.
