@@ -217,14 +217,15 @@ class Plan {
     auto slot = [&](std::int64_t group, std::int64_t block) {
       return carries.data() + (group * blocks + block) * tile_;
     };
-    // Blocks go to threads in order, so a thread's next one is likely `threads_` blocks on. Its
-    // row scan (from L2, compute-bound) pulls that one into L2 as it goes, and multiplying it up
-    // then reads L2 instead of waiting on memory at one core's bandwidth: 2 threads on 2^26
-    // float32 elements 17-19% faster on an Ice Lake VM (bench/RESULTS.md). Only where L2 holds
-    // this block's input and output and the next one's input with room to spare; smaller L2s
-    // (AMD Zen 3: 512 KiB) keep the plain scan, unmeasured with it.
+    // Blocks of one sequence go to threads in order, so a thread's next one is likely `threads_`
+    // blocks on. Its row scan (from L2, compute-bound) pulls that one into L2 as it goes, and
+    // multiplying it up then reads L2 instead of waiting on memory at one core's bandwidth: 2
+    // threads on 2^26 float32 elements 17-19% faster on an Ice Lake VM (bench/RESULTS.md). Only
+    // for one sequence (with several, the next task is another sequence's block), and only where
+    // L2 holds this block's input and output and the next one's input with room to spare; smaller
+    // L2s (AMD Zen 3: 512 KiB) keep the plain scan, unmeasured with it.
     const std::int64_t block_bytes = block_rows * tile_ * element_bytes_;
-    const bool prefetch_next = level2_cache_bytes() >= 4 * block_bytes;
+    const bool prefetch_next = groups_ == 1 && level2_cache_bytes() >= 4 * block_bytes;
 
     parallel(groups_ * blocks, [&](std::int64_t task) {
       const std::int64_t block = task / groups_;
