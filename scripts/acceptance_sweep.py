@@ -193,9 +193,8 @@ def report(paths):
         if paused:
             ratio, row = max(paused, key=lambda pair: pair[0])
             print(f"\nFirst request against a known one after a {row.get('pause_s', 1):g} s pause "
-                  f"(the first use's "
-                  f"own cost, the idle wake-up in both): worst {ratio:.2f}x ({row['path']} "
-                  f"{row['dtype']} {row['bytes'] / 2**20:g} MiB).")
+                  f"(the first use's own cost, the idle wake-up in both): worst {ratio:.2f}x "
+                  f"({row['path']} {row['dtype']} {row['bytes'] / 2**20:g} MiB).")
     print()
     # NaN (a refused request) or nothing measured must not pass as a small ratio.
     print(f"worst {worst:.2f}" if rows and worst == worst and worst != float("inf") else "worst 999")
