@@ -9,8 +9,12 @@ time of the call.
 
   first   per size, ascending, the first request on a fresh server and the median of the next
           --repeats: the cost of a size the server has not seen yet (run once per path, each on
-          a fresh server). Up to 4 MiB, then one more request after --pause seconds of quiet:
-          the first request also follows an idle spell, which slows any request.
+          a fresh server). Right before it, a 64-byte request on the same path wakes the host
+          and the device, as live traffic keeps them awake: otherwise the first size's first
+          request also pays for the idle spell of the client's start (on the H100 host a GPU
+          left alone for 0.5-2 s takes 2.5-2.7x as long for its next small round trip), and
+          later sizes for the time their inputs take to build. That idle exit is measured on
+          its own: up to 4 MiB, one more request after --pause seconds of quiet.
   regret  after --warmup requests of every size and preference, --repeats rounds (rounded up to
           a multiple of six, doubled up to 4 MiB) of auto, cpu and gpu, each round in another of
           their six orders, so
@@ -60,12 +64,12 @@ def parse_size(text):
 class Case:
     """One input tensor of `size` bytes and its float64 answer, made once and sent many times."""
 
-    def __init__(self, dtype_name, size, seed):
+    def __init__(self, dtype_name, size, seed, shape=None):
         dtype = DTYPES[dtype_name]
         element = torch.tensor([], dtype=dtype).element_size()
         length = max(1, size // (2 * 8 * 128 * element))
         generator = torch.Generator().manual_seed(seed)
-        gamma = 0.999 + 0.001 * torch.rand((2, 8, length, 128), generator=generator,
+        gamma = 0.999 + 0.001 * torch.rand(shape or (2, 8, length, 128), generator=generator,
                                            dtype=torch.float64)
         self.dtype_name, self.bytes = dtype_name, gamma.numel() * element
         self.tensor = gamma.to(dtype)
@@ -89,11 +93,16 @@ class Case:
                 "wall_us": wall_us, "backend": result.backend, "ok": ok}
 
 
+# Tiny requests of a shape no sweep size has, sent to wake the server and the device up.
+WAKE_UP = {name: Case(name, 0, seed=0, shape=(1, 1, 16, 1)) for name in DTYPES}
+
+
 def first(client, args, sizes):
     rows = []
     for size in sizes:
         for dtype_name in args.dtypes:
             case = Case(dtype_name, size, seed=size)
+            woken = WAKE_UP[dtype_name].send(client, args.backend)
             runs = [case.send(client, args.backend) for _ in range(args.repeats + 1)]
             warm = statistics.median(run["server_us"] for run in runs[1:])
             warm_wall = statistics.median(run["wall_us"] for run in runs[1:])
@@ -104,7 +113,8 @@ def first(client, args, sizes):
                          "warm_compute_us": statistics.median(run["compute_us"]
                                                               for run in runs[1:]),
                          "first_wall_us": runs[0]["wall_us"], "warm_wall_us": warm_wall,
-                         "wall_ratio": runs[0]["wall_us"] / max(warm_wall, 1)})
+                         "wall_ratio": runs[0]["wall_us"] / max(warm_wall, 1),
+                         "wake_up_us": woken["server_us"]})
             # The very first request also follows an idle host (the server started, the client
             # loaded): a known request after the same kind of pause tells a first use's cost from
             # the wake-up that every request after a quiet spell pays.
@@ -117,7 +127,7 @@ def first(client, args, sizes):
                 # sent right after the paused one, still paid part of the wake-up (bf16 64 KiB on
                 # the GPU: 2.47x, after f32's pause).
                 runs.extend(case.send(client, args.backend) for _ in range(args.repeats))
-            rows[-1]["ok"] = all(run["ok"] for run in runs)
+            rows[-1]["ok"] = woken["ok"] and all(run["ok"] for run in runs)
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
