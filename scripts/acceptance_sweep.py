@@ -16,9 +16,9 @@ time of the call.
           later sizes for the time their inputs take to build. That idle exit is measured on
           its own: up to 4 MiB, one more request after --pause seconds of quiet.
   regret  after --warmup requests of every size and preference, --repeats rounds (rounded up to
-          a multiple of six, doubled up to 4 MiB) of auto, cpu and gpu, each round in another of
-          their six orders, so
-          that every preference follows every other one equally often: AUTO's median over the
+          a multiple of six; ten times as many up to 1 MiB, four times up to 4 MiB) of auto, cpu
+          and gpu, each round in another of their six orders, so that every preference follows
+          every other one equally often: AUTO's median over the
           better explicit backend's. In a fixed order (and in its rotations, which keep who
           follows whom) AUTO always followed a GPU request, so an AUTO request served by
           cpu-native alone paid the CPU pool's wake-up after the GPU request where cpu did not
@@ -52,6 +52,7 @@ TOLERANCE = {"f32": (1e-3, 1e-4), "bf16": (1e-2, 1e-4)}
 SUFFIXES = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30}
 DEFAULT_SIZES = "64Ki,256Ki,1Mi,4Mi,16Mi,64Mi,256Mi"
 SMALL_BYTES = 4 << 20
+TINY_BYTES = 1 << 20
 
 
 def parse_size(text):
@@ -146,9 +147,13 @@ def regret(client, args, sizes):
             chosen, served_by = {}, {"auto": [], "cpu": [], "gpu": []}
             rounds = -(-args.repeats // len(orders)) * len(orders)
             # A request of a few MiB or less takes tens to hundreds of microseconds, and single
-            # ones move by 10-20% on the GPU host: medians of twice the rounds, for little time.
-            if case.bytes <= SMALL_BYTES:
-                rounds *= 2
+            # ones spread over 2-3x on the GPU host (f32 64 KiB on cpu-native: 13-47 us in one
+            # sweep), so medians of 24 still moved by 1.2-1.5x between preferences served by the
+            # same backend: more rounds where they cost little.
+            if case.bytes <= TINY_BYTES:
+                rounds *= 10
+            elif case.bytes <= SMALL_BYTES:
+                rounds *= 4
             for round_index in range(rounds):
                 for backend in orders[round_index % len(orders)]:
                     run = case.send(client, backend)
