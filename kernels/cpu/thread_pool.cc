@@ -1,8 +1,11 @@
 #include "scan/kernels/thread_pool.h"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <ctime>
 
 namespace scan::kernels {
 namespace {
@@ -35,6 +38,20 @@ struct ThreadPool::Job {
 ThreadPool::ThreadPool(int workers) {
   threads_.reserve(static_cast<std::size_t>(std::max(workers, 0)));
   for (int index = 0; index < workers; ++index) threads_.emplace_back([this] { worker_loop(); });
+}
+
+double ThreadPool::workers_cpu_seconds() const {
+  double seconds = 0;
+  for (const std::thread& thread : threads_) {
+    // std::thread's handle is a pthread_t on every platform this builds on (glibc, musl).
+    clockid_t clock{};
+    timespec used{};
+    if (pthread_getcpuclockid(const_cast<std::thread&>(thread).native_handle(), &clock) == 0 &&
+        clock_gettime(clock, &used) == 0) {
+      seconds += static_cast<double>(used.tv_sec) + static_cast<double>(used.tv_nsec) * 1e-9;
+    }
+  }
+  return seconds;
 }
 
 ThreadPool::~ThreadPool() {

@@ -6,13 +6,14 @@ add_library(scan_kernels_cuda STATIC
   ${CMAKE_CURRENT_LIST_DIR}/dispatch/cumprod_f16.cu
   ${CMAKE_CURRENT_LIST_DIR}/dispatch/cumprod_bf16.cu
   ${CMAKE_CURRENT_LIST_DIR}/cuda_status.cc
-  # The chunked host/device pipeline: widening and carry passes on the device; lanes, staging
-  # copies, the host memory registry and device discovery on the host (plain C++ against the
-  # runtime API, compiled by the host compiler).
+  # The chunked host/device pipeline: widening and carry passes and the keep-awake kernel on the
+  # device; lanes, staging copies, the host memory registry and device discovery on the host
+  # (plain C++ against the runtime API, compiled by the host compiler).
   ${CMAKE_CURRENT_LIST_DIR}/pipeline/chunk_carry.cu
   ${CMAKE_CURRENT_LIST_DIR}/pipeline/devices.cc
   ${CMAKE_CURRENT_LIST_DIR}/pipeline/host_registry.cc
   ${CMAKE_CURRENT_LIST_DIR}/pipeline/ipc_mapping.cc
+  ${CMAKE_CURRENT_LIST_DIR}/pipeline/keep_awake.cu
   ${CMAKE_CURRENT_LIST_DIR}/pipeline/pipeline.cc
   ${CMAKE_CURRENT_LIST_DIR}/pipeline/staging_copy.cc
 )

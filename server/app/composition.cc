@@ -72,6 +72,7 @@ kernels::GpuInventory add_gpu_backends(const ServerConfig& config, Router& route
     options.pipeline.chunk_bytes = config.gpu_chunk_bytes;
     options.pipeline.copy_threads = config.effective_gpu_copy_threads();
     options.pipeline.streaming_copies = config.gpu_streaming_copies;
+    options.pipeline.keep_awake_seconds = config.gpu_keep_awake_seconds;
     if (config.gpu_register_pool) options.pipeline.host_registry = process_cuda_host_registry();
     for (kernels::GpuDevice& device : inventory.devices) {
       spdlog::info("GPU {}: {}, {:.1f} GiB, compute capability {}.{}, {} SMs{}{}", device.ordinal,
@@ -123,6 +124,18 @@ ServingBackends compose_backends(const ServerConfig& config) {
   }
   kernels::GpuInventory gpus = add_gpu_backends(config, *router);
   router->set_policy({config.gpu_min_bytes});
+  if (config.route_cpu_contention && router->has(DeviceKind::kGpu) &&
+      router->has(DeviceKind::kCpu)) {
+    Router* backends = router.get();  // owns the contention estimate, so outlives its probe
+    router->set_cpu_contention(std::make_shared<CpuContention>(
+        kernels::ThreadPool::default_workers() + 1, process_usage_probe([backends] {
+          double seconds = 0;
+          for (const RegisteredBackend& registered : backends->backends()) {
+            seconds += registered.backend->scan_cpu_seconds();
+          }
+          return seconds;
+        })));
+  }
 
   const std::vector<CostOverride>& overrides = config.cost_overrides;
   auto override_for = [&](const std::string& name) -> const CostOverride* {

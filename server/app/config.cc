@@ -249,6 +249,13 @@ const std::vector<Option>& options() {
        "register the pooled request/response buffers with CUDA once (in the background), so GPU "
        "requests skip the staging copies; false: always stage (true|false)",
        bool_setting(&ServerConfig::gpu_register_pool)},
+      {"gpu-keep-awake-seconds", "SCAN_GPU_KEEP_AWAKE_SECONDS",
+       "for this long after a GPU's last work (requests, startup self-test and warm-up), launch an "
+       "empty kernel on it every 10 ms, so that the next small request pays less for the GPU "
+       "waking up (a 64 KiB round trip after 0.5-2 s idle took 2.5-2.7x a back-to-back one, "
+       "1.3-1.55x kept awake); costs power: the GPU stays out of its idle state for that long "
+       "after each burst of work; 0 = off",
+       seconds_setting(&ServerConfig::gpu_keep_awake_seconds)},
       {"warm-start", "SCAN_WARM_START",
        "before the port opens, fill the tensor buffer pool with paged-in buffers (registered "
        "with CUDA when GPUs serve) of every power of two from 64 KiB up to max-tensor-bytes, two "
@@ -263,6 +270,11 @@ const std::vector<Option>& options() {
        "AUTO sends tensors smaller than this to a CPU backend whatever the cost models predict "
        "(0 = the cost models decide)",
        int64_setting(&ServerConfig::gpu_min_bytes, 0)},
+      {"route-cpu-contention", "SCAN_ROUTE_CPU_CONTENTION",
+       "AUTO stretches CPU backends' predicted times by the cores the rest of the process (the "
+       "gRPC transport above all) keeps busy, measured from the process's CPU time while "
+       "serving, so that under transport-bound load the GPU takes the scans (true|false)",
+       bool_setting(&ServerConfig::route_cpu_contention)},
       {"cost-model", "SCAN_COST_MODEL",
        "pinned cost models instead of calibration, BACKEND=FIXED_US:GBPS[,...], e.g. "
        "cuda:0=60:20,cpu-native=5:8 (fixed microseconds, GB/s)",

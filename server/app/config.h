@@ -67,12 +67,19 @@ struct ServerConfig {
   // Register the wire buffer pool's buffers with CUDA once, so GPU jobs DMA straight from the
   // request and into the response (no staging copies); false: always stage.
   bool gpu_register_pool = true;
+  // For this long after its last work, each GPU is kept out of its idle state by an empty kernel
+  // every 10 ms: a GPU left idle for half a second takes 2.5-2.7x as long for its next small
+  // request (kernels::CudaPipelineOptions::keep_awake_seconds says more). 0: never.
+  double gpu_keep_awake_seconds = kernels::CudaPipelineOptions{}.keep_awake_seconds;
   // Before the port opens, fill the tensor buffer pool with paged-in (and, with GPUs,
   // CUDA-registered) buffers of every power of two up to max_tensor_bytes, two of each within the
   // in-flight budget: the first request of a size then runs as fast as later ones.
   bool warm_start = true;
   // AUTO sends tensors smaller than this to a CPU whatever the cost models say (0: models decide).
   std::int64_t gpu_min_bytes = 0;
+  // AUTO prices CPU backends by the cores the rest of the process (the gRPC transport above all)
+  // leaves them, measured while serving (routing/cpu_contention.h); false: by their models alone.
+  bool route_cpu_contention = true;
   // Pinned cost models replacing calibration: "BACKEND=FIXED_US:GBPS[,...]", e.g.
   // "cuda:0=60:20,cpu-native=5:8" (see parse_cost_overrides): the text as given, and what it was
   // parsed into, once, with the other flags.

@@ -58,6 +58,11 @@ class ScanBackend {
   // True when results below the dtype's smallest normal number come out as 0 instead of
   // subnormals (--cpu-flush-subnormals; see kernels/include/scan/kernels/float_env.h).
   virtual bool flushes_subnormals() const { return false; }
+  // CPU time the backend's scans have used so far, every thread that computed counted, in
+  // seconds. The router counts the rest of the process's CPU time as work that competes with CPU
+  // scans for cores (routing/cpu_contention.h); a backend that cannot tell returns 0, and its
+  // work is then counted with the rest.
+  virtual double scan_cpu_seconds() const { return 0; }
 };
 
 }  // namespace scan::server

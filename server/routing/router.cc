@@ -27,7 +27,7 @@ bool Router::has(DeviceKind kind) const {
 }
 
 double Router::predicted_completion(const RegisteredBackend& registered, double bytes,
-                                    std::size_t element_bytes) {
+                                    std::size_t element_bytes, double stretch) {
   const CostModel cost = registered.cost->model();
   if (!cost.known()) return 0;
   // Queued and running work is priced as if served one after another: each backend's model was
@@ -35,8 +35,8 @@ double Router::predicted_completion(const RegisteredBackend& registered, double 
   // concurrent requests share that throughput rather than multiply it.
   const auto backlog_bytes = static_cast<double>(registered.load->bytes.load());
   const auto backlog_requests = static_cast<double>(registered.load->requests.load());
-  return backlog_requests * cost.fixed_seconds + backlog_bytes / cost.bytes_per_second +
-         registered.cost->predict_seconds(bytes, element_bytes);
+  return stretch * (backlog_requests * cost.fixed_seconds + backlog_bytes / cost.bytes_per_second +
+                    registered.cost->predict_seconds(bytes, element_bytes));
 }
 
 RegisteredBackend* Router::cheapest_cpu(double bytes, std::size_t element_bytes) {
@@ -120,8 +120,9 @@ Outcome Router::route(const ValidatedScan& scan, RegisteredBackend** chosen) {
       if (cpu == nullptr || gpu == nullptr) {
         *chosen = gpu != nullptr ? gpu : cpu;
       } else if (gpu->cost->model().known() && cpu->cost->model().known()) {
+        const double cpu_stretch = contention_ ? contention_->slowdown() : 1.0;
         *chosen = predicted_completion(*gpu, bytes, element_bytes) <
-                          predicted_completion(*cpu, bytes, element_bytes)
+                          predicted_completion(*cpu, bytes, element_bytes, cpu_stretch)
                       ? gpu
                       : cpu;
       } else {

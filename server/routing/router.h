@@ -14,6 +14,7 @@
 #include "admission/request_validation.h"
 #include "backends/backend.h"
 #include "routing/cost_model.h"
+#include "routing/cpu_contention.h"
 
 namespace scan::server {
 
@@ -75,6 +76,11 @@ class Router {
     return backends_.at(index).cost->observe(bytes, seconds, element_bytes);
   }
   void set_policy(RoutingPolicy policy) { policy_ = policy; }
+  // AUTO then prices CPU backends by what the rest of the process leaves them (null: as calibrated
+  // and observed alone).
+  void set_cpu_contention(std::shared_ptr<CpuContention> contention) {
+    contention_ = std::move(contention);
+  }
   const RoutingPolicy& policy() const { return policy_; }
   // Keeps a resource the backends share (a thread pool, a device context) alive exactly as long
   // as the backends: resources are destroyed after every backend.
@@ -90,10 +96,10 @@ class Router {
   Outcome route_to_gpu(int ordinal, const std::string& field, RegisteredBackend** chosen);
 
   // Predicted seconds until a request of `bytes` sent to `registered` now would be answered: the
-  // backlog (its queued and running work, as the model prices it) plus its own service time.
-  // Unknown models predict 0.
+  // backlog (its queued and running work, as the model prices it) plus its own service time, the
+  // whole stretched by `stretch`. Unknown models predict 0.
   static double predicted_completion(const RegisteredBackend& registered, double bytes,
-                                     std::size_t element_bytes = 4);
+                                     std::size_t element_bytes = 4, double stretch = 1);
 
   bool has(DeviceKind kind) const;
   std::vector<BackendDescription> describe_backends() const;
@@ -110,6 +116,7 @@ class Router {
   std::vector<std::shared_ptr<void>> resources_;  // declared first: destroyed last
   std::vector<RegisteredBackend> backends_;
   RoutingPolicy policy_;
+  std::shared_ptr<CpuContention> contention_;
 };
 
 }  // namespace scan::server

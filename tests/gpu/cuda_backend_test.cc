@@ -230,6 +230,31 @@ TEST(CudaBackend, RepeatedErrorsMarkItUnhealthyUntilAProbePasses) {
   backend->on_availability_change(nullptr);
 }
 
+// The keep-awake window (CudaPipelineOptions::keep_awake_seconds): jobs come out right while its
+// thread launches empty kernels beside them, a job after the window has closed (the thread parked)
+// opens it again, and a pipeline destroyed with the window open stops at once rather than at its
+// end.
+TEST(CudaBackend, KeepAwakeWindowLeavesJobsRightAndStopsPromptly) {
+  SCAN_REQUIRE_GPU();
+  CudaBackendOptions options;
+  options.pipeline.lanes = 1;
+  options.pipeline.chunk_bytes = 64 << 10;  // pieces that carry, so each job is many launches
+  options.pipeline.keep_awake_seconds = 0.3;
+  auto backend = make_backend(options);
+  ASSERT_NE(backend, nullptr);
+  for (int round = 0; round < 5; ++round) {
+    expect_correct(*backend, DType::kFloat32, {3, 5000, 7}, static_cast<std::uint64_t>(round));
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));  // a few empty kernels between
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  expect_correct(*backend, DType::kBFloat16, {2, 3000, 17}, 7);
+  const auto start = std::chrono::steady_clock::now();
+  backend.reset();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_LT(seconds, 1.0);
+}
+
 // Page-aligned host memory of its own (registrations are per page: two ranges sharing a page
 // cannot both be registered).
 struct HostBuffer {

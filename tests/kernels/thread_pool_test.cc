@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <thread>
 #include <vector>
 
@@ -46,6 +47,31 @@ TEST(ThreadPool, WorkersActuallyHelp) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   });
   EXPECT_GT(other_threads.load(), 0);
+}
+
+// The router subtracts this from the process's CPU time (server/routing/cpu_contention.h): work
+// done by the workers must show up in it, and a pool left idle must stop adding to it.
+TEST(ThreadPool, WorkersCpuTimeCountsTheirWork) {
+  ThreadPool pool(2);
+  const double before = pool.workers_cpu_seconds();
+  std::atomic<int> by_workers{0};
+  const std::thread::id caller = std::this_thread::get_id();
+  pool.parallel_for(64, 3, [&](std::int64_t) {
+    if (std::this_thread::get_id() != caller) by_workers.fetch_add(1);
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(2);
+    while (std::chrono::steady_clock::now() < until) {
+    }
+  });
+  ASSERT_GT(by_workers.load(), 0);
+  const double busy = pool.workers_cpu_seconds();
+  // Each task a worker took spun for 2 ms of wall time; at least a quarter of it is CPU time even
+  // on CI's two cores shared with other tests.
+  EXPECT_GE(busy - before, by_workers.load() * 0.0005);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  const double settled = pool.workers_cpu_seconds();
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_LT(pool.workers_cpu_seconds() - settled, 0.01);  // asleep, not polling
+  EXPECT_EQ(ThreadPool(0).workers_cpu_seconds(), 0);
 }
 
 TEST(ThreadPool, ZeroWorkersRunsOnCaller) {

@@ -147,5 +147,28 @@ TEST(Config, GpuRegisterPoolDefaultsOnAndCanBeTurnedOff) {
                             &ServerConfig::gpu_register_pool, "gpu_register_pool");
 }
 
+TEST(Config, GpuKeepAwakeSecondsDefaultsToTheWindowAndZeroTurnsItOff) {
+  ServerConfig defaults;
+  ASSERT_EQ(parse_config({}, {}, &defaults).action, ParseResult::Action::kRun);
+  EXPECT_DOUBLE_EQ(defaults.gpu_keep_awake_seconds, 10);
+  EXPECT_THAT(defaults.describe(), HasSubstr("gpu_keep_awake_seconds=10"));
+  ServerConfig from_env;
+  ASSERT_EQ(parse_config({}, {{"SCAN_GPU_KEEP_AWAKE_SECONDS", "0"}}, &from_env).action,
+            ParseResult::Action::kRun);
+  EXPECT_DOUBLE_EQ(from_env.gpu_keep_awake_seconds, 0);
+  ServerConfig from_flag;
+  ASSERT_EQ(parse_config({"--gpu-keep-awake-seconds", "2.5"},
+                         {{"SCAN_GPU_KEEP_AWAKE_SECONDS", "0"}}, &from_flag)
+                .action,
+            ParseResult::Action::kRun);
+  EXPECT_DOUBLE_EQ(from_flag.gpu_keep_awake_seconds, 2.5);
+  for (const char* bad : {"-1", "soon", ""}) {
+    ServerConfig rejected;
+    EXPECT_EQ(parse_config({"--gpu-keep-awake-seconds", bad}, {}, &rejected).action,
+              ParseResult::Action::kExitFailure)
+        << bad;
+  }
+}
+
 }  // namespace
 }  // namespace scan::server

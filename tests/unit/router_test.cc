@@ -439,3 +439,106 @@ TEST(Calibration, RunsOnAdoptedMemoryAndReleasesItAfterwards) {
 
 }  // namespace
 }  // namespace scan::server
+
+namespace scan::server {
+namespace {
+
+using std::chrono::milliseconds;
+
+// A process whose CPU clocks the test advances: `process` and `scans` seconds used so far.
+struct FakeUsage {
+  double process = 0;
+  double scans = 0;
+  int reads = 0;
+  CpuContention::UsageProbe probe() {
+    return [this] {
+      ++reads;
+      return CpuContention::Usage{process, scans};
+    };
+  }
+};
+
+// Feeds `steps` intervals of 20 ms in which the process used `process_cores` cores, `scan_cores`
+// of them in scans; returns the last factor.
+double feed(CpuContention& contention, FakeUsage& usage, CpuContention::Clock::time_point& now,
+            int steps, double process_cores, double scan_cores) {
+  double factor = 0;
+  for (int step = 0; step < steps; ++step) {
+    now += milliseconds(20);
+    usage.process += process_cores * 0.020;
+    usage.scans += scan_cores * 0.020;
+    factor = contention.slowdown(now);
+  }
+  return factor;
+}
+
+TEST(CpuContention, CoresBusyOutsideScansStretchCpuTimeAndScansAloneDoNot) {
+  FakeUsage usage;
+  CpuContention contention(16, usage.probe(), milliseconds(20));
+  auto now = CpuContention::Clock::time_point{} + std::chrono::hours(1);
+  EXPECT_DOUBLE_EQ(contention.slowdown(now), 1.0);  // nothing to compare with yet
+  // Sixteen cores busy, all of them scanning (compute-bound, e.g. through shared memory).
+  EXPECT_DOUBLE_EQ(feed(contention, usage, now, 50, 16, 16), 1.0);
+  // Ten cores of transport beside two of scans: a scan has 6 of 16 cores left.
+  EXPECT_NEAR(feed(contention, usage, now, 100, 12, 2), 16.0 / 6, 1e-3);
+  // The transport quiets down: the factor follows within about ten intervals.
+  const double after_five = feed(contention, usage, now, 5, 2, 2);
+  EXPECT_LT(after_five, 16.0 / 6 * 0.8);
+  EXPECT_NEAR(feed(contention, usage, now, 100, 2, 2), 1.0, 1e-3);
+}
+
+TEST(CpuContention, RefreshesAtMostOncePerIntervalAndForgetsAfterALongSilence) {
+  FakeUsage usage;
+  CpuContention contention(8, usage.probe(), milliseconds(20));
+  auto now = CpuContention::Clock::time_point{} + std::chrono::hours(1);
+  contention.slowdown(now);
+  usage.process += 0.5;  // 50 ms of 7 busy cores... seen at the next refresh only
+  contention.slowdown(now + milliseconds(5));
+  contention.slowdown(now + milliseconds(19));
+  EXPECT_EQ(usage.reads, 1);
+  // More work than the host has cores is clamped: a scan always keeps one core.
+  now += milliseconds(20);
+  usage.process += 10;
+  const double busy = contention.slowdown(now);
+  EXPECT_EQ(usage.reads, 2);
+  EXPECT_GT(busy, 1.0);
+  EXPECT_LE(busy, 8.0);
+  // A second of silence: the next refresh starts afresh from what that second held (nothing).
+  now += std::chrono::seconds(1);
+  EXPECT_DOUBLE_EQ(contention.slowdown(now), 1.0);
+}
+
+TEST(CpuContention, ProcessProbeSeesThisThreadsWork) {
+  double scans = 0;
+  const CpuContention::UsageProbe probe = process_usage_probe([&scans] { return scans; });
+  const CpuContention::Usage before = probe();
+  volatile double sink = 0;
+  for (int index = 0; index < 20'000'000; ++index) sink = sink + 1e-9 * index;
+  scans = 0.25;
+  const CpuContention::Usage after = probe();
+  EXPECT_GT(after.process_seconds, before.process_seconds);
+  EXPECT_DOUBLE_EQ(after.scans_seconds, 0.25);
+}
+
+TEST(Router, AutoSendsWorkToTheGpuWhenTheProcessKeepsTheCoresBusy) {
+  Router router;
+  router.add_backend(std::make_unique<FakeBackend>("cpu-fake", DeviceKind::kCpu), 1);
+  router.add_backend(std::make_unique<FakeBackend>("gpu-fake", DeviceKind::kGpu), 1);
+  // 16 MiB: 0.8 ms on the CPU against 1.0 ms on the GPU with every core free.
+  const double bytes = 16 << 20;
+  router.set_cost_model(0, {0, bytes / 0.8e-3});
+  router.set_cost_model(1, {0, bytes / 1.0e-3});
+  FakeUsage usage;
+  auto contention = std::make_shared<CpuContention>(16, usage.probe(), milliseconds(0));
+  router.set_cpu_contention(contention);
+  EXPECT_EQ(routed_for_bytes(router, 16 << 20), "cpu-fake");
+  // The transport keeps eight of sixteen cores busy: the CPU scan would take 1.6 ms.
+  auto now = CpuContention::Clock::now();
+  feed(*contention, usage, now, 100, 9, 1);
+  EXPECT_EQ(routed_for_bytes(router, 16 << 20), "gpu-fake");
+  // Explicit preferences are not priced.
+  EXPECT_EQ(routed_for_bytes(router, 16 << 20, v1::BACKEND_PREFERENCE_CPU), "cpu-fake");
+}
+
+}  // namespace
+}  // namespace scan::server

@@ -3,10 +3,14 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <mutex>
+#include <thread>
 #include <vector>
 
 #include "cuda_status.h"
+#include "pipeline/keep_awake.h"
 #include "pipeline/staging_copy.h"
 #include "scan/kernels/chunk_plan.h"
 #include "scan/kernels/cuda_chunk_carry.h"
@@ -38,10 +42,24 @@ struct CudaPipeline::Impl {
   Impl(int device_ordinal, const CudaPipelineOptions& pipeline_options)
       : ordinal(device_ordinal),
         options(pipeline_options),
-        copy_pool(std::max(0, pipeline_options.copy_threads - 1)) {}
+        copy_pool(std::max(0, pipeline_options.copy_threads - 1)),
+        keep_awake_window(window_ticks(pipeline_options.keep_awake_seconds)),
+        last_gpu_work(now_ticks()) {}
 
   ~Impl() {
+    // Stopped before any stream goes: its launches name the device, which must stay set up.
+    if (keep_awake_thread.joinable()) {
+      {
+        std::lock_guard<std::mutex> lock(keep_awake_mutex);
+        keep_awake_stopping = true;
+      }
+      keep_awake_changed.notify_one();
+      keep_awake_thread.join();
+    }
     cudaSetDevice(ordinal);
+    // Not synchronised: destroying a stream with an empty kernel still queued is allowed, and
+    // waiting for it could mean waiting behind request work.
+    if (keep_awake_stream != nullptr) cudaStreamDestroy(keep_awake_stream);
     for (auto& lane : lanes) {
       for (Slot& slot : lane->slots) {
         if (slot.stream != nullptr) cudaStreamSynchronize(slot.stream);
@@ -90,7 +108,76 @@ struct CudaPipeline::Impl {
       free_lanes.push_back(lane.get());
       lanes.push_back(std::move(lane));
     }
+    if (keep_awake_window > 0) {
+      // The lowest priority (the numerically greatest value), so that the empty kernel never goes
+      // in front of request work. The lanes' streams have the default priority, which is that same
+      // lowest one, so the two tie: what keeps the cost to requests small is that the kernel is
+      // one thread for microseconds, and that there is never more than one of it queued.
+      int lowest = 0, highest = 0;
+      SCAN_CUDA_TRY("cudaDeviceGetStreamPriorityRange",
+                    cudaDeviceGetStreamPriorityRange(&lowest, &highest));
+      SCAN_CUDA_TRY(
+          "cudaStreamCreateWithPriority",
+          cudaStreamCreateWithPriority(&keep_awake_stream, cudaStreamNonBlocking, lowest));
+      keep_awake_thread = std::thread([this] { keep_awake(); });
+    }
     return KernelStatus::Ok();
+  }
+
+  static std::int64_t now_ticks() {
+    return std::chrono::steady_clock::now().time_since_epoch().count();
+  }
+
+  // 0 (off) for a non-positive or NaN window; a window beyond a year is as good as forever.
+  static std::int64_t window_ticks(double seconds) {
+    if (!(seconds > 0)) return 0;
+    return std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+               std::chrono::duration<double>(std::min(seconds, 365 * 86400.0)))
+        .count();
+  }
+
+  bool keep_awake_window_open() const {
+    return now_ticks() - last_gpu_work.load() < keep_awake_window;
+  }
+
+  // Opens (or extends) the keep-awake window. Takes the mutex only when the thread is parked, so a
+  // job in an open window costs one atomic store and load. Both are sequentially consistent, as
+  // is the thread's store of `parked` before it reads `last_gpu_work`: either this sees the thread
+  // parked and wakes it (the mutex, held by the thread until it waits, keeps the notification from
+  // coming too early), or the thread sees this job's time and does not park.
+  void note_gpu_work() {
+    if (keep_awake_window == 0) return;
+    last_gpu_work.store(now_ticks());
+    if (keep_awake_parked.load()) {
+      { std::lock_guard<std::mutex> lock(keep_awake_mutex); }
+      keep_awake_changed.notify_one();
+    }
+  }
+
+  void keep_awake() {
+    // Errors are ignored throughout: keeping the device awake is a hint, and a device that fails
+    // shows it to the next job. This thread's own launch results are all it looks at, never
+    // cudaGetLastError (whose state belongs to each host thread anyway).
+    cudaSetDevice(ordinal);
+    constexpr auto kInterval = std::chrono::milliseconds(10);
+    std::unique_lock<std::mutex> lock(keep_awake_mutex);
+    while (!keep_awake_stopping) {
+      if (!keep_awake_window_open()) {
+        // Parked before the predicate's first look at the time (note_gpu_work relies on it).
+        keep_awake_parked.store(true);
+        keep_awake_changed.wait(lock,
+                                [this] { return keep_awake_stopping || keep_awake_window_open(); });
+        keep_awake_parked.store(false);
+        continue;
+      }
+      // The previous empty kernel still queued means the device is busy (awake) with request
+      // work: no second one, so that the stream's queue stays at one kernel and a launch never
+      // blocks. cudaStreamQuery asks about this stream alone and does not wait.
+      if (cudaStreamQuery(keep_awake_stream) != cudaErrorNotReady) {
+        cuda_detail::launch_keep_awake(keep_awake_stream);
+      }
+      keep_awake_changed.wait_for(lock, kInterval, [this] { return keep_awake_stopping; });
+    }
   }
 
   Lane& acquire_lane() {
@@ -257,6 +344,7 @@ struct CudaPipeline::Impl {
       }
     }
     release_lane(lane);
+    note_gpu_work();
     return status;
   }
 
@@ -270,6 +358,17 @@ struct CudaPipeline::Impl {
   std::mutex lanes_mutex;
   std::condition_variable lane_free;
   std::vector<Lane*> free_lanes;
+
+  // The keep-awake window (CudaPipelineOptions::keep_awake_seconds), in steady_clock ticks: 0 off.
+  const std::int64_t keep_awake_window;
+  // steady_clock ticks when the last job or self-test ended (at first: when the pipeline was made)
+  std::atomic<std::int64_t> last_gpu_work;
+  std::atomic<bool> keep_awake_parked{false};
+  cudaStream_t keep_awake_stream = nullptr;
+  std::mutex keep_awake_mutex;
+  std::condition_variable keep_awake_changed;
+  bool keep_awake_stopping = false;  // under keep_awake_mutex
+  std::thread keep_awake_thread;
 };
 
 CudaPipeline::CudaPipeline(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -298,6 +397,7 @@ KernelStatus CudaPipeline::run_on_device(const CudaPipelineJob& job) {
   }();
   if (!status.ok()) cudaGetLastError();
   impl_->release_lane(lane);
+  impl_->note_gpu_work();
   return status;
 }
 
@@ -306,6 +406,7 @@ KernelStatus CudaPipeline::run(const CudaPipelineJob& job, CudaTransferTimes* ti
   Lane& lane = impl_->acquire_lane();
   KernelStatus status = impl_->run_on_lane(lane, job, times);
   impl_->release_lane(lane);
+  impl_->note_gpu_work();
   return status;
 }
 

@@ -36,6 +36,10 @@ class ThreadPool {
   int workers() const { return static_cast<int>(threads_.size()); }
   // The most threads one call can use: every worker plus the caller.
   int max_parallelism() const { return workers() + 1; }
+  // CPU time the workers have used since they started (their polling included), in seconds: what
+  // the pool's work costs the host, beside the callers' own share. 0 where threads have no CPU
+  // clocks.
+  double workers_cpu_seconds() const;
 
   // Calls body(task) once for every task in [0, tasks), on the caller and on at most
   // `max_parallelism - 1` workers (values < 1 mean 1), and returns when all calls have returned.
