@@ -127,14 +127,16 @@ ServingBackends compose_backends(const ServerConfig& config) {
   if (config.route_cpu_contention && router->has(DeviceKind::kGpu) &&
       router->has(DeviceKind::kCpu)) {
     Router* backends = router.get();  // owns the contention estimate, so outlives its probe
-    router->set_cpu_contention(std::make_shared<CpuContention>(
+    auto contention = std::make_shared<CpuContention>(
         kernels::ThreadPool::default_workers() + 1, process_usage_probe([backends] {
           double seconds = 0;
           for (const RegisteredBackend& registered : backends->backends()) {
             seconds += registered.backend->scan_cpu_seconds();
           }
           return seconds;
-        })));
+        }));
+    contention->start_sampling();
+    router->set_cpu_contention(std::move(contention));
   }
 
   const std::vector<CostOverride>& overrides = config.cost_overrides;

@@ -9,7 +9,50 @@ namespace scan::server {
 CpuContention::CpuContention(int cores, UsageProbe probe, Clock::duration interval)
     : cores_(std::max(cores, 1)), probe_(std::move(probe)), interval_(interval) {}
 
-double CpuContention::slowdown(Clock::time_point now) {
+CpuContention::~CpuContention() {
+  if (!sampler_.joinable()) return;
+  {
+    std::lock_guard<std::mutex> lock(sampler_mutex_);
+    stopping_ = true;
+  }
+  sampler_wake_.notify_one();
+  sampler_.join();
+}
+
+void CpuContention::start_sampling() {
+  if (!sampler_.joinable()) sampler_ = std::thread([this] { sample(); });
+}
+
+double CpuContention::current() {
+  last_asked_.store(Clock::now().time_since_epoch().count());
+  // Sequentially consistent with the sampler's store of parked_ before it reads last_asked_:
+  // either this sees it parked and wakes it, or it sees this call's time and stays up.
+  if (parked_.load()) {
+    { std::lock_guard<std::mutex> lock(sampler_mutex_); }
+    sampler_wake_.notify_one();
+  }
+  return slowdown_.load(std::memory_order_relaxed);
+}
+
+void CpuContention::sample() {
+  const auto asked_lately = [this] {
+    return Clock::now().time_since_epoch().count() - last_asked_.load() <
+           std::chrono::duration_cast<Clock::duration>(std::chrono::seconds(1)).count();
+  };
+  std::unique_lock<std::mutex> lock(sampler_mutex_);
+  while (!stopping_) {
+    if (!asked_lately()) {
+      parked_.store(true);
+      sampler_wake_.wait(lock, [&] { return stopping_ || asked_lately(); });
+      parked_.store(false);
+      continue;
+    }
+    refresh();
+    sampler_wake_.wait_for(lock, interval_, [this] { return stopping_; });
+  }
+}
+
+double CpuContention::refresh(Clock::time_point now) {
   std::unique_lock<std::mutex> lock(mutex_, std::try_to_lock);
   if (!lock.owns_lock() || now - last_time_ < interval_) {
     return slowdown_.load(std::memory_order_relaxed);

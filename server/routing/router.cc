@@ -120,7 +120,7 @@ Outcome Router::route(const ValidatedScan& scan, RegisteredBackend** chosen) {
       if (cpu == nullptr || gpu == nullptr) {
         *chosen = gpu != nullptr ? gpu : cpu;
       } else if (gpu->cost->model().known() && cpu->cost->model().known()) {
-        const double cpu_stretch = contention_ ? contention_->slowdown() : 1.0;
+        const double cpu_stretch = contention_ ? contention_->current() : 1.0;
         *chosen = predicted_completion(*gpu, bytes, element_bytes) <
                           predicted_completion(*cpu, bytes, element_bytes, cpu_stretch)
                       ? gpu

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <thread>
 
 #include "routing/calibration.h"
 
@@ -467,7 +468,7 @@ double feed(CpuContention& contention, FakeUsage& usage, CpuContention::Clock::t
     now += milliseconds(20);
     usage.process += process_cores * 0.020;
     usage.scans += scan_cores * 0.020;
-    factor = contention.slowdown(now);
+    factor = contention.refresh(now);
   }
   return factor;
 }
@@ -476,7 +477,7 @@ TEST(CpuContention, CoresBusyOutsideScansStretchCpuTimeAndScansAloneDoNot) {
   FakeUsage usage;
   CpuContention contention(16, usage.probe(), milliseconds(20));
   auto now = CpuContention::Clock::time_point{} + std::chrono::hours(1);
-  EXPECT_DOUBLE_EQ(contention.slowdown(now), 1.0);  // nothing to compare with yet
+  EXPECT_DOUBLE_EQ(contention.refresh(now), 1.0);  // nothing to compare with yet
   // Sixteen cores busy, all of them scanning (compute-bound, e.g. through shared memory).
   EXPECT_DOUBLE_EQ(feed(contention, usage, now, 50, 16, 16), 1.0);
   // Ten cores of transport beside two of scans: a scan has 6 of 16 cores left.
@@ -491,21 +492,55 @@ TEST(CpuContention, RefreshesAtMostOncePerIntervalAndForgetsAfterALongSilence) {
   FakeUsage usage;
   CpuContention contention(8, usage.probe(), milliseconds(20));
   auto now = CpuContention::Clock::time_point{} + std::chrono::hours(1);
-  contention.slowdown(now);
+  contention.refresh(now);
   usage.process += 0.5;  // 50 ms of 7 busy cores... seen at the next refresh only
-  contention.slowdown(now + milliseconds(5));
-  contention.slowdown(now + milliseconds(19));
+  contention.refresh(now + milliseconds(5));
+  contention.refresh(now + milliseconds(19));
   EXPECT_EQ(usage.reads, 1);
   // More work than the host has cores is clamped: a scan always keeps one core.
   now += milliseconds(20);
   usage.process += 10;
-  const double busy = contention.slowdown(now);
+  const double busy = contention.refresh(now);
   EXPECT_EQ(usage.reads, 2);
   EXPECT_GT(busy, 1.0);
   EXPECT_LE(busy, 8.0);
   // A second of silence: the next refresh starts afresh from what that second held (nothing).
   now += std::chrono::seconds(1);
-  EXPECT_DOUBLE_EQ(contention.slowdown(now), 1.0);
+  EXPECT_DOUBLE_EQ(contention.refresh(now), 1.0);
+}
+
+TEST(CpuContention, SamplerKeepsTheFactorCurrentWhileAskedAndSleepsAfterwards) {
+  // A process in which ten cores' worth of transport and two of scans run all the time.
+  const auto started = CpuContention::Clock::now();
+  std::atomic<int> reads{0};
+  CpuContention contention(
+      16,
+      [&] {
+        ++reads;
+        const double elapsed =
+            std::chrono::duration<double>(CpuContention::Clock::now() - started).count();
+        return CpuContention::Usage{12 * elapsed, 2 * elapsed};
+      },
+      milliseconds(5));
+  contention.start_sampling();
+  double factor = contention.current();
+  for (int step = 0; step < 200 && factor < 2.0; ++step) {
+    std::this_thread::sleep_for(milliseconds(5));
+    factor = contention.current();
+  }
+  EXPECT_GT(factor, 2.0);  // 16 / (16 - 10) = 2.67 once settled
+  EXPECT_LT(factor, 2.8);
+  // Nobody asks any more: within about a second the sampler stops reading the clocks.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1300));
+  const int parked_at = reads.load();
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(reads.load(), parked_at);
+  // And the next question wakes it.
+  contention.current();
+  for (int step = 0; step < 100 && reads.load() == parked_at; ++step) {
+    std::this_thread::sleep_for(milliseconds(5));
+  }
+  EXPECT_GT(reads.load(), parked_at);
 }
 
 TEST(CpuContention, ProcessProbeSeesThisThreadsWork) {
