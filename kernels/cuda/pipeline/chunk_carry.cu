@@ -73,9 +73,8 @@ __global__ void apply_carry_kernel(const double* scanned, Out* out, std::int64_t
 }
 
 template <typename Out>
-KernelStatus launch_apply(const double* scanned, void* out, std::int64_t rows,
-                          std::int64_t columns, const double* carry_in, double* carry_out,
-                          cudaStream_t stream) {
+KernelStatus launch_apply(const double* scanned, void* out, std::int64_t rows, std::int64_t columns,
+                          const double* carry_in, double* carry_out, cudaStream_t stream) {
   apply_carry_kernel<Out><<<blocks_for(rows * columns), kThreads, 0, stream>>>(
       scanned, static_cast<Out*>(out), rows, columns, carry_in, carry_out);
   return cuda_detail::check_launch("cuda_apply_carry");
