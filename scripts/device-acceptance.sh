@@ -26,7 +26,8 @@
 # acceptance.md and logs.tar.gz go to $OUT (or /tmp/device-out). Every step runs even if an
 # earlier one failed; the exit status says whether all passed. Knobs: SCAN_ACCEPT_SIZES,
 # SCAN_ACCEPT_REPEATS (default 5), SCAN_ACCEPT_REGRET_REPEATS (default 12),
-# SCAN_ACCEPT_LOAD_SECONDS (default 6), SCAN_ACCEPT_LOAD_SIZES, SCAN_ACCEPT_CONNECTIONS (the load's
+# SCAN_ACCEPT_LOAD_SECONDS (default 4), SCAN_ACCEPT_LOAD_ROUNDS (default 3: the medians of that
+# many runs per configuration, alternated), SCAN_ACCEPT_LOAD_SIZES, SCAN_ACCEPT_CONNECTIONS (the load's
 # gRPC connections, default 16), SCAN_ACCEPT_SHM_SIZES (default
 # "16Mi 64Mi"), and SCAN_ACCEPT_STEPS, the steps to run (default "first regret load shm-load";
 # metrics are checked with "load"), for a call short of device time. SCAN_TREE=<commit> names the
@@ -43,7 +44,8 @@ sizes=${SCAN_ACCEPT_SIZES:-64Ki,256Ki,1Mi,4Mi,16Mi,64Mi,256Mi}
 repeats=${SCAN_ACCEPT_REPEATS:-5}
 # Rounds of the regret sweep: medians of 6 moved by 10-20% between runs at the small sizes.
 regret_repeats=${SCAN_ACCEPT_REGRET_REPEATS:-12}
-load_seconds=${SCAN_ACCEPT_LOAD_SECONDS:-6}
+load_seconds=${SCAN_ACCEPT_LOAD_SECONDS:-4}
+load_rounds=${SCAN_ACCEPT_LOAD_ROUNDS:-3}
 load_sizes=${SCAN_ACCEPT_LOAD_SIZES:-4Mi 16Mi 64Mi}
 # Sixteen clients are sixteen connections; over one, their calls share one HTTP/2 connection and
 # it alone moved 1.8 GB/s on the H100 host for every configuration.
@@ -182,22 +184,47 @@ verdict serial-auto "$([ "$regret_failed" = 0 ] && awk -v w="$worst_regret" "BEG
 fi
 
 # ---- Concurrent load: AUTO and GPU-preferred on the running server, then CPU-only ------------
-load() {  # load LABEL BACKEND SIZE [PROTOCOL]: req/s of 16 clients, a connection each
+load() {  # load LABEL BACKEND SIZE PROTOCOL ROUND: req/s of 16 clients, a connection each
+  local name="load-$1-$3-$5"
   "$bench" --target "$target" --concurrency 16 --connections "$connections" \
     --duration "$load_seconds" --warmup 1 \
-    --bytes "$3" --backend "$2" --protocol "${4:-grpc}" --label "$1" --quiet \
-    --json "$logs/load-$1-$3.json" >"$logs/load-$1-$3.log" 2>&1
+    --bytes "$3" --backend "$2" --protocol "$4" --label "$1" --quiet \
+    --json "$logs/$name.json" >"$logs/$name.log" 2>&1
   python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["runs"][0]["throughput_rps"])' \
-    "$logs/load-$1-$3.json" 2>/dev/null || echo 0
+    "$logs/$name.json" 2>/dev/null || echo 0
 }
 declare -A rps
+# loads PREFIX PROTOCOL SIZE LABEL:BACKEND...: each configuration $load_rounds times, in reversed
+# order every other round (so that neither always runs first, on a warmer or cooler host), and
+# rps[PREFIX-LABEL-SIZE] = the median. One 6 s run of the same routing moved by 3-4% between
+# runs on the H100 host, which decided ">= 1.0x" where AUTO and GPU-preferred routed alike.
+loads() {
+  local prefix=$1 protocol=$2 size=$3 round config
+  shift 3
+  local -a configs=("$@") order
+  local -A seen=()
+  for ((round = 1; round <= load_rounds; round++)); do
+    order=("${configs[@]}")
+    if ((round % 2 == 0)); then
+      mapfile -t order < <(printf '%s\n' "${configs[@]}" | tac)
+    fi
+    for config in "${order[@]}"; do
+      seen[$config]+=" $(load "$prefix${config%%:*}" "${config#*:}" "$size" "$protocol" "$round")"
+    done
+  done
+  for config in "${configs[@]}"; do
+    # shellcheck disable=SC2086 # the values are words
+    rps[$prefix${config%%:*}-$size]=$(printf '%s\n' ${seen[$config]} | sort -g |
+      awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }')
+  done
+}
 # load_table TITLE GOAL PREFIX SIZES...: the req/s table of AUTO, GPU-preferred and CPU-only runs
 # labelled PREFIX-auto-SIZE etc.; fails the step named PREFIX where AUTO / better < GOAL.
 load_table() {
   local title=$1 goal=$2 prefix=$3 ok=0 size ratio
   shift 3
   say
-  say "## $title, ${load_seconds} s per run (req/s)"
+  say "## $title, median of $load_rounds runs of ${load_seconds} s, alternated (req/s)"
   say
   say "| size | AUTO | GPU-preferred | CPU-only (--gpu off) | AUTO / better single device |"
   say "|---|---:|---:|---:|---:|"
@@ -213,10 +240,7 @@ load_table() {
   verdict "${prefix}concurrent-auto" "$ok" "AUTO >= ${goal}x the better single device at every size"
 }
 if want load; then
-for size in $load_sizes; do
-  rps[auto-$size]=$(load auto auto "$size")
-  rps[gpu-$size]=$(load gpu gpu "$size")
-done
+for size in $load_sizes; do loads "" grpc "$size" auto:auto gpu:gpu; done
 # Everything the dashboard shows has happened on the GPU server by now: check it while scraped.
 sleep 3
 say
@@ -234,7 +258,7 @@ verdict dashboard-and-alerts "$promql_status" "every panel and rule evaluated (G
 stop
 
 if serve cpu-only --gpu off; then
-  for size in $load_sizes; do rps[cpu-$size]=$(load cpu auto "$size"); done
+  for size in $load_sizes; do loads "" grpc "$size" cpu:auto; done
   stop
 fi
 # shellcheck disable=SC2086 # sizes are words
@@ -247,14 +271,11 @@ fi
 # ---- Compute-bound load: system shared memory takes the transport's bytes away ---------------
 if want shm-load; then
   if serve shm --allow-shared-memory true; then
-    for size in $shm_sizes; do
-      rps[shm-auto-$size]=$(load shm-auto auto "$size" system-shm)
-      rps[shm-gpu-$size]=$(load shm-gpu gpu "$size" system-shm)
-    done
+    for size in $shm_sizes; do loads shm- system-shm "$size" auto:auto gpu:gpu; done
     stop
   fi
   if serve shm-cpu-only --allow-shared-memory true --gpu off; then
-    for size in $shm_sizes; do rps[shm-cpu-$size]=$(load shm-cpu auto "$size" system-shm); done
+    for size in $shm_sizes; do loads shm- system-shm "$size" cpu:auto; done
     stop
   fi
   # shellcheck disable=SC2086 # sizes are words
